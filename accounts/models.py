@@ -1,0 +1,100 @@
+import secrets
+from urllib.parse import urlsplit
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from .crypto import EncryptedJSONField, EncryptedTextField
+
+AMO_DOMAINS = ("amocrm.ru", "amocrm.com", "kommo.com")
+
+
+class Integration(models.Model):
+    """An amoCRM/Kommo integration (widget) whose one-time tokens we accept."""
+
+    name = models.CharField(_("name"), max_length=100)
+    client_uuid = models.UUIDField(_("integration ID (client_id)"), unique=True)
+    client_secret = EncryptedTextField(_("secret key"))
+    redirect_uri = models.URLField(_("redirect URI"), max_length=500)
+    is_active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("integration")
+        verbose_name_plural = _("integrations")
+
+    def __str__(self):
+        return self.name or str(self.client_uuid)
+
+    @property
+    def audience(self) -> str:
+        """`aud` of its tokens: scheme://host of the redirect URI (no port, no path), as amoCRM builds it."""
+        parts = urlsplit(self.redirect_uri)
+        return f"{parts.scheme}://{parts.hostname}"
+
+
+class Account(models.Model):
+    """An amoCRM account, registered on its first valid token."""
+
+    integration = models.ForeignKey(Integration, on_delete=models.PROTECT, related_name="accounts",
+                                    verbose_name=_("integration"))
+    amo_id = models.BigIntegerField(_("amoCRM account ID"))
+    subdomain = models.CharField(_("subdomain"), max_length=63)
+    domain = models.CharField(_("domain"), max_length=20, default="amocrm.ru",
+                              choices=[(d, d) for d in AMO_DOMAINS])
+    is_active = models.BooleanField(_("active"), default=True)
+    disabled_reason = models.CharField(_("why disabled"), max_length=200, blank=True)
+    first_seen_at = models.DateTimeField(_("first seen"), auto_now_add=True)
+    last_seen_at = models.DateTimeField(_("last seen"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("account")
+        verbose_name_plural = _("accounts")
+        constraints = [
+            models.UniqueConstraint(fields=["integration", "amo_id"], name="account_unique_per_integration"),
+        ]
+        indexes = [models.Index(fields=["subdomain"], name="account_subdomain_idx")]
+
+    def __str__(self):
+        return f"{self.subdomain}.{self.domain} ({self.amo_id})"
+
+    @property
+    def host(self) -> str:
+        return f"{self.subdomain}.{self.domain}"
+
+
+def new_callback_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class ProviderRoute(models.Model):
+    """One SMS provider account of an amoCRM account; routes are tried by ascending priority."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="routes",
+                                verbose_name=_("account"))
+    provider = models.CharField(_("provider"), max_length=30)
+    priority = models.PositiveSmallIntegerField(_("priority"), default=10,
+                                                help_text=_("Lower numbers are tried first."))
+    sender = models.CharField(_("sender name"), max_length=20, blank=True)
+    credentials = EncryptedJSONField(_("credentials"))
+    is_active = models.BooleanField(_("active"), default=True)
+    # Unguessable and per route: the provider's delivery reports come to /webhooks/<provider>/<token>/.
+    callback_token = models.CharField(_("callback token"), max_length=64, unique=True,
+                                      default=new_callback_token, editable=False)
+    # Health: a route with repeated auth or funds failures is broken until its credentials change.
+    is_broken = models.BooleanField(_("broken"), default=False)
+    broken_reason = models.CharField(_("why broken"), max_length=200, blank=True)
+    broken_at = models.DateTimeField(_("broken since"), null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(_("consecutive failures"), default=0)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("provider route")
+        verbose_name_plural = _("provider routes")
+        ordering = ["priority", "id"]
+        indexes = [models.Index(fields=["account", "is_active", "priority"], name="route_account_active_idx")]
+
+    def __str__(self):
+        return f"{self.provider} #{self.priority}"

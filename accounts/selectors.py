@@ -1,0 +1,95 @@
+"""Reads of accounts data that more than one caller needs."""
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from .models import Account, Integration, ProviderRoute
+
+# Integration keys are read on every token check; a few seconds of caching saves a query per
+# request. A change in the admin takes effect within this many seconds.
+INTEGRATION_CACHE_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationKey:
+    integration_id: int
+    secret: str
+    audience: str
+
+
+class _TTLCache:
+    def __init__(self, maxsize=1024):
+        self._data = {}
+        self._lock = threading.Lock()
+        self._maxsize = maxsize
+
+    def get(self, key):
+        with self._lock:
+            hit = self._data.get(key)
+        if hit and hit[0] > time.monotonic():
+            return hit
+        return None
+
+    def put(self, key, value, ttl):
+        with self._lock:
+            if len(self._data) >= self._maxsize:
+                self._data.clear()
+            self._data[key] = (time.monotonic() + ttl, value)
+
+    def clear(self):
+        with self._lock:
+            self._data.clear()
+
+
+_integration_cache = _TTLCache()
+
+
+def clear_integration_cache():
+    _integration_cache.clear()
+
+
+def _key_of(integration: Integration) -> IntegrationKey:
+    return IntegrationKey(integration.pk, integration.client_secret, integration.audience)
+
+
+def integration_key_by_uuid(client_uuid: uuid.UUID) -> IntegrationKey | None:
+    hit = _integration_cache.get(("uuid", client_uuid))
+    if hit:
+        return hit[1]
+    integration = Integration.objects.filter(client_uuid=client_uuid, is_active=True).first()
+    if integration is None and _is_settings_integration(client_uuid):
+        from .services import integration_sync_from_settings
+
+        integration = integration_sync_from_settings()
+    key = _key_of(integration) if integration and integration.is_active else None
+    _integration_cache.put(("uuid", client_uuid), key, INTEGRATION_CACHE_SECONDS)
+    return key
+
+
+def integration_keys_by_audience(audience: str) -> list[IntegrationKey]:
+    hit = _integration_cache.get(("aud", audience))
+    if hit:
+        return hit[1]
+    keys = [_key_of(i) for i in Integration.objects.filter(is_active=True) if i.audience == audience]
+    _integration_cache.put(("aud", audience), keys, INTEGRATION_CACHE_SECONDS)
+    return keys
+
+
+def _is_settings_integration(client_uuid: uuid.UUID) -> bool:
+    try:
+        return bool(settings.AMO_CLIENT_SECRET) and uuid.UUID(settings.AMO_CLIENT_ID) == client_uuid
+    except ValueError:
+        return False
+
+
+def account_get(*, integration_id: int, amo_id: int) -> Account | None:
+    return Account.objects.filter(integration_id=integration_id, amo_id=amo_id).first()
+
+
+def routes_active(*, account: Account) -> list[ProviderRoute]:
+    """The routes to try, in order: active ones by ascending priority."""
+    return list(ProviderRoute.objects.filter(account=account, is_active=True).order_by("priority", "id"))

@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class DeliveriesConfig(AppConfig):
+    name = "deliveries"
+    verbose_name = _("SMS deliveries")
+
+    def ready(self):
+        from . import checks  # noqa: F401  (registers system checks)

@@ -1,0 +1,153 @@
+import uuid
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import Account, ProviderRoute
+
+
+class DeliveryKind(models.TextChoices):
+    SYSTEM = "system", _("system SMS")
+    TEST = "test", _("test SMS")
+    BULK = "bulk", _("bulk SMS")
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", _("pending")
+    SENDING = "sending", _("sending")
+    SENT = "sent", _("sent")
+    DELIVERED = "delivered", _("delivered")
+    UNDELIVERED = "undelivered", _("undelivered")
+    EXPIRED = "expired", _("expired")
+    REJECTED = "rejected", _("rejected")
+    FAILED = "failed", _("failed")
+    UNKNOWN = "unknown", _("unknown")
+
+
+FINAL_STATUSES = frozenset(
+    {
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.UNDELIVERED,
+        DeliveryStatus.EXPIRED,
+        DeliveryStatus.REJECTED,
+        DeliveryStatus.FAILED,
+    }
+)
+
+# Statuses only move up this ladder; the first final status wins.
+STATUS_RANK = {
+    DeliveryStatus.PENDING: 0,
+    DeliveryStatus.SENDING: 10,
+    DeliveryStatus.UNKNOWN: 20,
+    DeliveryStatus.SENT: 40,
+    **{status: 100 for status in FINAL_STATUSES},
+}
+
+
+class Delivery(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="deliveries",
+                                verbose_name=_("account"))
+    kind = models.CharField(_("kind"), max_length=10, choices=DeliveryKind.choices, default=DeliveryKind.SYSTEM)
+    phone = models.CharField(_("phone"), max_length=20, help_text=_("E.164"))
+    text = models.TextField(_("text"))
+    encoding = models.CharField(_("encoding"), max_length=4, choices=[("gsm7", "GSM-7"), ("ucs2", "UCS-2")])
+    segments = models.PositiveSmallIntegerField(_("parts"))
+    status = models.CharField(_("status"), max_length=12, choices=DeliveryStatus.choices,
+                              default=DeliveryStatus.PENDING)
+    route = models.ForeignKey(ProviderRoute, on_delete=models.SET_NULL, null=True, blank=True,
+                              related_name="deliveries", verbose_name=_("route"))
+    provider = models.CharField(_("provider"), max_length=30, blank=True)
+    provider_message_id = models.CharField(_("provider message ID"), max_length=100, blank=True)
+    error_class = models.CharField(_("error class"), max_length=30, blank=True)
+    error_code = models.CharField(_("error code"), max_length=50, blank=True)
+    error_text = models.CharField(_("error text"), max_length=300, blank=True)
+    # amoCRM's token id: the idempotency key of a system SMS (one delivery per token).
+    jti = models.CharField(_("token ID"), max_length=128, null=True, blank=True)
+    valid_until = models.DateTimeField(_("valid until"))
+    attempt_count = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("delivery")
+        verbose_name_plural = _("deliveries")
+        constraints = [
+            models.UniqueConstraint(fields=["account", "jti"], name="delivery_jti_unique_per_account"),
+        ]
+        indexes = [
+            models.Index(fields=["account", "-created_at"], name="delivery_account_created_idx"),
+            models.Index(fields=["status", "-created_at"], name="delivery_status_created_idx"),
+            models.Index(fields=["provider", "provider_message_id"], name="delivery_provider_msg_idx"),
+        ]
+        permissions = [("view_message_text", _("Can see the unmasked text of system SMS"))]
+
+    def __str__(self):
+        return str(self.id)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+class AttemptOutcome(models.TextChoices):
+    IN_FLIGHT = "in_flight", _("in flight")
+    SENT = "sent", _("accepted by the provider")
+    RETRY = "retry", _("temporary error, will retry")
+    NEXT_ROUTE = "next_route", _("route failed, trying the next")
+    REJECTED = "rejected", _("rejected")
+    FAILED = "failed", _("failed")
+    AMBIGUOUS = "ambiguous", _("no answer: may have been sent")
+
+
+class Attempt(models.Model):
+    """One call to a provider for a delivery."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts",
+                                 verbose_name=_("delivery"))
+    route = models.ForeignKey(ProviderRoute, on_delete=models.SET_NULL, null=True, blank=True,
+                              related_name="attempts", verbose_name=_("route"))
+    provider = models.CharField(_("provider"), max_length=30)
+    started_at = models.DateTimeField(_("started"))
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    outcome = models.CharField(_("outcome"), max_length=12, choices=AttemptOutcome.choices,
+                               default=AttemptOutcome.IN_FLIGHT)
+    error_class = models.CharField(_("error class"), max_length=30, blank=True)
+    provider_code = models.CharField(_("provider code"), max_length=50, blank=True)
+    error_text = models.CharField(_("error text"), max_length=300, blank=True)
+    provider_message_id = models.CharField(_("provider message ID"), max_length=100, blank=True)
+    latency_ms = models.PositiveIntegerField(_("latency, ms"), null=True, blank=True)
+    raw_response = models.JSONField(_("provider reply"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("attempt")
+        verbose_name_plural = _("attempts")
+        ordering = ["started_at", "id"]
+
+
+class StatusEvent(models.Model):
+    """A status report from a provider (webhook or poll), kept raw; `applied` says if it moved the delivery."""
+
+    class Source(models.TextChoices):
+        WEBHOOK = "webhook", _("webhook")
+        POLL = "poll", _("poll")
+        SYSTEM = "system", _("smsgate")
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="events",
+                                 verbose_name=_("delivery"))
+    source = models.CharField(_("source"), max_length=10, choices=Source.choices)
+    status = models.CharField(_("status"), max_length=12, choices=DeliveryStatus.choices)
+    provider_code = models.CharField(_("provider code"), max_length=50, blank=True)
+    error_class = models.CharField(_("error class"), max_length=30, blank=True)
+    occurred_at = models.DateTimeField(_("occurred"), null=True, blank=True)
+    received_at = models.DateTimeField(_("received"), auto_now_add=True)
+    applied = models.BooleanField(_("applied"), default=False)
+    raw = models.JSONField(_("raw report"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("status event")
+        verbose_name_plural = _("status events")
+        ordering = ["received_at", "id"]

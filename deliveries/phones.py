@@ -1,0 +1,71 @@
+"""Phone numbers: parse and validate with Google's libphonenumber, store E.164, mask for display."""
+
+from dataclasses import dataclass
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberType
+
+MAX_PHONE_INPUT = 40  # "+7 (912) 345-67-89" and friends fit easily
+
+# Numbers that can receive an SMS. Landlines, pagers, VoIP etc. cannot, or cost a fortune.
+SMS_CAPABLE_TYPES = {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
+
+
+class PhoneError(ValueError):
+    def __init__(self, code: str):
+        self.code = code
+        super().__init__(code)
+
+
+@dataclass(frozen=True)
+class Phone:
+    e164: str
+    region: str | None
+    number_type: int
+
+
+def phone_parse(raw, *, default_region: str | None = None) -> Phone:
+    """Parse a number as a person would type it; raise PhoneError(code) if it cannot get an SMS.
+
+    Codes: `invalid` (not a number / not a valid number), `not_mobile` (a landline and the like).
+    """
+    if not isinstance(raw, str) or not raw.strip() or len(raw) > MAX_PHONE_INPUT:
+        raise PhoneError("invalid")
+    try:
+        number = phonenumbers.parse(raw, default_region)
+    except NumberParseException:
+        raise PhoneError("invalid") from None
+    if not phonenumbers.is_valid_number(number):
+        raise PhoneError("invalid")
+    number_type = phonenumbers.number_type(number)
+    if number_type not in SMS_CAPABLE_TYPES:
+        raise PhoneError("not_mobile")
+    return Phone(
+        e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+        region=phonenumbers.region_code_for_number(number),
+        number_type=number_type,
+    )
+
+
+def phone_normalise_for_search(raw: str, *, default_region: str | None = "RU") -> str | None:
+    """E.164 for a number typed into a search box, or None if it is not a phone number."""
+    try:
+        number = phonenumbers.parse(raw, default_region)
+    except NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def phone_mask(e164: str) -> str:
+    """`+79123456789` -> `+7 912 ***-**-89`: enough to recognise, not enough to misuse."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except NumberParseException:
+        return "***"
+    national = str(number.national_number)
+    head, tail = national[:3], national[-2:]
+    hidden = max(len(national) - 5, 0)
+    stars = "***-**" if hidden == 5 else "*" * hidden
+    return f"+{number.country_code} {head} {stars}-{tail}"

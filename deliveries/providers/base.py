@@ -1,0 +1,206 @@
+"""The provider contract. Providers are pure: no models, no settings, no Celery in this package.
+
+Credentials come in through the constructor; `send()` returns a `SendResult` or raises one of the
+`Provider*Error`s below, always keeping the provider's raw code. The service layer decides what
+each error means for the delivery (retry, next route, final status).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import ClassVar
+
+
+class ReportStatus(StrEnum):
+    """Normalised provider-side status; the values are the delivery statuses they move a delivery to."""
+
+    SENT = "sent"  # accepted by the provider or the operator, no receipt yet
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+class ErrorClass(StrEnum):
+    TRANSPORT = "transport"  # the request never reached the provider (connect error): safe to resend
+    TIMEOUT = "timeout"  # the request may have reached the provider: never resend blindly
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    THROTTLED = "throttled"
+    ACCOUNT_RATE_LIMITED = "account_rate_limited"
+    RECIPIENT_RATE_LIMITED = "recipient_rate_limited"
+    INVALID_RECIPIENT = "invalid_recipient"
+    BLOCKED_RECIPIENT = "blocked_recipient"
+    NO_ROUTE = "no_route"
+    CONTENT_REJECTED = "content_rejected"
+    SENDER_REJECTED = "sender_rejected"
+    AUTH = "auth"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    BAD_REQUEST = "bad_request"
+    UNKNOWN = "unknown"
+
+
+class ProviderError(Exception):
+    """Base of every provider failure. `code` is the provider's own code, kept raw."""
+
+    default_class: ClassVar[ErrorClass] = ErrorClass.UNKNOWN
+
+    def __init__(self, message: str = "", *, code: str = "", error_class: ErrorClass | None = None, raw=None):
+        self.message = message
+        self.code = str(code) if code is not None else ""
+        self.error_class = ErrorClass(error_class or self.default_class)
+        self.raw = raw
+        super().__init__(f"[{self.error_class}] {self.code} {message}".strip())
+
+
+class ProviderTemporaryError(ProviderError):
+    """Retry later. `ambiguous` means the provider may have got (and sent) the message."""
+
+    default_class = ErrorClass.PROVIDER_UNAVAILABLE
+
+    def __init__(self, message="", *, retry_after: float | None = None, ambiguous: bool = False, **kwargs):
+        self.retry_after = retry_after
+        self.ambiguous = ambiguous
+        super().__init__(message, **kwargs)
+
+
+class ProviderRejectedError(ProviderError):
+    """Permanent: the recipient, the text or the sender was refused. Another route would not help."""
+
+    default_class = ErrorClass.INVALID_RECIPIENT
+
+
+class ProviderAuthError(ProviderError):
+    """Permanent for this route: credentials, money or account limits. The next route may work."""
+
+    default_class = ErrorClass.AUTH
+
+
+class ProviderBadRequestError(ProviderError):
+    """Permanent: our request was malformed (a bug on our side). Not retried."""
+
+    default_class = ErrorClass.BAD_REQUEST
+
+
+@dataclass(frozen=True)
+class CredentialField:
+    """One credential a provider needs; forms and the API schema are generated from these."""
+
+    name: str
+    label: dict[str, str]  # {"ru": ..., "en": ...}
+    secret: bool = False
+    help: dict[str, str] = field(default_factory=dict)
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    phone: str  # E.164, with "+"
+    text: str
+    reference: str  # our delivery id
+    sender: str = ""
+    validity_seconds: int | None = None
+    callback_url: str | None = None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    provider_message_id: str
+    status: ReportStatus = ReportStatus.SENT
+    cost: Decimal | None = None
+    parts: int | None = None
+    raw: dict | list | str | None = None
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    provider_message_id: str
+    status: ReportStatus
+    provider_code: str = ""
+    error_class: ErrorClass | None = None
+    occurred_at: datetime | None = None
+    raw: dict | list | str | None = None
+
+
+@dataclass(frozen=True)
+class Balance:
+    amount: Decimal
+    currency: str = ""
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """A provider's callback as the webhook view received it (no Django objects past this point)."""
+
+    url: str  # the full public URL the provider called
+    method: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    form: dict[str, list[str]]
+    query: dict[str, list[str]]
+
+
+@dataclass(frozen=True)
+class WebhookReply:
+    status: int = 200
+    body: str = "ok"
+    content_type: str = "text/plain"
+
+
+class WebhookSignatureError(Exception):
+    """The callback's signature is missing or wrong."""
+
+
+class Provider(ABC):
+    slug: ClassVar[str]
+    name: ClassVar[str]
+    credential_fields: ClassVar[tuple[CredentialField, ...]] = ()
+    default_base_url: ClassVar[str] = ""
+    # Raw provider status code -> normalised status. Anything not here maps to UNKNOWN.
+    status_map: ClassVar[dict[str, ReportStatus]] = {}
+    supports_callbacks: ClassVar[bool] = False
+    supports_polling: ClassVar[bool] = False
+
+    def __init__(self, *, credentials: dict | None = None, sender: str = "", base_url: str | None = None, http=None):
+        from .http import default_client
+
+        self.credentials = dict(credentials or {})
+        self.sender = sender or ""
+        self.base_url = (base_url or self.default_base_url).rstrip("/")
+        self.http = http or default_client()
+
+    def credential(self, name: str) -> str:
+        value = self.credentials.get(name)
+        if not value:
+            raise ProviderAuthError(f"credential {name!r} is not set", code="missing_credential")
+        return str(value)
+
+    @classmethod
+    def map_status(cls, code) -> ReportStatus:
+        return cls.status_map.get(str(code), ReportStatus.UNKNOWN)
+
+    @abstractmethod
+    def send(self, request: SendRequest) -> SendResult: ...
+
+    def balance(self) -> Balance:
+        raise NotImplementedError(f"{self.slug} cannot report a balance")
+
+    def fetch_statuses(self, provider_message_ids: list[str]) -> list[StatusReport]:
+        """Poll the provider for the current statuses of these messages."""
+        return []
+
+    # --- delivery-report webhooks -------------------------------------------------------------
+    def verify_webhook(self, request: WebhookRequest) -> None:
+        """Raise WebhookSignatureError unless the callback is authentic. The route token in the URL
+        has already been checked; providers that sign their callbacks check that too."""
+
+    def parse_webhook(self, request: WebhookRequest) -> list[StatusReport]:
+        raise NotImplementedError(f"{self.slug} sends no delivery-report callbacks")
+
+    def webhook_reply(self) -> WebhookReply:
+        return WebhookReply()

@@ -1,0 +1,12 @@
+"""Celery tasks: thin wrappers around services."""
+
+from celery import shared_task
+
+from . import services
+
+
+@shared_task(name=services.SEND_TASK, acks_late=True, ignore_result=True)
+def delivery_send(delivery_id: str):
+    outcome = services.delivery_send(delivery_id=delivery_id)
+    if outcome is not None and outcome.retry_in is not None:
+        services.delivery_enqueue(delivery_id=delivery_id, kind=outcome.kind, countdown=outcome.retry_in)

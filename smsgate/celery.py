@@ -1,0 +1,37 @@
+"""The Celery app `smsgate`: `celery -A smsgate worker -Q sms-system,sms-bulk`."""
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "smsgate.settings")
+
+app = Celery("smsgate")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+QUEUE_SYSTEM = "sms-system"  # login codes: never behind a bulk backlog
+QUEUE_BULK = "sms-bulk"
+QUEUE_MAINTENANCE = "maintenance"
+
+app.conf.update(
+    task_queues=[Queue(QUEUE_SYSTEM), Queue(QUEUE_BULK), Queue(QUEUE_MAINTENANCE)],
+    task_default_queue=QUEUE_MAINTENANCE,
+    # State lives in PostgreSQL, not in Celery results.
+    task_ignore_result=True,
+    # A task is acknowledged after it ran, so a killed worker's task is redelivered;
+    # the conditional claim in the service keeps that from sending twice.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=4,
+    task_serializer="json",
+    accept_content=["json"],
+    broker_connection_retry_on_startup=True,
+    # Publishing must not hang a web request when the broker is down: fail fast, the sweeper re-enqueues.
+    broker_connection_timeout=2,
+    task_publish_retry=True,
+    task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2},
+    worker_hijack_root_logger=False,
+    timezone="UTC",
+)
+app.autodiscover_tasks()

@@ -1,0 +1,12 @@
+"""gunicorn settings from the environment: gthread workers (measured best for sync Django here)."""
+
+import os
+
+bind = os.environ.get("WEB_BIND", "127.0.0.1:8000")
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_WORKERS", "2"))
+threads = int(os.environ.get("WEB_THREADS", "4"))
+timeout = 30
+graceful_timeout = 10
+keepalive = 5
+accesslog = os.environ.get("WEB_ACCESS_LOG") or None

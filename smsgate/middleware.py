@@ -1,0 +1,28 @@
+import logging
+
+from django.db import InterfaceError, OperationalError
+from django.http import JsonResponse
+from django.utils.translation import gettext as _
+
+logger = logging.getLogger(__name__)
+
+
+class DatabaseUnavailableMiddleware:
+    """The database is down or unreachable: answer 503 with Retry-After instead of a 500."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, (OperationalError, InterfaceError)):
+            logger.error("database unavailable: %s", type(exception).__name__)
+            response = JsonResponse(
+                {"detail": _("The service is temporarily unavailable. Try again shortly."), "code": "unavailable"},
+                status=503,
+            )
+            response["Retry-After"] = "5"
+            return response
+        return None

@@ -1,0 +1,213 @@
+"""smsgate settings: every value comes from the environment (see .env.example).
+
+Development defaults are safe and need no servers (SQLite, Celery's filesystem broker).
+With DEBUG off, production secrets have no default and start-up fails without them.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+# Tests never read .env: a developer's local file must not change test results.
+RUNNING_TESTS = "PYTEST_VERSION" in os.environ or "pytest" in sys.modules
+_env_file = os.environ.get("SMSGATE_ENV_FILE", str(BASE_DIR / ".env"))
+if _env_file and not RUNNING_TESTS and Path(_env_file).is_file():
+    environ.Env.read_env(_env_file)
+
+env = environ.Env()
+
+DEBUG = env.bool("DEBUG", default=False)
+# Development-only defaults (a fixed secret key, a derived encryption key) are allowed only here.
+DEV_DEFAULTS = DEBUG or RUNNING_TESTS
+
+
+def _required(name, dev_default):
+    value = env.str(name, default="")
+    if value:
+        return value
+    if DEV_DEFAULTS:
+        return dev_default
+    raise ImproperlyConfigured(f"{name} must be set when DEBUG is off (see .env.example).")
+
+
+SECRET_KEY = _required("SECRET_KEY", "dev-insecure-secret-key-do-not-use-in-production")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEV_DEFAULTS else [])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "accounts",
+    "deliveries",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "smsgate.middleware.DatabaseUnavailableMiddleware",
+]
+
+ROOT_URLCONF = "smsgate.urls"
+WSGI_APPLICATION = "smsgate.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'smsgate.sqlite3'}")}
+_db = DATABASES["default"]
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL and IMMEDIATE transactions: concurrent web + worker writes without "database is locked".
+    _db.setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+else:
+    _db.setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
+    _db.setdefault("CONN_HEALTH_CHECKS", True)
+    _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=3))
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# --- Languages: Russian and English ------------------------------------------------------------
+LANGUAGE_CODE = env.str("LANGUAGE_CODE", default="ru")
+LANGUAGES = [("ru", _("Russian")), ("en", _("English"))]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+USE_I18N = True
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.path("STATIC_ROOT", default=str(VAR_DIR / "static"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if not (DEBUG or RUNNING_TESTS)
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+
+# --- Security headers (behind a TLS-terminating proxy in production) ---------------------------
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_TLS_PROXY", default=False) else None
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not DEV_DEFAULTS
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024  # the SMS endpoint takes a few kB at most
+
+# --- Celery ---------------------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_TRANSPORT_OPTIONS = {}
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "celery"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # kombu reads and writes the same folder; the names in its docstring are swapped.
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "control_folder": str(_broker_dir / "control"),
+        "polling_interval": 0.1,
+    }
+    for _folder in ("queue", "control"):
+        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Longer than the longest retry countdown, so scheduled retries are not redelivered early.
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+        "socket_connect_timeout": 2,
+        "socket_timeout": 5,
+    }
+    if env.str("CELERY_BROKER_KEY_PREFIX", default=""):
+        CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = env.str("CELERY_BROKER_KEY_PREFIX")
+
+# --- smsgate --------------------------------------------------------------------------------------
+# Fernet keys, comma-separated; the first encrypts, all decrypt (rotation).
+SMSGATE_ENCRYPTION_KEYS = env.list("SMSGATE_ENCRYPTION_KEYS", default=[])
+if not SMSGATE_ENCRYPTION_KEYS and not DEV_DEFAULTS:
+    raise ImproperlyConfigured("SMSGATE_ENCRYPTION_KEYS must be set when DEBUG is off (see .env.example).")
+
+# The deployment's own amoCRM integration; more can be added in the admin.
+AMO_CLIENT_ID = env.str("AMO_CLIENT_ID", default="")
+AMO_CLIENT_SECRET = env.str("AMO_CLIENT_SECRET", default="")
+AMO_REDIRECT_URI = env.str("AMO_REDIRECT_URI", default="")
+
+SMSGATE_TOKEN_LEEWAY = env.int("SMSGATE_TOKEN_LEEWAY", default=30)
+if not 0 <= SMSGATE_TOKEN_LEEWAY <= 120:
+    raise ImproperlyConfigured("SMSGATE_TOKEN_LEEWAY must be between 0 and 120 seconds.")
+
+# Provider slug used for accounts without a route of their own ("" = none: such requests get 422).
+SMSGATE_DEFAULT_ROUTE = env.str("SMSGATE_DEFAULT_ROUTE", default="")
+# Credentials of the default route, as JSON (e.g. {"api_id": "..."}); empty for "console".
+SMSGATE_DEFAULT_ROUTE_CREDENTIALS = env.json("SMSGATE_DEFAULT_ROUTE_CREDENTIALS", default={})
+SMSGATE_DEFAULT_ROUTE_SENDER = env.str("SMSGATE_DEFAULT_ROUTE_SENDER", default="")
+
+# How long a system SMS (a login code) is worth sending, in seconds.
+SMSGATE_SYSTEM_SMS_VALIDITY = env.int("SMSGATE_SYSTEM_SMS_VALIDITY", default=600)
+SMSGATE_MAX_TEXT_LENGTH = 1000
+
+# Provider base URLs can be overridden (tests and staging point them at fakes): "slug=url,slug=url".
+SMSGATE_PROVIDER_BASE_URLS = env.dict("SMSGATE_PROVIDER_BASE_URLS", default={})
+# The public base URL of this deployment, used to build provider callback URLs.
+SMSGATE_PUBLIC_URL = env.str("SMSGATE_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+
+# --- Logging: ids in `extra`, never tokens, secrets or full texts --------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # Django adds its own console handler when DEBUG is on; one handler is enough.
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "django.db.backends": {"level": "WARNING"},
+        # filesystem:// has no host and kombu warns about it on every publish.
+        "kombu.connection": {"level": "ERROR" if CELERY_BROKER_URL.startswith("filesystem://") else "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
+}
