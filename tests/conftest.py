@@ -1,0 +1,87 @@
+import os
+import time
+import uuid
+
+import jwt
+import pytest
+
+from accounts.models import Account, Integration, ProviderRoute
+from accounts.selectors import clear_integration_cache
+from smsgate.celery import app as celery_app
+from tests.fakes.smsru import FakeSmsRu
+
+# Unit tests publish to an in-memory broker; end-to-end tests start their own processes on Redis.
+celery_app.conf.broker_url = "memory://"
+celery_app.conf.broker_transport_options = {}
+
+SECRET = "test-secret-" + "k" * 52
+REDIRECT_URI = "https://smsgate.example.com/amocrm/oauth"
+AUDIENCE = "https://smsgate.example.com"
+DROP = object()  # a claim value meaning "leave this claim out"
+
+
+def require_services() -> bool:
+    """In CI (SMSGATE_REQUIRE_SERVICES=1) a missing service fails the test instead of skipping it."""
+    return os.environ.get("SMSGATE_REQUIRE_SERVICES") == "1"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_integration_cache():
+    clear_integration_cache()
+    yield
+    clear_integration_cache()
+
+
+@pytest.fixture
+def integration(db):
+    return Integration.objects.create(
+        name="test widget", client_uuid=uuid.uuid4(), client_secret=SECRET, redirect_uri=REDIRECT_URI
+    )
+
+
+@pytest.fixture
+def account(integration):
+    return Account.objects.create(integration=integration, amo_id=12345, subdomain="acme", domain="amocrm.ru")
+
+
+def claims_for(integration, **overrides) -> dict:
+    now = int(time.time())
+    claims = {
+        "iss": "https://acme.amocrm.ru",
+        "aud": AUDIENCE,
+        "jti": str(uuid.uuid4()),
+        "iat": now,
+        "nbf": now,
+        "exp": now + 1800,
+        "account_id": 12345,
+        "subdomain": "acme",
+        "client_uuid": str(integration.client_uuid),
+        "user_id": 777,
+        "is_admin": True,
+    }
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not DROP}
+
+
+@pytest.fixture
+def make_token(integration):
+    def make(*, secret=SECRET, algorithm="HS256", headers=None, **overrides):
+        return jwt.encode(claims_for(integration, **overrides), secret, algorithm=algorithm, headers=headers)
+
+    return make
+
+
+@pytest.fixture
+def fake_smsru(settings):
+    with FakeSmsRu(status_delays=(0.05, 0.05)) as fake:
+        settings.SMSGATE_PROVIDER_BASE_URLS = {"smsru": fake.url}
+        yield fake
+
+
+@pytest.fixture
+def smsru_route(account):
+    def make(*, priority=10, api_id="test-api-id", sender="", is_active=True):
+        return ProviderRoute.objects.create(account=account, provider="smsru", priority=priority,
+                                            credentials={"api_id": api_id}, sender=sender, is_active=is_active)
+
+    return make

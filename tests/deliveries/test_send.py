@@ -1,0 +1,252 @@
+"""delivery_send: the claim, routes in priority order, retries, deadlines, ambiguity.
+
+Every provider call here is real HTTP to the local fake SMS.ru (tests/fakes/smsru.py)."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from accounts.models import ProviderRoute
+from deliveries import tasks
+from deliveries.models import Attempt, AttemptOutcome, Delivery, DeliveryStatus, StatusEvent
+from deliveries.services import delivery_claim, delivery_create, delivery_send, delivery_status_apply
+from tests.deliveries.test_endpoint import queued_task_ids
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def create(account):
+    def create(phone="+79123456789", text="Код: 1234", **kwargs):
+        return delivery_create(account=account, phone=phone, text=text, **kwargs).delivery
+
+    return create
+
+
+def test_success_records_provider_id_and_attempt(fake_smsru, smsru_route, create):
+    smsru_route(sender="ACME")
+    delivery = create()
+    outcome = delivery_send(delivery_id=delivery.pk)
+    assert outcome.status == DeliveryStatus.SENT and outcome.retry_in is None
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.SENT
+    assert delivery.provider == "smsru" and delivery.provider_message_id.startswith("000000-")
+    assert delivery.sent_at is not None and delivery.attempt_count == 1
+    attempt = delivery.attempts.get()
+    assert attempt.outcome == AttemptOutcome.SENT and attempt.latency_ms is not None
+    assert attempt.provider_message_id == delivery.provider_message_id
+    [message] = fake_smsru.sent_to("79123456789")
+    assert message["msg"] == "Код: 1234" and message["from"] == "ACME"
+
+
+def test_claim_is_exclusive_and_a_second_run_sends_nothing(fake_smsru, smsru_route, create):
+    smsru_route()
+    delivery = create()
+    assert delivery_send(delivery_id=delivery.pk) is not None
+    assert delivery_send(delivery_id=delivery.pk) is None
+    assert delivery_claim(delivery_id=delivery.pk) is False
+    assert len(fake_smsru.sent_to("79123456789")) == 1
+
+
+def test_routes_are_tried_by_priority_and_auth_failure_moves_on(fake_smsru, smsru_route, create):
+    first = smsru_route(priority=1, api_id="wrong")
+    second = smsru_route(priority=5)
+    delivery = create()
+    delivery_send(delivery_id=delivery.pk)
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.SENT and delivery.route == second
+    outcomes = list(delivery.attempts.values_list("route_id", "outcome", "provider_code"))
+    assert outcomes == [(first.pk, AttemptOutcome.NEXT_ROUTE, "200"), (second.pk, AttemptOutcome.SENT, "")]
+    first.refresh_from_db()
+    assert first.consecutive_failures == 1 and not first.is_broken
+
+
+def test_repeated_auth_failures_mark_the_route_broken_until_credentials_change(fake_smsru, smsru_route, create):
+    from accounts.services import route_save
+
+    route = smsru_route(api_id="wrong")
+    for _ in range(2):
+        delivery = create()
+        delivery_send(delivery_id=delivery.pk)
+        delivery.refresh_from_db()
+        assert delivery.status == DeliveryStatus.FAILED and delivery.error_class == "no_route"
+    route.refresh_from_db()
+    assert route.is_broken and "auth" in route.broken_reason
+    route_save(account=route.account, provider="smsru", credentials={"api_id": "test-api-id"}, route=route)
+    route.refresh_from_db()
+    assert not route.is_broken and route.consecutive_failures == 0
+
+
+def test_broken_routes_are_skipped(fake_smsru, smsru_route, create):
+    smsru_route(priority=1).__class__.objects.filter(priority=1).update(is_broken=True)
+    healthy = smsru_route(priority=2)
+    delivery = create()
+    delivery_send(delivery_id=delivery.pk)
+    assert delivery.attempts.get().route == healthy
+
+
+def test_recipient_rejection_is_final_and_never_fails_over(fake_smsru, smsru_route, create):
+    smsru_route(priority=1)
+    smsru_route(priority=2)
+    delivery = create(phone="+79000000207")  # SMS.ru 207: no route to this number
+    delivery_send(delivery_id=delivery.pk)
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.REJECTED
+    assert (delivery.error_class, delivery.error_code) == ("no_route", "207")
+    assert delivery.finished_at is not None
+    assert delivery.attempts.count() == 1
+
+
+def test_temporary_error_retries_with_backoff_then_succeeds(fake_smsru, smsru_route, create):
+    smsru_route()
+    delivery = create(phone="+79000000220")  # SMS.ru 220: service temporarily unavailable
+    outcome = delivery_send(delivery_id=delivery.pk)
+    assert outcome.status == DeliveryStatus.PENDING and 1 <= outcome.retry_in <= 2
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.PENDING and delivery.next_attempt_at > timezone.now()
+    assert delivery.error_code == "220"
+    # Not claimable before its time ...
+    assert delivery_send(delivery_id=delivery.pk) is None
+    # ... and the backoff grows.
+    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+    second = delivery_send(delivery_id=delivery.pk)
+    assert 2 <= second.retry_in <= 4
+    assert delivery.attempts.filter(outcome=AttemptOutcome.RETRY).count() == 2
+
+
+def test_temporary_errors_stop_at_the_validity_deadline(fake_smsru, smsru_route, create):
+    smsru_route()
+    delivery = create(phone="+79000000500")
+    Delivery.objects.filter(pk=delivery.pk).update(valid_until=timezone.now() + timedelta(seconds=1.5))
+    for _ in range(5):
+        outcome = delivery_send(delivery_id=delivery.pk)
+        if outcome.status != DeliveryStatus.PENDING:
+            break
+        Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.FAILED
+    assert (delivery.error_class, delivery.error_code) == ("provider_unavailable", "500")
+
+
+def test_a_route_that_keeps_failing_temporarily_hands_over_to_the_next(fake_smsru, smsru_route, create, account):
+    smsru_route(priority=1)
+    console = ProviderRoute.objects.create(account=account, provider="console", priority=2)
+    delivery = create(phone="+79000000220")  # SMS.ru keeps answering 220 for this number
+    outcomes = []
+    for _ in range(3):
+        Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+        outcomes.append(delivery_send(delivery_id=delivery.pk).status)
+    assert outcomes == [DeliveryStatus.PENDING, DeliveryStatus.PENDING, DeliveryStatus.SENT]
+    delivery.refresh_from_db()
+    assert delivery.route == console and delivery.provider == "console"
+    assert list(delivery.attempts.values_list("outcome", flat=True)) == [
+        AttemptOutcome.RETRY, AttemptOutcome.RETRY, AttemptOutcome.NEXT_ROUTE, AttemptOutcome.SENT]
+
+
+def test_past_its_deadline_a_login_code_is_not_sent(fake_smsru, smsru_route, create):
+    smsru_route()
+    delivery = create()
+    Delivery.objects.filter(pk=delivery.pk).update(valid_until=timezone.now() - timedelta(seconds=1))
+    delivery_send(delivery_id=delivery.pk)
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.EXPIRED and delivery.finished_at
+    assert not delivery.attempts.exists() and not fake_smsru.sent_to("79123456789")
+
+
+def test_ambiguous_timeout_retries_a_login_code_once_then_unknown(fake_smsru, smsru_route, create):
+    smsru_route()
+    delivery = create(phone="+79000000999")  # the fake drops the connection after accepting
+    first = delivery_send(delivery_id=delivery.pk)
+    assert first.status == DeliveryStatus.PENDING
+    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+    second = delivery_send(delivery_id=delivery.pk)
+    assert second.status == DeliveryStatus.UNKNOWN
+    delivery.refresh_from_db()
+    assert delivery.error_class == "timeout" and "may have been sent" in delivery.error_text
+    assert delivery.attempts.filter(outcome=AttemptOutcome.AMBIGUOUS).count() == 2
+    assert len(fake_smsru.sent_to("79000000999")) == 2  # the one permitted retry, never a third
+
+
+def test_default_route_is_used_without_account_routes(account, settings, create):
+    settings.SMSGATE_DEFAULT_ROUTE = "console"
+    delivery = create()
+    delivery_send(delivery_id=delivery.pk)
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.SENT and delivery.provider == "console"
+    assert delivery.attempts.get().route is None
+
+
+def test_no_usable_route_fails(account, settings, create, smsru_route):
+    route = smsru_route()
+    delivery = create()
+    route.delete()
+    settings.SMSGATE_DEFAULT_ROUTE = ""
+    delivery_send(delivery_id=delivery.pk)
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.FAILED and delivery.error_class == "no_route"
+
+
+def test_account_disabled_after_queueing_is_not_sent(fake_smsru, smsru_route, create, account):
+    smsru_route()
+    delivery = create()
+    account.is_active = False
+    account.save()
+    delivery_send(delivery_id=delivery.pk)
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.FAILED and delivery.error_class == "account_disabled"
+
+
+def test_task_requeues_a_temporary_failure(fake_smsru, smsru_route, create):
+    smsru_route()
+    delivery = create(phone="+79000000220")
+    queued_task_ids()
+    tasks.delivery_send(str(delivery.pk))
+    assert queued_task_ids() == [str(delivery.pk)]
+
+
+def test_task_on_an_unknown_id_does_nothing(db):
+    tasks.delivery_send("8c0d6f40-9a35-4d3d-9b8f-4a8f3c0b8d11")
+
+
+class TestStatusApply:
+    @pytest.fixture
+    def sent(self, create, settings):
+        settings.SMSGATE_DEFAULT_ROUTE = "console"
+        delivery = create()
+        Delivery.objects.filter(pk=delivery.pk).update(status=DeliveryStatus.SENT)
+        return delivery
+
+    def apply(self, delivery, status):
+        return delivery_status_apply(delivery=delivery, status=status, source=StatusEvent.Source.WEBHOOK,
+                                     provider_code="x", raw={"status": status})
+
+    def test_moves_forward_and_the_first_final_status_wins(self, sent):
+        assert self.apply(sent, DeliveryStatus.DELIVERED) is True
+        assert self.apply(sent, DeliveryStatus.UNDELIVERED) is False
+        sent.refresh_from_db()
+        assert sent.status == DeliveryStatus.DELIVERED and sent.finished_at
+
+    def test_duplicates_and_out_of_order_reports_change_nothing(self, sent):
+        assert self.apply(sent, DeliveryStatus.EXPIRED) is True
+        assert self.apply(sent, DeliveryStatus.EXPIRED) is False
+        assert self.apply(sent, DeliveryStatus.SENT) is False
+        sent.refresh_from_db()
+        assert sent.status == DeliveryStatus.EXPIRED and sent.error_class == "expired"
+        assert list(sent.events.values_list("status", "applied")) == [
+            ("expired", True), ("expired", False), ("sent", False)]
+
+    def test_unknown_never_downgrades_sent(self, sent):
+        assert self.apply(sent, DeliveryStatus.UNKNOWN) is False
+
+    def test_a_report_for_an_ambiguous_delivery_resolves_it(self, sent):
+        Delivery.objects.filter(pk=sent.pk).update(status=DeliveryStatus.UNKNOWN)
+        assert self.apply(sent, DeliveryStatus.DELIVERED) is True
+
+
+def test_attempt_rows_keep_no_credentials(fake_smsru, smsru_route, create):
+    smsru_route(api_id="wrong")
+    delivery = create()
+    delivery_send(delivery_id=delivery.pk)
+    for attempt in Attempt.objects.all():
+        assert "wrong" not in str(attempt.raw_response) and "wrong" not in attempt.error_text

@@ -1,0 +1,151 @@
+"""Real processes for end-to-end tests: gunicorn and a Celery worker on PostgreSQL and Redis.
+
+The processes use the test database that pytest-django created, and a Redis key prefix of their
+own, so parallel runs never consume each other's messages.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+
+from tests.conftest import require_services
+
+ROOT = Path(settings.BASE_DIR)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def database_url() -> str:
+    s = connection.settings_dict
+    auth = quote(s["USER"] or "")
+    if s.get("PASSWORD"):
+        auth += ":" + quote(s["PASSWORD"])
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+def ensure_services():
+    """PostgreSQL and Redis must be there: fail in CI, skip on a developer machine without them."""
+    problems = []
+    if connection.vendor != "postgresql":
+        problems.append("DATABASE_URL does not point at PostgreSQL")
+    broker = os.environ.get("CELERY_BROKER_URL", "")
+    if not broker.startswith("redis://"):
+        problems.append("CELERY_BROKER_URL does not point at Redis")
+    else:
+        try:
+            redis.Redis.from_url(broker, socket_connect_timeout=2).ping()
+        except redis.RedisError as exc:
+            problems.append(f"Redis is not reachable: {exc}")
+    if problems:
+        message = "end-to-end tests need PostgreSQL and Redis: " + "; ".join(problems)
+        if require_services():
+            pytest.fail(message)
+        pytest.skip(message + " (set them as .ci/run does)")
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+
+
+@dataclass
+class Stack:
+    env: dict
+    tmp: Path
+    processes: list[Process] = field(default_factory=list)
+    web_url: str = ""
+
+    def spawn(self, name: str, args: list[str]) -> Process:
+        log_path = self.tmp / f"{name}-{len(self.processes)}.log"
+        handle = open(log_path, "wb")
+        popen = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        process = Process(name, popen, log_path)
+        self.processes.append(process)
+        return process
+
+    def start_web(self, *, workers=1, threads=4) -> Process:
+        port = free_port()
+        process = self.spawn("web", [sys.executable, "-m", "gunicorn", "smsgate.wsgi", "--bind", f"127.0.0.1:{port}",
+                                     "--worker-class", "gthread", "--workers", str(workers), "--threads", str(threads)])
+        self.web_url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _http_ok(self.web_url + "/amocrm/sms"), 30, f"web did not start:\n{process.log()}")
+        return process
+
+    def start_worker(self, *, concurrency=4, queues="sms-system,sms-bulk,maintenance") -> Process:
+        process = self.spawn("worker", [sys.executable, "-m", "celery", "-A", "smsgate", "worker", "--queues", queues,
+                                        "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", "INFO",
+                                        "--without-gossip", "--without-mingle", "--without-heartbeat",
+                                        "--hostname", f"e2e-{uuid.uuid4().hex[:8]}@%h"])
+        wait_for(lambda: " ready." in process.log() or process.popen.poll() is not None, 60, "worker did not start")
+        assert process.popen.poll() is None, process.log()
+        return process
+
+    def stop(self):
+        for process in reversed(self.processes):
+            process.stop()
+
+
+def _http_ok(url) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_for(predicate, timeout: float, message: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(message)
+
+
+def stack_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSGATE_PROVIDER")}
+    env.update(
+        DATABASE_URL=database_url(),
+        CELERY_BROKER_URL=os.environ["CELERY_BROKER_URL"],
+        CELERY_BROKER_KEY_PREFIX=f"e2e-{uuid.uuid4().hex}:",
+        SMSGATE_ENV_FILE="",
+        DEBUG="0",
+        SECRET_KEY=settings.SECRET_KEY,
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        SMSGATE_DEFAULT_ROUTE="",
+        PYTHONUNBUFFERED="1",
+        LOG_LEVEL="INFO",
+    )
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
