@@ -137,6 +137,7 @@ def delivery_create(
     kind: str = DeliveryKind.SYSTEM,
     jti: str | None = None,
     validity_seconds: int | None = None,
+    route: ProviderRoute | None = None,
 ) -> CreateResult:
     """Validate and record a delivery, and queue it once the row is committed.
 
@@ -153,7 +154,9 @@ def delivery_create(
         errors.update(exc.errors)
     if errors:
         raise DeliveryInvalid(_("The request has invalid fields."), errors=errors)
-    if not account_has_route(account):
+    if route is not None and (route.account_id != account.pk or not route.is_active):
+        raise NoRouteConfigured(_("This route is not an active route of the account."))
+    if route is None and not account_has_route(account):
         raise NoRouteConfigured(
             _("No SMS provider is set up for this account. Open the widget settings in amoCRM, "
               "choose an SMS provider and enter its credentials.")
@@ -171,6 +174,7 @@ def delivery_create(
                 encoding=segments.encoding,
                 segments=segments.segments,
                 jti=jti,
+                route=route,
                 valid_until=timezone.now() + timedelta(seconds=validity),
             )
             transaction.on_commit(lambda: delivery_enqueue(delivery_id=delivery.pk, kind=kind))
@@ -185,6 +189,15 @@ def delivery_create(
         extra={"delivery_id": str(delivery.pk), "account_id": account.pk, "phone": phone_mask(e164)},
     )
     return CreateResult(delivery, created=True)
+
+
+TEST_SMS_TEXT = _("smsgate test message: your SMS provider is set up correctly.")
+
+
+def delivery_create_test(*, account: Account, phone, route: ProviderRoute | None = None, text=None) -> CreateResult:
+    """A test SMS, through one route or the account's usual routes; never deduplicated."""
+    return delivery_create(account=account, phone=phone, text=text or str(TEST_SMS_TEXT), kind=DeliveryKind.TEST,
+                           route=route)
 
 
 def queue_for_kind(kind: str) -> str:
@@ -234,6 +247,10 @@ def _default_route() -> RouteChoice | None:
 
 def _route_candidates(delivery: Delivery) -> list[RouteChoice]:
     """Routes still worth trying for this delivery, best first."""
+    if delivery.kind == DeliveryKind.TEST and delivery.route_id:  # a test of one route uses only it
+        routes = [r for r in routes_active(account=delivery.account) if r.pk == delivery.route_id]
+        return [RouteChoice(r, r.provider, r.credentials, r.sender) for r in routes
+                if not Attempt.objects.filter(delivery=delivery, route=r, outcome=AttemptOutcome.NEXT_ROUTE).exists()]
     routes = routes_active(account=delivery.account)
     if routes:
         candidates = [RouteChoice(r, r.provider, r.credentials, r.sender) for r in routes if not r.is_broken]
@@ -250,6 +267,11 @@ def build_provider(choice: RouteChoice) -> Provider:
     cls = provider_class(choice.provider)
     return cls(credentials=choice.credentials, sender=choice.sender,
                base_url=settings.SMSGATE_PROVIDER_BASE_URLS.get(choice.provider))
+
+
+def route_balance(*, route: ProviderRoute):
+    """The provider's balance for a route (a network call: never inside a transaction)."""
+    return build_provider(RouteChoice(route, route.provider, route.credentials, route.sender)).balance()
 
 
 def route_callback_url(route: ProviderRoute) -> str:

@@ -250,3 +250,35 @@ def test_attempt_rows_keep_no_credentials(fake_smsru, smsru_route, create):
     delivery_send(delivery_id=delivery.pk)
     for attempt in Attempt.objects.all():
         assert "wrong" not in str(attempt.raw_response) and "wrong" not in attempt.error_text
+
+
+def test_test_sms_uses_only_the_chosen_route(fake_smsru, smsru_route, account):
+    from deliveries.services import delivery_create_test
+
+    smsru_route(priority=1)
+    chosen = ProviderRoute.objects.create(account=account, provider="console", priority=9)
+    delivery = delivery_create_test(account=account, phone="+79123456789", route=chosen).delivery
+    assert delivery.kind == "test" and "test" in delivery.text
+    delivery_send(delivery_id=delivery.pk)
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.SENT and delivery.route == chosen
+    assert not fake_smsru.sent_to("79123456789")
+
+
+def test_a_failing_tested_route_does_not_fall_back_to_others(fake_smsru, smsru_route, account):
+    from deliveries.services import delivery_create_test
+
+    ProviderRoute.objects.create(account=account, provider="console", priority=1)
+    broken = smsru_route(priority=5, api_id="wrong")
+    delivery = delivery_create_test(account=account, phone="+79123456789", route=broken).delivery
+    delivery_send(delivery_id=delivery.pk)
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.FAILED and delivery.error_code == "200"
+
+
+def test_route_balance_asks_the_provider(fake_smsru, smsru_route):
+    from decimal import Decimal
+
+    from deliveries.services import route_balance
+
+    assert route_balance(route=smsru_route()).amount == Decimal("4122.56")
