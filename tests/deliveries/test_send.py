@@ -258,7 +258,7 @@ def test_test_sms_uses_only_the_chosen_route(fake_smsru, smsru_route, account):
     smsru_route(priority=1)
     chosen = ProviderRoute.objects.create(account=account, provider="console", priority=9)
     delivery = delivery_create_test(account=account, phone="+79123456789", route=chosen).delivery
-    assert delivery.kind == "test" and "test" in delivery.text
+    assert delivery.kind == "test" and "smsgate" in delivery.text
     delivery_send(delivery_id=delivery.pk)
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.SENT and delivery.route == chosen
