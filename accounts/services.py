@@ -196,7 +196,7 @@ def account_install(*, code, referer, client_id=None) -> Account:
             "refresh_lease": "", "refresh_lease_until": None, "needs_reinstall": False, "last_error": "",
         })
     account.refresh_from_db()
-    logger.info("account installed", extra={"account_id": account.pk, "amo_id": amo_id, "created": created})
+    logger.info("account installed", extra={"account_id": account.pk, "amo_id": amo_id, "new_account": created})
     return account
 
 

@@ -12,9 +12,9 @@ from .services import InstallRefused, account_install, account_uninstall
 logger = logging.getLogger(__name__)
 
 
-def _answer(status: int, **body) -> JsonResponse:
+def _answer(http_status: int, /, **body) -> JsonResponse:
     body = {k: str(v) for k, v in body.items()}
-    return JsonResponse(body, status=status, json_dumps_params={"ensure_ascii": False})
+    return JsonResponse(body, status=http_status, json_dumps_params={"ensure_ascii": False})
 
 
 @csrf_exempt
