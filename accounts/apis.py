@@ -216,7 +216,7 @@ class TestSmsResultSerializer(serializers.Serializer):
 
 
 class BalanceSerializer(serializers.Serializer):
-    amount = serializers.DecimalField(max_digits=18, decimal_places=4, coerce_to_string=True)
+    amount = serializers.CharField(help_text="a decimal number as the provider reports it, e.g. \"4122.56\"")
     currency = serializers.CharField(allow_blank=True)
 
 
@@ -274,4 +274,4 @@ class RouteViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
             logger.info("balance failed", extra={"route_id": route.pk, "error_class": str(exc.error_class)})
             raise ApiError(_("The provider refused or did not answer: %(reason)s") % {"reason": exc.error_class},
                            f"provider_{exc.error_class}", 502) from None
-        return Response(BalanceSerializer({"amount": balance.amount, "currency": balance.currency}).data)
+        return Response(BalanceSerializer({"amount": f"{balance.amount:f}", "currency": balance.currency}).data)

@@ -279,7 +279,7 @@ def test_test_sms_refusals(api, route, smsru_route):
 def test_balance_of_a_route(api, route, fake_smsru):
     response = api.get(route_url(route, "balance/"))
     assert response.status_code == 200
-    assert response.json() == {"amount": "4122.5600", "currency": "RUB"}
+    assert response.json() == {"amount": "4122.56", "currency": "RUB"}
 
 
 def test_balance_errors_are_clear(api, smsru_route, fake_smsru):
