@@ -225,6 +225,7 @@ class RouteViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
                    mixins.UpdateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
     serializer_class = RouteSerializer
     pagination_class = None  # a handful of routes per account
+    lookup_value_regex = "[^/]+"  # any id reaches the view, so a malformed one gets the API's JSON 404
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation has no caller

@@ -6,6 +6,8 @@ filters by them. Texts are shown with code digits masked, as in the admin: a log
 credential of the recipient, not of the account owner.
 """
 
+import uuid
+
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema, extend_schema_field
@@ -105,7 +107,7 @@ class DeliveryFilterSerializer(serializers.Serializer):
 @extend_schema(tags=["deliveries"])
 class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     pagination_class = DeliveryCursorPagination
-    lookup_value_regex = "[0-9a-fA-F-]{36}"
+    lookup_value_regex = "[^/]+"  # any id reaches the view, so a malformed one gets the API's JSON 404
 
     def get_serializer_class(self):
         return DeliveryDetailSerializer if self.action == "retrieve" else DeliverySerializer
@@ -125,7 +127,11 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
 
     @extend_schema(responses={200: DeliveryDetailSerializer, **ERRORS})
     def retrieve(self, request, *args, **kwargs):
-        delivery = delivery_of_account(account=request.user.account, delivery_id=kwargs["pk"])
+        try:
+            delivery_id = uuid.UUID(kwargs["pk"])
+        except ValueError:
+            raise Http404 from None
+        delivery = delivery_of_account(account=request.user.account, delivery_id=delivery_id)
         if delivery is None:
             raise Http404
         return Response(DeliveryDetailSerializer(delivery).data)

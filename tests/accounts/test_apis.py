@@ -222,6 +222,14 @@ def test_broken_route_shows_why(api, route):
     assert health["status"] == "broken" and "api_id" in health["reason"]
 
 
+@pytest.mark.parametrize("bad", ["abc", "0", "99999999", "1.5", "-1"])
+def test_unknown_or_malformed_route_ids_are_a_json_404(api, route, bad):
+    for response in (api.get(f"{ROUTES}{bad}/"), api.patch(f"{ROUTES}{bad}/", {"sender": "X"}),
+                     api.delete(f"{ROUTES}{bad}/"), api.get(f"{ROUTES}{bad}/balance/")):
+        assert response.status_code == 404
+        assert response.json()["code"] == "not_found"
+
+
 def test_the_provider_of_a_route_cannot_change(api, route):
     response = api.patch(route_url(route), {"provider": "console"})
     assert response.status_code == 400 and "provider" in response.json()["errors"]

@@ -147,6 +147,28 @@ def test_settings_page_saves_a_route_and_sends_a_test_sms(stack, chromium, make_
         assert message["from"] == "ACME"
         page.screenshot(path=str(ARTIFACTS / "3-test-sms-sent.png"), full_page=True)
 
+        # A second route, moved first: the order is what the worker follows.
+        page.select_option(".smsgate-route-form .smsgate-provider", "console")
+        page.click(".smsgate-route-form .smsgate-save")
+        page.wait_for_selector(".smsgate-route >> nth=1")
+        console_route = ProviderRoute.objects.get(account=account, provider="console")
+        page.click(f".smsgate-route[data-route-id='{console_route.pk}'] .smsgate-up")
+        page.wait_for_selector(f".smsgate-route >> nth=0 >> text=Console")
+        ordered = list(ProviderRoute.objects.filter(account=account).order_by("priority")
+                       .values_list("provider", flat=True))
+        assert ordered == ["console", "smsru"]
+
+        # Editing shows that the secret is stored without showing it; saving an empty field keeps it.
+        page.click(f".smsgate-route[data-route-id='{route.pk}'] .smsgate-edit")
+        secret = page.locator(".smsgate-route-form input[name='credential-api_id']")
+        assert secret.input_value() == "" and "сохранено" in secret.get_attribute("placeholder")
+        page.fill(".smsgate-route-form .smsgate-sender", "ACME2")
+        page.click(".smsgate-route-form .smsgate-save")
+        page.wait_for_selector(".smsgate-route-sender:has-text('ACME2')")
+        route.refresh_from_db()
+        assert (route.sender, route.credentials) == ("ACME2", {"api_id": fake.api_id})
+        page.screenshot(path=str(ARTIFACTS / "5-two-routes.png"), full_page=True)
+
         assert problems == []
         assert len(set(tokens)) == len(tokens) >= 6  # a fresh token for every call, as amoCRM mints them
 

@@ -106,7 +106,9 @@ def test_one_delivery_with_attempts_and_events(api, account):
     [event] = body["events"]
     assert (event["status"], event["provider_code"], event["applied"]) == ("delivered", "103", True)
     assert api.get(f"{LIST}00000000-0000-0000-0000-000000000000/").status_code == 404
-    assert api.get(f"{LIST}not-a-uuid/").status_code == 404
+    for bad in ("not-a-uuid", "12345", "%00"):
+        response = api.get(f"{LIST}{bad}/")
+        assert response.status_code == 404 and response.json()["code"] == "not_found"
 
 
 def test_stats_count_by_status_per_day(api, account):
