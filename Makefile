@@ -48,9 +48,14 @@ demo-curl:
 	@echo "The worker's log then shows the console provider 'sending' it."
 	@echo
 
+## Browser tests serve RequireJS and jQuery from the npm registry (pinned in tests/browser/package-lock.json).
+BROWSER_DEPS := tests/browser/node_modules/.package-lock.json
+$(BROWSER_DEPS): tests/browser/package.json tests/browser/package-lock.json
+	npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+
 ## make test: install everything and run the whole suite (SQLite unless DATABASE_URL is set;
 ## end-to-end tests need DATABASE_URL=postgres://... and CELERY_BROKER_URL=redis://..., see .ci/run).
-test: $(VENV)/.dev-installed
+test: $(VENV)/.dev-installed $(BROWSER_DEPS)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev-installed

@@ -98,3 +98,33 @@ class ProviderRoute(models.Model):
 
     def __str__(self):
         return f"{self.provider} #{self.priority}"
+
+
+class AmoToken(models.Model):
+    """The account's OAuth tokens for amoCRM's API, from the install (code exchange) and refreshes.
+
+    A refresh token works once: each refresh returns a new pair, stored in the same transaction.
+    `refresh_lease` keeps two workers from spending the same refresh token (see services).
+    """
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, related_name="amo_token",
+                                   verbose_name=_("account"))
+    access_token = EncryptedTextField(_("access token"))
+    refresh_token = EncryptedTextField(_("refresh token"))
+    expires_at = models.DateTimeField(_("access token expires"))
+    api_domain = models.CharField(_("API domain"), max_length=100, blank=True)
+    obtained_at = models.DateTimeField(_("installed"), auto_now_add=True)
+    refreshed_at = models.DateTimeField(_("last refreshed"), null=True, blank=True)
+    refresh_lease = models.CharField(max_length=32, blank=True, editable=False)
+    refresh_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+    # A refresh amoCRM refused (revoked or spent token): nothing more to try until a new install.
+    needs_reinstall = models.BooleanField(_("needs reinstall"), default=False)
+    last_error = models.CharField(_("last refresh error"), max_length=200, blank=True)
+
+    class Meta:
+        verbose_name = _("amoCRM OAuth token")
+        verbose_name_plural = _("amoCRM OAuth tokens")
+        indexes = [models.Index(fields=["expires_at"], name="amotoken_expires_idx")]
+
+    def __str__(self):
+        return f"tokens of {self.account_id}"

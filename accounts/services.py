@@ -1,5 +1,7 @@
 """Business logic of accounts: integrations, account registration, provider routes."""
 
+import hashlib
+import hmac
 import logging
 import uuid
 from datetime import timedelta
@@ -7,9 +9,11 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
-from .models import Account, Integration, ProviderRoute
+from .models import Account, AmoToken, Integration, ProviderRoute
 from .tokens import TokenClaims
 
 logger = logging.getLogger(__name__)
@@ -110,3 +114,199 @@ def route_save(
         route.is_active = is_active
     route.save()
     return route
+
+
+# --- install lifecycle: OAuth install, token refresh, uninstall (issue 5) -------------------------
+UNINSTALLED_REASON = "uninstalled in amoCRM"
+REFRESH_LEASE = timedelta(seconds=60)  # longer than a refresh call may take (amocrm.REFRESH_TIMEOUT)
+
+
+class InstallRefused(Exception):
+    """An install or uninstall request we cannot act on; `code` is machine-readable."""
+
+    def __init__(self, code: str, message, *, http_status: int = 400):
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+        super().__init__(code)
+
+
+def integration_for_oauth(*, client_id) -> Integration:
+    """The integration an install or uninstall speaks for: the one named by `client_id`, or the
+    only active one (amoCRM's install webhook does not always name it)."""
+    if client_id:
+        try:
+            client_uuid = uuid.UUID(str(client_id))
+        except ValueError:
+            raise InstallRefused("unknown_integration", _("Unknown integration.")) from None
+        integration = Integration.objects.filter(client_uuid=client_uuid, is_active=True).first()
+        if integration is None and settings.AMO_CLIENT_ID and str(client_uuid) == settings.AMO_CLIENT_ID.lower():
+            integration = integration_sync_from_settings()
+    else:
+        integration_sync_from_settings()
+        candidates = list(Integration.objects.filter(is_active=True)[:2])
+        integration = candidates[0] if len(candidates) == 1 else None
+    if integration is None:
+        raise InstallRefused("unknown_integration", _("Unknown integration."))
+    return integration
+
+
+def account_install(*, code, referer, client_id=None) -> Account:
+    """Exchange an install's authorization code for tokens and record the account.
+
+    The exchange is a network call made outside any transaction; the account and its token pair are
+    then written in one short transaction. Reinstalling re-enables an account the uninstall hook
+    disabled (not one staff disabled for another reason).
+    """
+    from . import amocrm
+
+    host = amocrm.account_host_parse(referer)
+    if host is None:
+        raise InstallRefused("bad_referer", _("The referer is not an amoCRM or Kommo account address."))
+    if not isinstance(code, str) or not 0 < len(code) <= 2000:
+        raise InstallRefused("bad_code", _("The authorization code is missing or malformed."))
+    integration = integration_for_oauth(client_id=client_id)
+    subdomain, domain = host
+    account_host = f"{subdomain}.{domain}"
+    try:
+        pair = amocrm.code_exchange(account_host=account_host, client_id=str(integration.client_uuid),
+                                    client_secret=integration.client_secret,
+                                    redirect_uri=integration.redirect_uri, code=code)
+        amo_id = pair.account_id or amocrm.account_id_fetch(account_host=account_host,
+                                                            access_token=pair.access_token)
+    except amocrm.AmoOAuthError as exc:
+        logger.warning("install code refused by amoCRM", extra={"account_host": account_host, "error": str(exc)})
+        raise InstallRefused("code_refused", _("amoCRM refused the authorization code (expired or used).")) from None
+    except amocrm.AmoUnavailable as exc:
+        logger.warning("install code exchange failed", extra={"account_host": account_host, "error": str(exc)})
+        raise InstallRefused("amocrm_unavailable", _("amoCRM did not answer; install the widget again."),
+                             http_status=502) from None
+
+    now = timezone.now()
+    with transaction.atomic():
+        account, created = Account.objects.select_for_update().get_or_create(
+            integration=integration, amo_id=amo_id, defaults={"subdomain": subdomain, "domain": domain})
+        changes = {"subdomain": subdomain, "domain": domain, "last_seen_at": now}
+        if not account.is_active and account.disabled_reason == UNINSTALLED_REASON:
+            changes.update(is_active=True, disabled_reason="")
+        Account.objects.filter(pk=account.pk).update(**changes)
+        AmoToken.objects.update_or_create(account=account, defaults={
+            "access_token": pair.access_token, "refresh_token": pair.refresh_token,
+            "expires_at": now + pair.lifetime, "api_domain": pair.api_domain, "refreshed_at": None,
+            "refresh_lease": "", "refresh_lease_until": None, "needs_reinstall": False, "last_error": "",
+        })
+    account.refresh_from_db()
+    logger.info("account installed", extra={"account_id": account.pk, "amo_id": amo_id, "new_account": created})
+    return account
+
+
+def amo_token_refresh(*, account_id: int) -> bool:
+    """Swap the account's token pair for a new one before it expires. True when a new pair is stored.
+
+    A refresh token works once, so only one worker may spend it: a conditional UPDATE takes a
+    lease, the call to amoCRM runs outside any transaction, and the new pair is written under a
+    row lock in one transaction, only if the stored refresh token is still the one we spent.
+    """
+    from . import amocrm
+
+    lease = uuid.uuid4().hex
+    now = timezone.now()
+    claimed = (
+        AmoToken.objects.filter(account_id=account_id, needs_reinstall=False)
+        .filter(Q(refresh_lease_until__isnull=True) | Q(refresh_lease_until__lt=now))
+        .update(refresh_lease=lease, refresh_lease_until=now + REFRESH_LEASE)
+    )
+    if not claimed:
+        return False
+    token = AmoToken.objects.select_related("account__integration").get(account_id=account_id)
+    account, integration = token.account, token.account.integration
+    spent = token.refresh_token
+    try:
+        pair = amocrm.token_refresh(account_host=account.host, client_id=str(integration.client_uuid),
+                                    client_secret=integration.client_secret, redirect_uri=integration.redirect_uri,
+                                    refresh_token=spent)
+    except (amocrm.AmoOAuthError, amocrm.AmoUnavailable) as exc:
+        refused = isinstance(exc, amocrm.AmoOAuthError)
+        AmoToken.objects.filter(pk=token.pk, refresh_lease=lease).update(
+            refresh_lease="", refresh_lease_until=None, last_error=f"{type(exc).__name__}: {exc}"[:200],
+            needs_reinstall=refused)
+        logger.warning("token refresh failed", extra={"account_id": account_id, "refused": refused})
+        return False
+
+    with transaction.atomic():
+        current = AmoToken.objects.select_for_update().get(pk=token.pk)
+        if current.refresh_token != spent:  # a reinstall stored a newer pair meanwhile: keep it
+            logger.warning("token pair changed during refresh; keeping the stored one",
+                           extra={"account_id": account_id})
+            return False
+        now = timezone.now()
+        current.access_token, current.refresh_token = pair.access_token, pair.refresh_token
+        current.expires_at = now + pair.lifetime
+        current.api_domain = pair.api_domain or current.api_domain
+        current.refreshed_at = now
+        current.refresh_lease, current.refresh_lease_until, current.last_error = "", None, ""
+        current.save()
+    logger.info("token pair refreshed", extra={"account_id": account_id})
+    return True
+
+
+def amo_tokens_refresh_due(*, margin: timedelta) -> int:
+    """Refresh every token pair that expires within `margin`; returns how many were refreshed."""
+    due = AmoToken.objects.filter(needs_reinstall=False, expires_at__lt=timezone.now() + margin)
+    return sum(amo_token_refresh(account_id=account_id) for account_id in due.values_list("account_id", flat=True))
+
+
+def uninstall_signature(*, client_secret: str, client_uuid: str, account_id: str) -> str:
+    return hmac.new(client_secret.encode(), f"{client_uuid}|{account_id}".encode(), hashlib.sha256).hexdigest()
+
+
+def account_uninstall(*, client_uuid, account_id, signature) -> Account | None:
+    """amoCRM's uninstall hook: check its HMAC signature, then disable the account and drop its
+    tokens (amoCRM has revoked them). None when we never saw the account; repeating is harmless."""
+    if not all(isinstance(v, str) and 0 < len(v) <= 200 for v in (client_uuid, account_id, signature)):
+        raise InstallRefused("bad_request", _("account_id, client_uuid and signature are required."))
+    if not account_id.isdigit():
+        raise InstallRefused("bad_request", _("account_id must be a number."))
+    integration = integration_for_oauth(client_id=client_uuid)
+    expected = uninstall_signature(client_secret=integration.client_secret, client_uuid=client_uuid,
+                                   account_id=account_id)
+    if not hmac.compare_digest(expected, signature.lower().encode("ascii", "replace").decode()):
+        raise InstallRefused("bad_signature", _("The signature is not valid."), http_status=403)
+    with transaction.atomic():
+        account = Account.objects.select_for_update().filter(integration=integration, amo_id=int(account_id)).first()
+        if account is None:
+            logger.info("uninstall of an unknown account", extra={"amo_id": account_id})
+            return None
+        Account.objects.filter(pk=account.pk).update(is_active=False, disabled_reason=UNINSTALLED_REASON)
+        AmoToken.objects.filter(account=account).delete()
+    logger.info("account uninstalled", extra={"account_id": account.pk})
+    account.refresh_from_db()
+    return account
+
+
+# --- routes, for the account API (issue 5) --------------------------------------------------------
+ROUTE_PRIORITY_STEP = 10
+
+
+def route_delete(*, route: ProviderRoute) -> None:
+    """Remove a route. Its past deliveries and attempts keep their history (route set to NULL)."""
+    logger.info("route deleted", extra={"account_id": route.account_id, "route_id": route.pk})
+    route.delete()
+
+
+def routes_reorder(*, account: Account, route_ids: list[int]) -> list[ProviderRoute]:
+    """Give the account's routes priorities 10, 20, 30 ... in the given order.
+
+    `route_ids` must name every route of the account exactly once (anything else is a ValueError),
+    so a stale page cannot silently leave a route out of the order.
+    """
+    with transaction.atomic():
+        routes = {r.pk: r for r in ProviderRoute.objects.select_for_update().filter(account=account)}
+        if len(route_ids) != len(set(route_ids)) or set(route_ids) != set(routes):
+            raise ValueError("route_ids must list each of the account's routes once")
+        for position, route_id in enumerate(route_ids, start=1):
+            route = routes[route_id]
+            if route.priority != position * ROUTE_PRIORITY_STEP:
+                route.priority = position * ROUTE_PRIORITY_STEP
+                route.save(update_fields=["priority", "updated_at"])
+    return [routes[route_id] for route_id in route_ids]

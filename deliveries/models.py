@@ -82,6 +82,8 @@ class Delivery(models.Model):
             models.Index(fields=["account", "-created_at"], name="delivery_account_created_idx"),
             models.Index(fields=["status", "-created_at"], name="delivery_status_created_idx"),
             models.Index(fields=["provider", "provider_message_id"], name="delivery_provider_msg_idx"),
+            # The account API's exact phone filter (issue 5), newest first.
+            models.Index(fields=["account", "phone", "-created_at"], name="delivery_account_phone_idx"),
         ]
         permissions = [("view_message_text", _("Can see the unmasked text of system SMS"))]
 

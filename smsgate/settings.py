@@ -50,6 +50,9 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "corsheaders",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "accounts",
     "deliveries",
 ]
@@ -57,6 +60,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -191,6 +195,51 @@ SMSGATE_MAX_TEXT_LENGTH = 1000
 SMSGATE_PROVIDER_BASE_URLS = env.dict("SMSGATE_PROVIDER_BASE_URLS", default={})
 # The public base URL of this deployment, used to build provider callback URLs.
 SMSGATE_PUBLIC_URL = env.str("SMSGATE_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+
+# --- Account API, widget and install lifecycle (issue 5) ------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.AmoTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.ActiveAccount", "accounts.permissions.AdminWrites"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "accounts.apis.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "smsgate account API",
+    "DESCRIPTION": "What the widget's settings page inside amoCRM calls, authenticated by amoCRM's "
+                   "one-time token in the X-Auth-Token header.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"DeliveryStatusEnum": "deliveries.models.DeliveryStatus",
+                            "RouteHealthEnum": ["ok", "broken", "inactive"]},
+    # Swagger UI and Redoc from our own static files (drf-spectacular-sidecar), never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+# The widget's settings page runs on the account's amoCRM/Kommo host and calls the API from there.
+CORS_ALLOWED_ORIGIN_REGEXES = [r"^https://[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.(?:amocrm\.ru|amocrm\.com|kommo\.com)$"]
+CORS_URLS_REGEX = r"^/api/v1/.*$"
+CORS_ALLOW_HEADERS = ["accept", "accept-language", "content-type", "x-auth-token", "x-requested-with"]
+CORS_PREFLIGHT_MAX_AGE = 3600
+# OAuth code exchange and token refresh: https://{referer}/oauth2/access_token. Tests and staging
+# point it at a local fake ("http://127.0.0.1:9100"); the referer is still checked to be an amoCRM host.
+AMO_OAUTH_BASE_URL = env.str("AMO_OAUTH_BASE_URL", default="").rstrip("/")
+# Access tokens expiring within this many seconds are refreshed by the beat task.
+AMO_TOKEN_REFRESH_MARGIN = env.int("AMO_TOKEN_REFRESH_MARGIN", default=6 * 3600)
+AMO_TOKEN_REFRESH_EVERY = env.int("AMO_TOKEN_REFRESH_EVERY", default=15 * 60)
+CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})
+CELERY_BEAT_SCHEDULE["accounts.amo_tokens_refresh"] = {
+    "task": "accounts.amo_tokens_refresh",
+    "schedule": AMO_TOKEN_REFRESH_EVERY,
+    "options": {"queue": "maintenance", "expires": AMO_TOKEN_REFRESH_EVERY},
+}
 
 # --- Logging: ids in `extra`, never tokens, secrets or full texts --------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -1,10 +1,15 @@
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
+from accounts import views as account_views
 from deliveries import views as delivery_views
 
 urlpatterns = [
     # Exactly this path, with or without a trailing slash, never a redirect.
     re_path(r"^amocrm/sms/?$", delivery_views.amocrm_sms, name="amocrm-sms"),
     path("admin/", admin.site.urls),
+    # Install lifecycle and the account API (issue 5).
+    re_path(r"^amocrm/oauth/?$", account_views.amocrm_oauth, name="amocrm-oauth"),
+    re_path(r"^amocrm/uninstall/?$", account_views.amocrm_uninstall, name="amocrm-uninstall"),
+    path("api/", include("smsgate.api_urls")),
 ]

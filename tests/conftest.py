@@ -85,3 +85,59 @@ def smsru_route(account):
                                             credentials={"api_id": api_id}, sender=sender, is_active=is_active)
 
     return make
+
+
+# --- the account API (issue 5) --------------------------------------------------------------------
+class ApiCaller:
+    """Calls /api/v1/ as one amoCRM user of one account, with a fresh token per request."""
+
+    def __init__(self, client, make_token, **claims):
+        self.client, self.make_token, self.claims = client, make_token, claims
+
+    def _headers(self, headers):
+        token = headers.pop("token", None) or self.make_token(**self.claims)
+        return {"HTTP_X_AUTH_TOKEN": token, **headers}
+
+    def get(self, path, params=None, **headers):
+        return self.client.get(path, params or {}, **self._headers(headers))
+
+    def send(self, method, path, data=None, **headers):
+        import json
+
+        return getattr(self.client, method)(path, json.dumps(data if data is not None else {}),
+                                            content_type="application/json", **self._headers(headers))
+
+    def post(self, path, data=None, **headers):
+        return self.send("post", path, data, **headers)
+
+    def patch(self, path, data=None, **headers):
+        return self.send("patch", path, data, **headers)
+
+    def put(self, path, data=None, **headers):
+        return self.send("put", path, data, **headers)
+
+    def delete(self, path, **headers):
+        return self.client.delete(path, **self._headers(headers))
+
+
+@pytest.fixture
+def api(client, make_token, account):
+    """An admin of the `account` fixture (acme, 12345)."""
+    return ApiCaller(client, make_token)
+
+
+@pytest.fixture
+def other_account(integration):
+    return Account.objects.create(integration=integration, amo_id=55555, subdomain="beta", domain="kommo.com")
+
+
+@pytest.fixture
+def other_api(client, make_token, other_account):
+    """An admin of another account of the same integration."""
+    return ApiCaller(client, make_token, account_id=55555, iss="https://beta.kommo.com", subdomain="beta")
+
+
+@pytest.fixture
+def viewer_api(client, make_token, account):
+    """A user of the `account` fixture who is not an administrator."""
+    return ApiCaller(client, make_token, is_admin=False)

@@ -1,0 +1,348 @@
+"""Build `widget.zip` from `widget_src/` and check it the way amoCRM's upload does
+(amocrm-platform.md §3): files at the archive root, UTF-8 JSON without BOM, LF line endings,
+identical i18n keys, images at their exact sizes and under 300 KB, the required manifest fields,
+and the marketplace rules for script.js.
+"""
+
+import fnmatch
+import io
+import json
+import re
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+PLACEHOLDER_BASE_URL = "{{SMSGATE_BASE_URL}}"
+PLACEHOLDER_SUPPORT_EMAIL = "{{SMSGATE_SUPPORT_EMAIL}}"
+MAX_IMAGE_BYTES = 300 * 1024
+LOGOS = {
+    "images/logo.png": (130, 100),
+    "images/logo_main.png": (400, 272),
+    "images/logo_medium.png": (240, 84),
+    "images/logo_min.png": (84, 84),
+    "images/logo_small.png": (108, 108),
+}
+LOGO_DP = ("images/logo_dp.png", (174, 109))
+TOUR_IMAGE_SIZE = (1188, 616)
+TEXT_SUFFIXES = (".json", ".js", ".css", ".twig")
+KNOWN_LOCALES = {"ru", "en", "es", "pt"}
+KNOWN_LOCATIONS = {
+    "lcard", "ccard", "comcard", "cucard", "llist", "clist", "tlist", "culist", "settings", "advanced_settings",
+    "card_sdk", "catalogs", "digital_pipeline", "lead_sources", "whatsapp_modal", "salesbot_designer", "sms",
+    "mobile_card", "amoforms", "everywhere", "widget_page", "personal_page", "tline", "tcalendar",
+}
+# Marketplace rules for script.js: no eval, no alert/confirm, console.debug only (trace in catch).
+FORBIDDEN_IN_SCRIPT = {
+    r"\beval\s*\(": "eval() is not allowed",
+    r"\bnew\s+Function\s*\(": "new Function() is not allowed",
+    r"\balert\s*\(": "alert() is not allowed",
+    r"\bconfirm\s*\(": "confirm() is not allowed",
+    r"\bconsole\.(?:log|info|warn|error)\s*\(": "only console.debug may be used",
+    r"createElement\(\s*['\"]script['\"]\s*\)": "scripts must be loaded through define([...]), not a <script> element",
+}
+SOURCE_PATTERNS = ("manifest.json", "script.js", "style.css", "i18n/*.json", "images/*.png", "images/*.jpg",
+                   "images/*.jpeg", "images/*.gif", "templates/*.twig")
+
+
+class WidgetError(Exception):
+    """The archive would be refused; `problems` lists every reason, one sentence each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    archive: bytes
+    files: list[str]
+
+
+def base_url_check(base_url: str) -> str:
+    """https://host[/prefix]; plain http only for this machine (local tests)."""
+    try:
+        parts = urlsplit(base_url)
+        parts.port  # raises on a port that is not a number
+    except ValueError:
+        raise WidgetError([f"--base-url {base_url!r} is not a URL."]) from None
+    local = parts.hostname in ("127.0.0.1", "localhost")
+    if parts.scheme != "https" and not (parts.scheme == "http" and local):
+        raise WidgetError([f"--base-url must start with https:// (amoCRM calls only https), got {base_url!r}."])
+    if not parts.hostname or parts.query or parts.fragment or parts.username:
+        raise WidgetError([f"--base-url must be scheme://host[/path] without query or credentials, got {base_url!r}."])
+    return base_url.rstrip("/")
+
+
+def source_files(source: Path) -> list[str]:
+    found = set()
+    for pattern in SOURCE_PATTERNS:
+        found.update(p.relative_to(source).as_posix() for p in source.glob(pattern) if p.is_file())
+    return sorted(found)
+
+
+def widget_build(*, source: Path, base_url: str, support_email: str) -> BuildResult:
+    """Fill in the deployment's URLs, zip the widget's files at the archive root, and check it."""
+    base_url = base_url_check(base_url)
+    buffer = io.BytesIO()
+    names = source_files(source)
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in names:
+            data = (source / name).read_bytes()
+            if name.endswith(TEXT_SUFFIXES):
+                data = data.replace(PLACEHOLDER_BASE_URL.encode(), base_url.encode())
+                data = data.replace(PLACEHOLDER_SUPPORT_EMAIL.encode(), support_email.encode())
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # reproducible archives
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data)
+    problems = widget_check(buffer.getvalue())
+    if problems:
+        raise WidgetError(problems)
+    return BuildResult(buffer.getvalue(), names)
+
+
+# --- the checks ------------------------------------------------------------------------------------
+def png_size(data: bytes) -> tuple[int, int] | None:
+    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", data[16:24])
+
+
+def png_is_animated(data: bytes) -> bool:
+    """APNG: an acTL chunk before the first IDAT."""
+    position = 8
+    while position + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        if kind == b"acTL":
+            return True
+        if kind == b"IDAT":
+            return False
+        position += 12 + length
+    return False
+
+
+def _read_json(name: str, data: bytes, problems: list[str]):
+    if data.startswith(b"\xef\xbb\xbf"):
+        problems.append(f"{name}: starts with a UTF-8 BOM; save it as UTF-8 without BOM.")
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.append(f"{name}: is not UTF-8 (byte {exc.start}).")
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        problems.append(f"{name}: is not valid JSON ({exc}).")
+        return None
+    if not isinstance(value, dict):
+        problems.append(f"{name}: must be a JSON object.")
+        return None
+    return value
+
+
+def _key_paths(value, prefix="") -> set[str]:
+    paths = set()
+    if isinstance(value, dict):
+        for key, child in value.items():
+            path = f"{prefix}.{key}" if prefix else key
+            paths.add(path)
+            paths |= _key_paths(child, path)
+    return paths
+
+
+def _lookup(tree: dict, dotted: str):
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def widget_check(archive: bytes) -> list[str]:
+    """Every reason amoCRM would refuse this archive (an empty list when it is fine)."""
+    problems: list[str] = []
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(archive))
+        files = {info.filename: zf.read(info) for info in zf.infolist() if not info.is_dir()}
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        return [f"not a zip archive ({exc})."]
+
+    if "manifest.json" not in files:
+        roots = sorted({name.split("/", 1)[0] for name in files if name.endswith("/manifest.json")})
+        if roots:
+            return [f"manifest.json is inside the folder {roots[0]!r}: zip the widget's files, not a folder."]
+        return ["manifest.json is missing at the archive root."]
+
+    for name, data in files.items():
+        if name.endswith(TEXT_SUFFIXES):
+            if b"\r" in data:
+                problems.append(f"{name}: has CR (Windows or old Mac) line endings; use LF only.")
+            try:
+                text = data.decode("utf-8-sig")
+            except UnicodeDecodeError:
+                if not name.endswith(".json"):
+                    problems.append(f"{name}: is not UTF-8.")
+                continue
+            if "{{SMSGATE_" in text:
+                problems.append(f"{name}: still holds a {{{{SMSGATE_...}}}} placeholder; build with build_widget.")
+            if data.startswith(b"\xef\xbb\xbf") and not name.endswith(".json"):
+                problems.append(f"{name}: starts with a UTF-8 BOM; save it as UTF-8 without BOM.")
+
+    manifest = _read_json("manifest.json", files["manifest.json"], problems)
+    if manifest is None:
+        return problems
+    problems += _check_manifest(manifest)
+    locales = manifest.get("widget", {}).get("locale") if isinstance(manifest.get("widget"), dict) else None
+    locales = [loc for loc in locales if isinstance(loc, str)] if isinstance(locales, list) else []
+    problems += _check_i18n(files, manifest, locales)
+    problems += _check_images(files, manifest, locales)
+    problems += _check_script(files)
+
+    expected_images = set(LOGOS) | set(_tour_images(manifest, locales).values())
+    if "digital_pipeline" in (manifest.get("locations") or []):
+        expected_images.add(LOGO_DP[0])
+    for name in sorted(files):
+        unused_image = name.startswith("images/") and name not in expected_images
+        unknown = not any(fnmatch.fnmatchcase(name, p) for p in SOURCE_PATTERNS) or name.count("/") > 1
+        if unused_image or unknown:
+            problems.append(f"{name}: is not used by the widget; the archive must not carry unused files.")
+    return problems
+
+
+def _check_manifest(manifest: dict) -> list[str]:
+    problems = []
+    widget = manifest.get("widget")
+    if not isinstance(widget, dict):
+        return ["manifest.json: the `widget` block is missing."]
+    for key in ("name", "description", "short_description", "version"):
+        if not isinstance(widget.get(key), str) or not widget.get(key):
+            problems.append(f"manifest.json: widget.{key} is required (a non-empty string).")
+    if widget.get("interface_version") != 2:
+        problems.append("manifest.json: widget.interface_version must be 2.")
+    for key in ("init_once", "installation"):
+        if not isinstance(widget.get(key), bool):
+            problems.append(f"manifest.json: widget.{key} is required (true or false).")
+    locales = widget.get("locale")
+    if not isinstance(locales, list) or not locales or not all(isinstance(x, str) for x in locales):
+        problems.append("manifest.json: widget.locale is required (a list such as [\"ru\", \"en\"]).")
+    elif set(locales) - KNOWN_LOCALES:
+        problems.append(f"manifest.json: widget.locale has unsupported languages {sorted(set(locales) - KNOWN_LOCALES)}.")
+    support = widget.get("support")
+    if not isinstance(support, dict) or not (support.get("link") or support.get("email")):
+        problems.append("manifest.json: widget.support needs a link (or at least an email).")
+
+    locations = manifest.get("locations")
+    if not isinstance(locations, list) or not locations:
+        problems.append("manifest.json: locations is required (a non-empty list).")
+        locations = []
+    unknown = [loc for loc in locations if not isinstance(loc, str) or loc.rsplit("-", 1)[0] not in KNOWN_LOCATIONS]
+    if unknown:
+        problems.append(f"manifest.json: unknown locations {unknown}.")
+    if "sms" in locations:
+        endpoint = (manifest.get("sms") or {}).get("endpoint") if isinstance(manifest.get("sms"), dict) else None
+        parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
+        if not parts or not parts.hostname:
+            problems.append("manifest.json: the `sms` location needs sms.endpoint (an absolute URL).")
+        elif parts.scheme != "https" and parts.hostname not in ("127.0.0.1", "localhost"):
+            problems.append("manifest.json: sms.endpoint must be an https URL.")
+    if "digital_pipeline" in locations and not isinstance((manifest.get("dp") or {}).get("action_multiple"), bool):
+        problems.append("manifest.json: the digital_pipeline location needs dp.action_multiple.")
+
+    tour = manifest.get("tour")
+    if not isinstance(tour, dict):
+        problems.append("manifest.json: the `tour` block is required.")
+    else:
+        if tour.get("is_tour") is not True:
+            problems.append("manifest.json: tour.is_tour must be true.")
+        if not isinstance(tour.get("tour_description"), str) or not tour.get("tour_description"):
+            problems.append("manifest.json: tour.tour_description is required.")
+        images = tour.get("tour_images")
+        for locale in locales if isinstance(locales, list) else []:
+            if not isinstance(images, dict) or not isinstance(images.get(locale), list) or not images.get(locale):
+                problems.append(f"manifest.json: tour.tour_images.{locale} is required (a list of images).")
+    return problems
+
+
+def _tour_images(manifest: dict, locales: list[str]) -> dict[str, str]:
+    """{manifest path: archive name} of every tour image."""
+    tour = manifest.get("tour") if isinstance(manifest.get("tour"), dict) else {}
+    images = tour.get("tour_images") if isinstance(tour.get("tour_images"), dict) else {}
+    result = {}
+    for locale in locales:
+        for path in images.get(locale) or []:
+            if isinstance(path, str):
+                result[path] = path.lstrip("/")
+    return result
+
+
+def _check_i18n(files: dict, manifest: dict, locales: list[str]) -> list[str]:
+    problems = []
+    trees = {}
+    for locale in locales:
+        name = f"i18n/{locale}.json"
+        if name not in files:
+            problems.append(f"{name}: is missing (widget.locale lists {locale!r}).")
+            continue
+        tree = _read_json(name, files[name], problems)
+        if tree is not None:
+            trees[locale] = tree
+    if len(trees) > 1:
+        reference_locale = next(iter(trees))
+        reference = _key_paths(trees[reference_locale])
+        for locale, tree in trees.items():
+            keys = _key_paths(tree)
+            if keys != reference:
+                missing, extra = sorted(reference - keys), sorted(keys - reference)
+                problems.append(f"i18n/{locale}.json: keys differ from i18n/{reference_locale}.json "
+                                f"(missing {missing[:5]}, extra {extra[:5]}).")
+    widget = manifest.get("widget") if isinstance(manifest.get("widget"), dict) else {}
+    tour = manifest.get("tour") if isinstance(manifest.get("tour"), dict) else {}
+    references = [widget.get(k) for k in ("name", "description", "short_description")] + [tour.get("tour_description")]
+    for locale, tree in trees.items():
+        for key in references:
+            if isinstance(key, str) and key and not isinstance(_lookup(tree, key), str):
+                problems.append(f"i18n/{locale}.json: has no text for {key!r}, which manifest.json refers to.")
+    return problems
+
+
+def _check_images(files: dict, manifest: dict, locales: list[str]) -> list[str]:
+    problems = []
+    wanted = dict(LOGOS)
+    if "digital_pipeline" in (manifest.get("locations") or []):
+        wanted[LOGO_DP[0]] = LOGO_DP[1]
+    for name in _tour_images(manifest, locales).values():
+        wanted[name] = TOUR_IMAGE_SIZE
+    for name, size in sorted(wanted.items()):
+        data = files.get(name)
+        if data is None:
+            problems.append(f"{name}: is missing ({size[0]}x{size[1]} PNG required).")
+            continue
+        if len(data) > MAX_IMAGE_BYTES:
+            problems.append(f"{name}: is {len(data) // 1024} KB; images must be at most 300 KB.")
+        actual = png_size(data)
+        if actual is None:
+            problems.append(f"{name}: is not a PNG image.")
+        elif actual != size:
+            problems.append(f"{name}: is {actual[0]}x{actual[1]}; it must be exactly {size[0]}x{size[1]}.")
+        elif png_is_animated(data):
+            problems.append(f"{name}: is animated; images must be still.")
+    return problems
+
+
+def _check_script(files: dict) -> list[str]:
+    data = files.get("script.js")
+    if data is None:
+        return ["script.js: is missing."]
+    text = data.decode("utf-8", "replace")
+    code = re.sub(r"/\*.*?\*/|(?<![:'\"])//[^\n]*", "", text, flags=re.S)  # rules apply to code, not comments
+    problems = []
+    if not re.search(r"\bdefine\s*\(", code):
+        problems.append("script.js: must be an AMD module (define([...], function (...) {...})).")
+    for pattern, reason in FORBIDDEN_IN_SCRIPT.items():
+        if re.search(pattern, code):
+            problems.append(f"script.js: {reason}.")
+    return problems

@@ -1,0 +1,163 @@
+"""The account API for deliveries: the list (cursor-paginated, filtered), one delivery with its
+attempts and status reports, and counts by status per day. Every read starts from the caller's account.
+
+Phones are shown in full: they are the account's own customers, already in its CRM, and the owner
+filters by them. Texts are shown with code digits masked, as in the admin: a login code is a
+credential of the recipient, not of the account owner.
+"""
+
+import uuid
+
+from django.http import Http404
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import mixins, serializers, viewsets
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.apis import ERRORS
+
+from .masking import text_mask_codes
+from .models import Attempt, Delivery, DeliveryStatus, StatusEvent
+from .phones import phone_normalise_for_search
+from .selectors import DeliveryFilter, deliveries_of_account, delivery_of_account, delivery_stats
+
+STATS_MAX_DAYS = 90
+_DOMAIN_REGION = {"amocrm.ru": "RU"}
+
+
+class DeliveryCursorPagination(CursorPagination):
+    ordering = "-created_at"  # the (account, -created_at) index serves every page
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class DeliverySerializer(serializers.ModelSerializer):
+    text = serializers.SerializerMethodField()
+    route = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Delivery
+        fields = ["id", "kind", "status", "phone", "text", "segments", "encoding", "route", "provider",
+                  "error_class", "error_code", "error_text", "attempt_count", "created_at", "sent_at",
+                  "finished_at"]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.CharField())
+    def get_text(self, delivery) -> str:
+        return text_mask_codes(delivery.text)
+
+
+class AttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Attempt
+        fields = ["id", "route", "provider", "started_at", "finished_at", "outcome", "error_class", "provider_code",
+                  "error_text", "provider_message_id", "latency_ms"]
+        read_only_fields = fields
+
+
+class StatusEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = StatusEvent
+        fields = ["id", "source", "status", "provider_code", "error_class", "occurred_at", "received_at", "applied"]
+        read_only_fields = fields
+
+
+class DeliveryDetailSerializer(DeliverySerializer):
+    attempts = AttemptSerializer(many=True, read_only=True)
+    events = StatusEventSerializer(many=True, read_only=True)
+
+    class Meta(DeliverySerializer.Meta):
+        fields = DeliverySerializer.Meta.fields + ["provider_message_id", "valid_until", "attempts", "events"]
+        read_only_fields = fields
+
+
+class DeliveryFilterSerializer(serializers.Serializer):
+    status = serializers.MultipleChoiceField(choices=DeliveryStatus.choices, required=False,
+                                             help_text="repeat for several, or separate by commas")
+    created_from = serializers.DateField(required=False, help_text="from this day on (inclusive)")
+    created_to = serializers.DateField(required=False, help_text="up to this day (inclusive)")
+    phone = serializers.CharField(required=False, max_length=40,
+                                  help_text="any common format; normalised to E.164, exact match")
+
+    def to_internal_value(self, data):
+        if hasattr(data, "getlist"):  # ?status=a&status=b or ?status=a,b
+            statuses = [s for value in data.getlist("status") for s in value.split(",") if s]
+            data = {k: data.get(k) for k in data if k != "status"} | ({"status": statuses} if statuses else {})
+        return super().to_internal_value(data)
+
+    def validate(self, attrs):
+        if attrs.get("created_from") and attrs.get("created_to") and attrs["created_from"] > attrs["created_to"]:
+            raise serializers.ValidationError({"created_to": [_("The end of the range is before its start.")]})
+        return attrs
+
+    def to_filter(self, *, region) -> DeliveryFilter:
+        data = self.validated_data
+        phone = None
+        if data.get("phone"):
+            phone = phone_normalise_for_search(data["phone"], default_region=region)
+            if phone is None:
+                raise serializers.ValidationError({"phone": [_("Enter a phone number, e.g. +79123456789.")]})
+        return DeliveryFilter(statuses=tuple(sorted(data.get("status", ()))), created_from=data.get("created_from"),
+                              created_to=data.get("created_to"), phone=phone)
+
+
+@extend_schema(tags=["deliveries"])
+class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    pagination_class = DeliveryCursorPagination
+    lookup_value_regex = "[^/]+"  # any id reaches the view, so a malformed one gets the API's JSON 404
+
+    def get_serializer_class(self):
+        return DeliveryDetailSerializer if self.action == "retrieve" else DeliverySerializer
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no caller
+            return Delivery.objects.none()
+        account = self.request.user.account
+        params = DeliveryFilterSerializer(data=self.request.query_params)
+        params.is_valid(raise_exception=True)
+        return deliveries_of_account(account=account,
+                                     filters=params.to_filter(region=_DOMAIN_REGION.get(account.domain)))
+
+    @extend_schema(parameters=[DeliveryFilterSerializer], responses={200: DeliverySerializer(many=True), **ERRORS})
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(responses={200: DeliveryDetailSerializer, **ERRORS})
+    def retrieve(self, request, *args, **kwargs):
+        try:
+            delivery_id = uuid.UUID(kwargs["pk"])
+        except ValueError:
+            raise Http404 from None
+        delivery = delivery_of_account(account=request.user.account, delivery_id=delivery_id)
+        if delivery is None:
+            raise Http404
+        return Response(DeliveryDetailSerializer(delivery).data)
+
+
+class StatsDaySerializer(serializers.Serializer):
+    date = serializers.DateField()
+    total = serializers.IntegerField()
+    by_status = serializers.DictField(child=serializers.IntegerField())
+
+
+class StatsSerializer(serializers.Serializer):
+    days = serializers.IntegerField()
+    series = StatsDaySerializer(many=True)
+
+
+class StatsParamsSerializer(serializers.Serializer):
+    days = serializers.IntegerField(min_value=1, max_value=STATS_MAX_DAYS, default=30, required=False)
+
+
+class StatsView(APIView):
+    @extend_schema(operation_id="stats", tags=["deliveries"], parameters=[StatsParamsSerializer],
+                   responses={200: StatsSerializer, **ERRORS})
+    def get(self, request):
+        params = StatsParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        days = params.validated_data.get("days", 30)
+        return Response(StatsSerializer({"days": days,
+                                         "series": delivery_stats(account=request.user.account, days=days)}).data)

@@ -1,0 +1,27 @@
+"""/api/v1/ (the account API, for the widget's settings page) and its OpenAPI schema and docs."""
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from accounts import apis as account_apis
+from deliveries import apis as delivery_apis
+
+router = SimpleRouter()
+router.register("routes", account_apis.RouteViewSet, basename="route")
+router.register("deliveries", delivery_apis.DeliveryViewSet, basename="delivery")
+
+v1 = [
+    path("account/", account_apis.AccountView.as_view(), name="account"),
+    path("providers/", account_apis.ProviderCatalogueView.as_view(), name="providers"),
+    path("stats/", delivery_apis.StatsView.as_view(), name="stats"),
+    *router.urls,
+]
+
+urlpatterns = [
+    path("v1/", include((v1, "api"), namespace="v1")),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="api-schema", template_name="api/redoc.html"),
+         name="api-redoc"),
+]

@@ -1,0 +1,190 @@
+"""The widget's settings page in real Chromium, on a page that imitates amoCRM's settings modal.
+
+The page is served as https://acme.amocrm.ru (Playwright answers those requests from local files:
+the built widget.zip, RequireJS and jQuery from npm), so the API calls are real cross-origin calls
+to gunicorn, through CORS, with a token the test signs. A real Celery worker sends the test SMS to
+the fake SMS.ru. Screenshots go to test-artifacts/browser/.
+"""
+
+import io
+import mimetypes
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connections
+
+from accounts.models import ProviderRoute
+from deliveries.models import Delivery, DeliveryKind
+from tests.e2e.stack import wait_for
+from tests.fakes.smsru import FakeSmsRu
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+ROOT = Path(settings.BASE_DIR)
+HERE = Path(__file__).parent
+VENDOR = {
+    "/vendor/require.js": HERE / "node_modules" / "requirejs" / "require.js",
+    "/vendor/jquery.min.js": HERE / "node_modules" / "jquery" / "dist" / "jquery.min.js",
+}
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+AMO_ORIGIN = "https://acme.amocrm.ru"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 # The imitation page is "public" and the API under test listens on 127.0.0.1.
+                 "--disable-features=PrivateNetworkAccessSendPreflights,PrivateNetworkAccessRespectPreflightResults,"
+                 "BlockInsecurePrivateNetworkRequests,LocalNetworkAccessChecks"]
+
+
+def built_widget(base_url, tmp_path) -> dict[str, bytes]:
+    out = tmp_path / "widget.zip"
+    call_command("build_widget", base_url=base_url, out=str(out), stdout=io.StringIO())
+    with zipfile.ZipFile(out) as archive:
+        return {"/widget/" + name: archive.read(name) for name in archive.namelist()}
+
+
+def serve_amocrm(page, widget_files):
+    """Answer every https://acme.amocrm.ru request from local files."""
+    files = {path: file.read_bytes() for path, file in VENDOR.items()}
+    files.update(widget_files)
+    files["/settings/widgets/"] = (HERE / "amocrm_settings.html").read_bytes()
+
+    def handle(route):
+        path = route.request.url.removeprefix(AMO_ORIGIN).split("?")[0]
+        if path not in files:
+            route.fulfill(status=404, body="not found")
+            return
+        content_type = mimetypes.guess_type(path)[0] or "text/html"
+        if content_type.startswith(("text/", "application/javascript", "application/json")):
+            content_type += "; charset=utf-8"
+        route.fulfill(status=200, body=files[path], headers={"Content-Type": content_type})
+
+    page.route(f"{AMO_ORIGIN}/**", handle)
+
+
+@pytest.fixture
+def chromium():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop here
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"), args=CHROMIUM_ARGS)
+        yield browser
+        # Queries made while Playwright's loop runs get connections of their own: close them here,
+        # or the test database cannot be dropped at the end of the session.
+        connections.close_all()
+        browser.close()
+    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+def test_settings_page_saves_a_route_and_sends_a_test_sms(stack, chromium, make_token, account, tmp_path):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with FakeSmsRu(status_delays=(0.05, 0.05)) as fake:
+        stack.env["SMSGATE_PROVIDER_BASE_URLS"] = f"smsru={fake.url}"
+        stack.start_web()
+        stack.start_worker()
+        widget_files = built_widget(stack.web_url, tmp_path)
+
+        page = chromium.new_page(viewport={"width": 1100, "height": 900}, locale="ru-RU")
+        problems, tokens = [], []
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        page.on("console", lambda msg: msg.type not in ("debug",) and problems.append(f"console.{msg.type}: {msg.text}"))
+
+        def sign_token():
+            tokens.append(make_token())
+            return tokens[-1]
+
+        page.expose_function("smsgateSignToken", sign_token)
+        serve_amocrm(page, widget_files)
+        page.goto(f"{AMO_ORIGIN}/settings/widgets/?lang=ru")
+
+        # The settings page renders: no route yet, the catalogue loaded into the form.
+        page.wait_for_selector(".smsgate-settings .smsgate-no-routes", timeout=15000)
+        assert page.evaluate("window.smsgateCallbacks") == [True, True, True, True]
+        assert page.inner_text(".smsgate-title") == "SMS-провайдеры"
+        assert "acme.amocrm.ru" in page.inner_text(".smsgate-account")
+        page.screenshot(path=str(ARTIFACTS / "1-empty.png"), full_page=True)
+
+        # Save a route: the credential form is generated from the catalogue.
+        page.select_option(".smsgate-route-form .smsgate-provider", "smsru")
+        api_id = page.locator(".smsgate-route-form input[name='credential-api_id']")
+        assert api_id.get_attribute("type") == "password"
+        api_id.fill(fake.api_id)
+        page.fill(".smsgate-route-form .smsgate-sender", "ACME")
+        page.click(".smsgate-route-form .smsgate-save")
+        page.wait_for_selector(".smsgate-route .smsgate-route-provider:has-text('SMS.ru')")
+        route = ProviderRoute.objects.get(account=account)
+        assert (route.provider, route.sender, route.credentials) == ("smsru", "ACME", {"api_id": fake.api_id})
+        callback = page.input_value(".smsgate-callback-url")
+        assert callback.endswith(f"/webhooks/smsru/{route.callback_token}/")
+        assert fake.api_id not in page.content()  # the secret never comes back
+
+        page.click(".smsgate-route .smsgate-balance-button")
+        page.wait_for_selector(".smsgate-route .smsgate-balance:has-text('4122.56')")
+        page.screenshot(path=str(ARTIFACTS / "2-route-saved.png"), full_page=True)
+
+        # Send a test SMS; the worker sends it through the fake SMS.ru; it shows in the list.
+        page.fill(".smsgate-test-phone", "+7 912 345-67-89")
+        page.click(".smsgate-test-send")
+        page.wait_for_selector(".smsgate-test-result .smsgate-notice:not(.smsgate-notice_error)")
+        delivery = Delivery.objects.get(account=account)
+        assert (delivery.kind, delivery.route_id, delivery.phone) == (DeliveryKind.TEST, route.pk, "+79123456789")
+        wait_for(lambda: Delivery.objects.get(pk=delivery.pk).status == "sent", 30,
+                 f"not sent; worker log:\n{stack.processes[-1].log()}")
+
+        def sent_row_shown():
+            page.click(".smsgate-refresh")
+            page.wait_for_timeout(200)
+            return page.locator(f".smsgate-delivery[data-delivery-id='{delivery.pk}'][data-status='sent']").count()
+
+        wait_for(sent_row_shown, 15, "the sent test SMS did not appear in the deliveries list", interval=0.3)
+        row = page.locator(f".smsgate-delivery[data-delivery-id='{delivery.pk}']")
+        assert "отправлено" in row.inner_text() and "+79123456789" in row.inner_text()
+        [message] = fake.sent_to("79123456789")
+        assert message["from"] == "ACME"
+        page.screenshot(path=str(ARTIFACTS / "3-test-sms-sent.png"), full_page=True)
+
+        # A second route, moved first: the order is what the worker follows.
+        page.select_option(".smsgate-route-form .smsgate-provider", "console")
+        page.click(".smsgate-route-form .smsgate-save")
+        page.wait_for_selector(".smsgate-route >> nth=1")
+        console_route = ProviderRoute.objects.get(account=account, provider="console")
+        page.click(f".smsgate-route[data-route-id='{console_route.pk}'] .smsgate-up")
+        page.wait_for_selector(f".smsgate-route >> nth=0 >> text=Console")
+        ordered = list(ProviderRoute.objects.filter(account=account).order_by("priority")
+                       .values_list("provider", flat=True))
+        assert ordered == ["console", "smsru"]
+
+        # Editing shows that the secret is stored without showing it; saving an empty field keeps it.
+        page.click(f".smsgate-route[data-route-id='{route.pk}'] .smsgate-edit")
+        secret = page.locator(".smsgate-route-form input[name='credential-api_id']")
+        assert secret.input_value() == "" and "сохранено" in secret.get_attribute("placeholder")
+        page.fill(".smsgate-route-form .smsgate-sender", "ACME2")
+        page.click(".smsgate-route-form .smsgate-save")
+        page.wait_for_selector(".smsgate-route-sender:has-text('ACME2')")
+        route.refresh_from_db()
+        assert (route.sender, route.credentials) == ("ACME2", {"api_id": fake.api_id})
+        page.screenshot(path=str(ARTIFACTS / "5-two-routes.png"), full_page=True)
+
+        assert problems == []
+        assert len(set(tokens)) == len(tokens) >= 6  # a fresh token for every call, as amoCRM mints them
+
+
+def test_settings_page_in_english_for_a_user_who_is_not_admin(stack, chromium, make_token, account, smsru_route,
+                                                                  tmp_path):
+    smsru_route(sender="ACME")
+    stack.start_web()
+    widget_files = built_widget(stack.web_url, tmp_path)
+    page = chromium.new_page(viewport={"width": 1100, "height": 700})
+    page.expose_function("smsgateSignToken", lambda: make_token(is_admin=False))
+    serve_amocrm(page, widget_files)
+    page.goto(f"{AMO_ORIGIN}/settings/widgets/?lang=en")
+    page.wait_for_selector(".smsgate-route")
+    assert page.inner_text(".smsgate-title") == "SMS providers"
+    assert "Only an account administrator" in page.inner_text(".smsgate-account")
+    assert page.locator(".smsgate-route-form").count() == 0 and page.locator(".smsgate-test-send").count() == 0
+    assert page.locator(".smsgate-route .smsgate-delete").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "4-viewer-en.png"), full_page=True)
