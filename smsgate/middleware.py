@@ -3,6 +3,7 @@ import logging
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.utils.translation import gettext as _
+from prometheus_client import Counter
 
 logger = logging.getLogger(__name__)
 
@@ -26,3 +27,21 @@ class DatabaseUnavailableMiddleware:
             response["Retry-After"] = "5"
             return response
         return None
+
+
+class RequestMetricsMiddleware:
+    """Counts answered requests by view and status code (Prometheus)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        match = getattr(request, "resolver_match", None)
+        view = (match.url_name or match.view_name) if match else "unmatched"
+        _REQUESTS.labels(view or "unnamed", str(response.status_code)).inc()
+        return response
+
+
+_REQUESTS = Counter("smsgate_http_requests_total", "HTTP requests answered, by view and status code",
+                    ["view", "status"])
