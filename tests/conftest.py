@@ -10,7 +10,9 @@ from accounts.selectors import clear_integration_cache
 from smsgate.celery import app as celery_app
 from tests.fakes.smsru import FakeSmsRu
 
-# Unit tests publish to an in-memory broker; end-to-end tests start their own processes on Redis.
+# Unit tests publish to an in-memory broker; end-to-end tests start their own processes on the
+# broker of CELERY_BROKER_URL. (Celery reads that variable before its own configuration.)
+E2E_BROKER_URL = os.environ.pop("CELERY_BROKER_URL", "")
 celery_app.conf.broker_url = "memory://"
 celery_app.conf.broker_transport_options = {}
 

@@ -21,7 +21,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from tests.conftest import require_services
+from tests.conftest import E2E_BROKER_URL, require_services
 
 ROOT = Path(settings.BASE_DIR)
 
@@ -45,7 +45,7 @@ def ensure_services():
     problems = []
     if connection.vendor != "postgresql":
         problems.append("DATABASE_URL does not point at PostgreSQL")
-    broker = os.environ.get("CELERY_BROKER_URL", "")
+    broker = E2E_BROKER_URL
     if not broker.startswith("redis://"):
         problems.append("CELERY_BROKER_URL does not point at Redis")
     else:
@@ -137,7 +137,7 @@ def stack_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMSGATE_PROVIDER")}
     env.update(
         DATABASE_URL=database_url(),
-        CELERY_BROKER_URL=os.environ["CELERY_BROKER_URL"],
+        CELERY_BROKER_URL=E2E_BROKER_URL,
         CELERY_BROKER_KEY_PREFIX=f"e2e-{uuid.uuid4().hex}:",
         SMSGATE_ENV_FILE="",
         DEBUG="0",
