@@ -5,11 +5,14 @@ from django.http import JsonResponse
 from django.utils.translation import gettext as _
 from prometheus_client import Counter
 
+from accounts.crypto import DecryptionError
+
 logger = logging.getLogger(__name__)
 
 
 class DatabaseUnavailableMiddleware:
-    """The database is down or unreachable: answer 503 with Retry-After instead of a 500."""
+    """The database is down or unreachable, or stored secrets cannot be decrypted with the configured
+    keys (a deployment mistake): answer 503 with Retry-After instead of a 500."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -18,8 +21,8 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if isinstance(exception, (OperationalError, InterfaceError)):
-            logger.error("database unavailable: %s", type(exception).__name__)
+        if isinstance(exception, (OperationalError, InterfaceError, DecryptionError)):
+            logger.error("service unavailable: %s", type(exception).__name__)
             response = JsonResponse(
                 {"detail": _("The service is temporarily unavailable. Try again shortly."), "code": "unavailable"},
                 status=503,

@@ -112,6 +112,15 @@ class Stack:
         assert process.popen.poll() is None, process.log()
         return process
 
+    def start_beat(self) -> Process:
+        schedule = self.tmp / f"beat-{uuid.uuid4().hex[:6]}"
+        process = self.spawn("beat", [sys.executable, "-m", "celery", "-A", "smsgate", "beat", "--loglevel", "INFO",
+                                      "--schedule", str(schedule)])
+        wait_for(lambda: "beat: Starting" in process.log() or process.popen.poll() is not None, 30,
+                 "beat did not start")
+        assert process.popen.poll() is None, process.log()
+        return process
+
     def stop(self):
         for process in reversed(self.processes):
             process.stop()

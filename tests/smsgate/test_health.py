@@ -54,3 +54,14 @@ def test_metrics_count_requests_and_deliveries(client, account, settings):
     assert 'smsgate_provider_latency_seconds_count{outcome="ok",provider="console"}' in body
     assert 'smsgate_queue_latency_seconds_count{kind="system"}' in body
     assert delivery.__class__.objects.get().status == DeliveryStatus.SENT
+
+
+def test_undecryptable_secrets_answer_503_not_500(client, integration, make_token, settings):
+    from cryptography.fernet import Fernet
+
+    from accounts.selectors import clear_integration_cache
+
+    settings.SMSGATE_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # not the key the secret was stored with
+    clear_integration_cache()
+    response = client.post("/amocrm/sms", {"phone": "+79123456789", "text": "x", "token": make_token()})
+    assert response.status_code == 503 and response.json()["code"] == "unavailable"
