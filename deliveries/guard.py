@@ -70,7 +70,7 @@ def _countries(raw: str) -> frozenset[str] | None:
     raw = raw.strip()
     if raw == "*":
         return None
-    return frozenset(code.strip().upper() for code in raw.split(",") if code.strip())
+    return frozenset(code.strip().upper() for code in raw.replace(";", ",").split(",") if code.strip())
 
 
 def default_limits(account: Account) -> Limits:
