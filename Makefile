@@ -33,6 +33,7 @@ migrate: install .env
 run: migrate
 	$(PY) manage.py seed_demo
 	@$(MAKE) --no-print-directory demo-curl
+	rm -rf var/prometheus && mkdir -p var/prometheus
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --procfile Procfile --env .env web worker beat
 
 demo-curl:

@@ -128,3 +128,30 @@ class AmoToken(models.Model):
 
     def __str__(self):
         return f"tokens of {self.account_id}"
+class AccountLimits(models.Model):
+    """Per-account overrides of the abuse limits (deliveries.guard). Empty = the deployment default;
+    0 = no limit."""
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, related_name="limits",
+                                   verbose_name=_("account"))
+    phone_cooldown_seconds = models.PositiveIntegerField(_("cooldown per phone, s"), null=True, blank=True)
+    phone_per_hour = models.PositiveIntegerField(_("SMS per phone per hour"), null=True, blank=True)
+    phone_per_day = models.PositiveIntegerField(_("SMS per phone per day"), null=True, blank=True)
+    account_per_hour = models.PositiveIntegerField(_("SMS per account per hour"), null=True, blank=True)
+    account_per_day = models.PositiveIntegerField(_("SMS per account per day"), null=True, blank=True)
+    prefix_distinct_max = models.PositiveIntegerField(
+        _("distinct numbers per prefix"), null=True, blank=True,
+        help_text=_("How many different numbers sharing all but the last 4 digits may get SMS within the window."))
+    prefix_window_seconds = models.PositiveIntegerField(_("prefix window, s"), null=True, blank=True)
+    allowed_countries = models.CharField(
+        _("allowed countries"), max_length=300, blank=True,
+        help_text=_("ISO codes separated by commas (RU,KZ,BY), or * for any country. Empty: the country of the "
+                    "account's domain zone (Russia for amocrm.ru)."))
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("abuse limits")
+        verbose_name_plural = _("abuse limits")
+
+    def __str__(self):
+        return str(_("limits of %(account)s") % {"account": self.account})

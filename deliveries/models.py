@@ -71,6 +71,15 @@ class Delivery(models.Model):
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
     sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    # Recovery: when it was last handed to the broker (None: publishing failed, the sweeper
+    # re-enqueues it) and when a worker claimed it (a stale claim means a dead worker).
+    enqueued_at = models.DateTimeField(_("queued"), null=True, blank=True)
+    claimed_at = models.DateTimeField(_("claimed"), null=True, blank=True)
+    # Retention: the text is redacted (its length, parts and a keyed hash kept), the phone can be hashed.
+    text_length = models.PositiveIntegerField(_("text length"), null=True, blank=True)
+    text_hash = models.CharField(_("text hash"), max_length=64, blank=True, db_default="")
+    text_redacted_at = models.DateTimeField(_("text redacted"), null=True, blank=True)
+    phone_hashed_at = models.DateTimeField(_("phone hashed"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("delivery")
@@ -84,6 +93,13 @@ class Delivery(models.Model):
             models.Index(fields=["provider", "provider_message_id"], name="delivery_provider_msg_idx"),
             # The account API's exact phone filter (issue 5), newest first.
             models.Index(fields=["account", "phone", "-created_at"], name="delivery_account_phone_idx"),
+            # Retention jobs only ever look at rows not yet redacted / hashed.
+            models.Index(fields=["finished_at"], condition=models.Q(text_redacted_at__isnull=True),
+                         name="delivery_unredacted_fin_idx"),
+            models.Index(fields=["created_at"], condition=models.Q(text_redacted_at__isnull=True),
+                         name="delivery_unredacted_cre_idx"),
+            models.Index(fields=["created_at"], condition=models.Q(phone_hashed_at__isnull=True),
+                         name="delivery_phone_unhashed_idx"),
         ]
         permissions = [("view_message_text", _("Can see the unmasked text of system SMS"))]
 

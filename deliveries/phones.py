@@ -7,8 +7,10 @@ from phonenumbers import NumberParseException, PhoneNumberType
 
 MAX_PHONE_INPUT = 40  # "+7 (912) 345-67-89" and friends fit easily
 
-# Numbers that can receive an SMS. Landlines, pagers, VoIP etc. cannot, or cost a fortune.
+# Numbers that can receive an SMS. Landlines, pagers, VoIP etc. cannot.
 SMS_CAPABLE_TYPES = {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
+# Numbers that cost the caller (or us) money: the targets of SMS pumping. Refused by policy.
+PREMIUM_TYPES = {PhoneNumberType.PREMIUM_RATE, PhoneNumberType.SHARED_COST, PhoneNumberType.UAN}
 
 
 class PhoneError(ValueError):
@@ -28,6 +30,8 @@ def phone_parse(raw, *, default_region: str | None = None) -> Phone:
     """Parse a number as a person would type it; raise PhoneError(code) if it cannot get an SMS.
 
     Codes: `invalid` (not a number / not a valid number), `not_mobile` (a landline and the like).
+    Premium-rate, shared-cost and UAN numbers are returned: refusing them is a policy decision
+    (deliveries.guard), recorded and visible to staff, not an input error.
     """
     if not isinstance(raw, str) or not raw.strip() or len(raw) > MAX_PHONE_INPUT:
         raise PhoneError("invalid")
@@ -38,7 +42,7 @@ def phone_parse(raw, *, default_region: str | None = None) -> Phone:
     if not phonenumbers.is_valid_number(number):
         raise PhoneError("invalid")
     number_type = phonenumbers.number_type(number)
-    if number_type not in SMS_CAPABLE_TYPES:
+    if number_type not in SMS_CAPABLE_TYPES and number_type not in PREMIUM_TYPES:
         raise PhoneError("not_mobile")
     return Phone(
         e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),

@@ -28,8 +28,11 @@ from .models import (
     DeliveryStatus,
     StatusEvent,
 )
-from .phones import PhoneError, phone_mask, phone_parse
+from . import metrics
+from .guard import GuardRefusal, guard_check
+from .phones import Phone, PhoneError, phone_mask, phone_parse
 from .providers import provider_class
+from .providers.http import default_client
 from .providers.base import (
     ErrorClass,
     Provider,
@@ -61,11 +64,16 @@ class DeliveryRefused(Exception):
     http_status = 400
     code = "invalid"
 
-    def __init__(self, message, *, errors: dict | None = None, code: str | None = None):
+    def __init__(self, message, *, errors: dict | None = None, code: str | None = None,
+                 http_status: int | None = None, retry_after: int | None = None, delivery_id=None):
         self.message = message
         self.errors = errors or {}
         if code:
             self.code = code
+        if http_status:
+            self.http_status = http_status
+        self.retry_after = retry_after  # seconds, for 429 answers
+        self.delivery_id = delivery_id  # the recorded refusal, for support
         super().__init__(str(message))
 
 
@@ -108,15 +116,19 @@ def _validate_text(text) -> list:
 
 def delivery_phone_parse(raw, *, account: Account) -> str:
     """E.164 of a recipient, or DeliveryInvalid with a field error."""
+    return _recipient(raw, account=account).e164
+
+
+def _recipient(raw, *, account: Account) -> Phone:
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         raise DeliveryInvalid(_("The request has invalid fields."), errors={"phone": [_PHONE_MESSAGES["required"]]})
     region = _DOMAIN_REGION.get(account.domain)
     try:
-        return phone_parse(raw, default_region=region).e164
+        return phone_parse(raw, default_region=region)
     except PhoneError as exc:
         if isinstance(raw, str) and raw.strip().isdigit():  # "79123456789": international without "+"
             try:
-                return phone_parse("+" + raw.strip()).e164
+                return phone_parse("+" + raw.strip())
             except PhoneError:
                 pass
         raise DeliveryInvalid(_("The request has invalid fields."),
@@ -149,7 +161,7 @@ def delivery_create(
     if text_errors:
         errors["text"] = text_errors
     try:
-        e164 = delivery_phone_parse(phone, account=account)
+        recipient = _recipient(phone, account=account)
     except DeliveryInvalid as exc:
         errors.update(exc.errors)
     if errors:
@@ -162,8 +174,21 @@ def delivery_create(
               "choose an SMS provider and enter its credentials.")
         )
 
+    e164 = recipient.e164
     segments = segment_info(text)
+    try:
+        guard_check(account=account, phone=recipient)
+    except GuardRefusal as refusal:
+        existing = Delivery.objects.filter(account=account, jti=jti).first() if jti is not None else None
+        if existing is not None:  # amoCRM repeating an accepted request: same answer, no second SMS
+            return CreateResult(existing, created=False)
+        refused = _record_refusal(account=account, kind=kind, phone=e164, text=text, segments=segments,
+                                  route=route, refusal=refusal)
+        raise DeliveryRefused(refusal.message, code=refusal.reason, http_status=refusal.http_status,
+                              retry_after=refusal.retry_after, delivery_id=refused.pk) from None
+
     validity = validity_seconds or settings.SMSGATE_SYSTEM_SMS_VALIDITY
+    now = timezone.now()
     try:
         with transaction.atomic():
             delivery = Delivery.objects.create(
@@ -175,7 +200,8 @@ def delivery_create(
                 segments=segments.segments,
                 jti=jti,
                 route=route,
-                valid_until=timezone.now() + timedelta(seconds=validity),
+                valid_until=now + timedelta(seconds=validity),
+                enqueued_at=now,  # optimistic: cleared if publishing fails, so the sweeper takes it
             )
             transaction.on_commit(lambda: delivery_enqueue(delivery_id=delivery.pk, kind=kind))
     except IntegrityError:
@@ -188,7 +214,22 @@ def delivery_create(
         "delivery accepted",
         extra={"delivery_id": str(delivery.pk), "account_id": account.pk, "phone": phone_mask(e164)},
     )
+    metrics.delivery_status(DeliveryStatus.PENDING, "")
     return CreateResult(delivery, created=True)
+
+
+def _record_refusal(*, account, kind, phone, text, segments, route, refusal: GuardRefusal) -> Delivery:
+    """A refused request is kept as a `rejected` delivery (never sent) so staff can see it."""
+    now = timezone.now()
+    delivery = Delivery.objects.create(
+        account=account, kind=kind, phone=phone, text=text, encoding=segments.encoding, segments=segments.segments,
+        route=route, status=DeliveryStatus.REJECTED, error_class="policy" if refusal.http_status == 422 else "limit",
+        error_code=refusal.reason, error_text=str(refusal.message)[:300], valid_until=now, finished_at=now,
+    )
+    logger.warning("delivery refused by the abuse guard: %s", refusal.reason,
+                   extra={"delivery_id": str(delivery.pk), "account_id": account.pk, "phone": phone_mask(phone)})
+    metrics.delivery_status(DeliveryStatus.REJECTED, "")
+    return delivery
 
 
 TEST_SMS_TEXT = _("smsgate test message: your SMS provider is set up correctly.")
@@ -204,16 +245,26 @@ def queue_for_kind(kind: str) -> str:
     return QUEUE_BULK if kind == DeliveryKind.BULK else QUEUE_SYSTEM
 
 
+# After a failed publish, skip the broker for a few seconds: answers stay fast during an outage.
+BROKER_RETRY_AFTER_FAILURE = 3.0
+_broker_skip_until = 0.0
+
+
 def delivery_enqueue(*, delivery_id, kind: str, countdown: float | None = None) -> bool:
-    """Hand the delivery to a worker. A broker outage is not the client's problem: the row is
-    committed as `pending`, and the sweeper queues it again later."""
-    try:
-        current_app.send_task(SEND_TASK, args=[str(delivery_id)], queue=queue_for_kind(kind), countdown=countdown)
-        return True
-    except Exception:  # kombu raises many types for a broker that is down
-        logger.warning("could not enqueue delivery; it stays pending for the sweeper",
-                       extra={"delivery_id": str(delivery_id)}, exc_info=True)
-        return False
+    """Hand the delivery to a worker. A broker outage is not the client's problem: the row stays
+    committed as `pending` with no `enqueued_at`, and the sweeper queues it again later."""
+    global _broker_skip_until
+    if time.monotonic() >= _broker_skip_until:
+        try:
+            current_app.send_task(SEND_TASK, args=[str(delivery_id)], queue=queue_for_kind(kind),
+                                  countdown=countdown)
+            return True
+        except Exception as exc:  # kombu raises many types for a broker that is down
+            _broker_skip_until = time.monotonic() + BROKER_RETRY_AFTER_FAILURE
+            logger.warning("could not enqueue delivery (%s); it stays pending for the sweeper", type(exc).__name__,
+                           extra={"delivery_id": str(delivery_id)})
+    Delivery.objects.filter(pk=delivery_id, status=DeliveryStatus.PENDING).update(enqueued_at=None)
+    return False
 
 
 # --- sending ---------------------------------------------------------------------------------------
@@ -266,7 +317,8 @@ def _route_candidates(delivery: Delivery) -> list[RouteChoice]:
 def build_provider(choice: RouteChoice) -> Provider:
     cls = provider_class(choice.provider)
     return cls(credentials=choice.credentials, sender=choice.sender,
-               base_url=settings.SMSGATE_PROVIDER_BASE_URLS.get(choice.provider))
+               base_url=settings.SMSGATE_PROVIDER_BASE_URLS.get(choice.provider),
+               http=default_client(settings.SMSGATE_PROVIDER_TIMEOUT))
 
 
 def route_balance(*, route: ProviderRoute):
@@ -291,7 +343,7 @@ def delivery_claim(*, delivery_id) -> bool:
     return bool(
         Delivery.objects.filter(pk=delivery_id, status=DeliveryStatus.PENDING)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + timedelta(seconds=1)))
-        .update(status=DeliveryStatus.SENDING, attempt_count=F("attempt_count") + 1, updated_at=now)
+        .update(status=DeliveryStatus.SENDING, attempt_count=F("attempt_count") + 1, updated_at=now, claimed_at=now)
     )
 
 
@@ -302,7 +354,8 @@ def _finish(delivery: Delivery, status: str, *, error_class="", code="", text=""
                   updated_at=now, next_attempt_at=None)
     if status in FINAL_STATUSES:
         values["finished_at"] = now
-    Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(**values)
+    if Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(**values):
+        metrics.delivery_status(status, delivery.provider)
     logger.info("delivery %s", status, extra={"delivery_id": str(delivery.pk), "error_class": error_class})
     return status
 
@@ -315,6 +368,7 @@ def delivery_send(*, delivery_id) -> SendOutcome | None:
         return None
     delivery = Delivery.objects.select_related("account").get(pk=delivery_id)
     kind = delivery.kind
+    metrics.queue_latency(kind, (delivery.claimed_at - (delivery.next_attempt_at or delivery.created_at)))
 
     while True:
         if timezone.now() >= delivery.valid_until:
@@ -353,6 +407,7 @@ def _attempt(delivery: Delivery, choice: RouteChoice, *, has_next_route: bool) -
         result = build_provider(choice).send(request)  # outside any transaction, no row locked
     except ProviderError as exc:
         latency = int((time.monotonic() - clock) * 1000)
+        metrics.provider_call(choice.provider, str(exc.error_class), latency)
         return _on_provider_error(delivery, choice, attempt, exc, latency, has_next_route=has_next_route)
     except Exception as exc:  # an adapter bug: the request may or may not have gone out
         latency = int((time.monotonic() - clock) * 1000)
@@ -363,6 +418,7 @@ def _attempt(delivery: Delivery, choice: RouteChoice, *, has_next_route: bool) -
                                    text=f"adapter error: {type(exc).__name__}"), kind=delivery.kind)
 
     latency = int((time.monotonic() - clock) * 1000)
+    metrics.provider_call(choice.provider, "ok", latency)
     _close_attempt(attempt, AttemptOutcome.SENT, latency, message_id=result.provider_message_id, raw=result.raw)
     _route_healthy(choice)
     now = timezone.now()
@@ -372,7 +428,9 @@ def _attempt(delivery: Delivery, choice: RouteChoice, *, has_next_route: bool) -
     moved = Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(
         status=DeliveryStatus.SENT, error_class="", error_code="", error_text="", **common
     )
-    if not moved:
+    if moved:
+        metrics.delivery_status(DeliveryStatus.SENT, choice.provider)
+    else:
         Delivery.objects.filter(pk=delivery.pk).update(**common)
     if result.status != ReportStatus.SENT:
         delivery_status_apply(delivery=delivery, status=result.status, source=StatusEvent.Source.SYSTEM,
@@ -432,11 +490,16 @@ def _on_ambiguous(delivery, attempt, exc, latency, raw, error) -> SendOutcome:
     """No complete answer: the SMS may be on its way. Never resend blindly; a login code may be
     retried once inside its validity window (a second code is better than none)."""
     _close_attempt(attempt, AttemptOutcome.AMBIGUOUS, latency, raw=raw, **error)
-    earlier = Attempt.objects.filter(delivery=delivery, outcome=AttemptOutcome.AMBIGUOUS).count()
-    if delivery.kind in (DeliveryKind.SYSTEM, DeliveryKind.TEST) and earlier <= 1:
+    if _ambiguous_may_retry(delivery):
         return _schedule_retry(delivery, exc, error)
     return SendOutcome(_finish(delivery, DeliveryStatus.UNKNOWN, error_class=str(ErrorClass.TIMEOUT), code=exc.code,
                                text="no answer from the provider; the SMS may have been sent"), kind=delivery.kind)
+
+
+def _ambiguous_may_retry(delivery: Delivery) -> bool:
+    """A login code (or a test SMS) may be sent once more after one ambiguous attempt."""
+    ambiguous = Attempt.objects.filter(delivery=delivery, outcome=AttemptOutcome.AMBIGUOUS).count()
+    return delivery.kind in (DeliveryKind.SYSTEM, DeliveryKind.TEST) and ambiguous <= 1
 
 
 def _schedule_retry(delivery: Delivery, exc: ProviderTemporaryError, error: dict) -> SendOutcome:
@@ -446,6 +509,7 @@ def _schedule_retry(delivery: Delivery, exc: ProviderTemporaryError, error: dict
         return SendOutcome(_finish(delivery, DeliveryStatus.FAILED, **error), kind=delivery.kind)
     Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(
         status=DeliveryStatus.PENDING, next_attempt_at=now + timedelta(seconds=delay), updated_at=now,
+        enqueued_at=now, claimed_at=None,
         error_class=error["error_class"], error_code=error["code"][:50], error_text=error["text"][:300],
     )
     logger.info("delivery will retry in %.1f s", delay, extra={"delivery_id": str(delivery.pk)})
@@ -492,4 +556,85 @@ def delivery_status_apply(
         applied = bool(Delivery.objects.filter(pk=delivery.pk, status__in=lower).update(**values))
         StatusEvent.objects.create(delivery=delivery, source=source, status=status, provider_code=str(provider_code)[:50],
                                    error_class=error_class, occurred_at=occurred_at, applied=applied, raw=raw)
+    if applied:
+        metrics.delivery_status(status, delivery.provider)
     return applied
+
+
+# --- recovery: lost messages, dead workers, missed deadlines --------------------------------------------
+@dataclass
+class SweepResult:
+    expired: int = 0
+    requeued: int = 0
+    stale_resolved: int = 0
+
+
+def delivery_sweep(*, batch: int = 500) -> SweepResult:
+    """Run by Celery beat every few seconds. Idempotent: every change is a conditional UPDATE.
+
+    - a pending delivery past its validity deadline ends `expired` (no worker needed);
+    - a pending delivery the broker never got (publishing failed) or lost is queued again;
+    - a `sending` claim older than any provider call can take belongs to a dead worker: resolved
+      without a blind resend (see `_resolve_stale_claim`).
+    """
+    result = SweepResult()
+    now = timezone.now()
+    result.expired = Delivery.objects.filter(status=DeliveryStatus.PENDING, valid_until__lte=now).update(
+        status=DeliveryStatus.EXPIRED, finished_at=now, updated_at=now, next_attempt_at=None,
+        error_class="validity", error_text="not sent before its validity deadline")
+    if result.expired:
+        metrics.delivery_status(DeliveryStatus.EXPIRED, "", result.expired)
+
+    grace = timedelta(seconds=settings.SMSGATE_SWEEP_GRACE_SECONDS)
+    lost = now - timedelta(seconds=settings.SMSGATE_LOST_MESSAGE_SECONDS)
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    never_published = Q(enqueued_at__isnull=True, created_at__lte=now - grace)
+    published_long_ago = Q(enqueued_at__lte=lost) & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=lost))
+    for delivery_id, kind in (Delivery.objects.filter(status=DeliveryStatus.PENDING).filter(due)
+                              .filter(never_published | published_long_ago)
+                              .order_by("created_at").values_list("pk", "kind")[:batch]):
+        Delivery.objects.filter(pk=delivery_id, status=DeliveryStatus.PENDING).update(enqueued_at=timezone.now())
+        if delivery_enqueue(delivery_id=delivery_id, kind=kind):
+            result.requeued += 1
+        else:
+            break  # the broker is still down: try again on the next sweep
+
+    stale = now - timedelta(seconds=settings.SMSGATE_STALE_CLAIM_SECONDS)
+    for delivery in (Delivery.objects.filter(status=DeliveryStatus.SENDING, claimed_at__lte=stale)
+                     .order_by("claimed_at")[:batch]):
+        result.stale_resolved += _resolve_stale_claim(delivery)
+    if result.expired or result.requeued or result.stale_resolved:
+        logger.info("sweep: %d expired, %d re-queued, %d stale claims resolved",
+                    result.expired, result.requeued, result.stale_resolved)
+    return result
+
+
+def _resolve_stale_claim(delivery: Delivery) -> int:
+    """A worker claimed this delivery and died. What its last attempt shows decides:
+    the provider accepted it → `sent`; a call was in flight → ambiguous (a login code gets its one
+    retry, otherwise `unknown`); no call was made → back to `pending`, safe to send."""
+    claim = Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING, claimed_at=delivery.claimed_at)
+    last = delivery.attempts.order_by("-started_at", "-id").first()
+    now = timezone.now()
+    if last is not None and last.outcome == AttemptOutcome.SENT:
+        moved = claim.update(status=DeliveryStatus.SENT, provider=last.provider, route=last.route_id,
+                             provider_message_id=last.provider_message_id, sent_at=last.finished_at or now,
+                             updated_at=now, error_class="", error_code="", error_text="")
+        if moved:
+            metrics.delivery_status(DeliveryStatus.SENT, last.provider)
+        return moved
+    if last is not None and last.outcome == AttemptOutcome.IN_FLIGHT:
+        Attempt.objects.filter(pk=last.pk, outcome=AttemptOutcome.IN_FLIGHT).update(
+            outcome=AttemptOutcome.AMBIGUOUS, finished_at=now, error_class="worker_lost",
+            error_text="the worker died during the provider call")
+        if not _ambiguous_may_retry(delivery):
+            moved = claim.update(status=DeliveryStatus.UNKNOWN, updated_at=now, error_class="worker_lost",
+                                 error_text="the worker died during the provider call; the SMS may have been sent")
+            if moved:
+                metrics.delivery_status(DeliveryStatus.UNKNOWN, last.provider)
+            return moved
+    moved = claim.update(status=DeliveryStatus.PENDING, claimed_at=None, next_attempt_at=None, enqueued_at=now,
+                         updated_at=now)
+    if moved:
+        delivery_enqueue(delivery_id=delivery.pk, kind=delivery.kind)
+    return moved

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from . import services
+from . import retention, services
 
 
 @shared_task(name=services.SEND_TASK, acks_late=True, ignore_result=True)
@@ -10,3 +10,13 @@ def delivery_send(delivery_id: str):
     outcome = services.delivery_send(delivery_id=delivery_id)
     if outcome is not None and outcome.retry_in is not None:
         services.delivery_enqueue(delivery_id=delivery_id, kind=outcome.kind, countdown=outcome.retry_in)
+
+
+@shared_task(name="deliveries.sweep", ignore_result=True, expires=60)
+def delivery_sweep():
+    services.delivery_sweep()
+
+
+@shared_task(name="deliveries.retention", ignore_result=True, expires=3600)
+def delivery_retention():
+    retention.retention_run()

@@ -20,6 +20,16 @@ def error_response(status: int, code: str, detail, **extra) -> JsonResponse:
                         json_dumps_params={"ensure_ascii": False})
 
 
+def refusal_response(exc: DeliveryRefused) -> JsonResponse:
+    extra = {"errors": {k: [str(m) for m in v] for k, v in exc.errors.items()}} if exc.errors else {}
+    if exc.delivery_id:
+        extra["id"] = str(exc.delivery_id)
+    response = error_response(exc.http_status, exc.code, exc.message, **extra)
+    if exc.retry_after:
+        response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 class BadBody(Exception):
     pass
 
@@ -64,6 +74,5 @@ def amocrm_sms(request):
     try:
         result = delivery_create(account=account, phone=data.get("phone"), text=data.get("text"), jti=claims.jti)
     except DeliveryRefused as exc:
-        extra = {"errors": {k: [str(m) for m in v] for k, v in exc.errors.items()}} if exc.errors else {}
-        return error_response(exc.http_status, exc.code, exc.message, **extra)
+        return refusal_response(exc)
     return JsonResponse({"id": str(result.delivery.pk), "status": result.delivery.status})

@@ -10,3 +10,11 @@ timeout = 30
 graceful_timeout = 10
 keepalive = 5
 accesslog = os.environ.get("WEB_ACCESS_LOG") or None
+
+
+def child_exit(server, worker):
+    # Prometheus multiprocess mode: forget the metrics files of a worker that exited.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -3,12 +3,16 @@ import logging
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.utils.translation import gettext as _
+from prometheus_client import Counter
+
+from accounts.crypto import DecryptionError
 
 logger = logging.getLogger(__name__)
 
 
 class DatabaseUnavailableMiddleware:
-    """The database is down or unreachable: answer 503 with Retry-After instead of a 500."""
+    """The database is down or unreachable, or stored secrets cannot be decrypted with the configured
+    keys (a deployment mistake): answer 503 with Retry-After instead of a 500."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -17,8 +21,8 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if isinstance(exception, (OperationalError, InterfaceError)):
-            logger.error("database unavailable: %s", type(exception).__name__)
+        if isinstance(exception, (OperationalError, InterfaceError, DecryptionError)):
+            logger.error("service unavailable: %s", type(exception).__name__)
             response = JsonResponse(
                 {"detail": _("The service is temporarily unavailable. Try again shortly."), "code": "unavailable"},
                 status=503,
@@ -26,3 +30,21 @@ class DatabaseUnavailableMiddleware:
             response["Retry-After"] = "5"
             return response
         return None
+
+
+class RequestMetricsMiddleware:
+    """Counts answered requests by view and status code (Prometheus)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        match = getattr(request, "resolver_match", None)
+        view = (match.url_name or match.view_name) if match else "unmatched"
+        _REQUESTS.labels(view or "unnamed", str(response.status_code)).inc()
+        return response
+
+
+_REQUESTS = Counter("smsgate_http_requests_total", "HTTP requests answered, by view and status code",
+                    ["view", "status"])

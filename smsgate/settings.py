@@ -58,6 +58,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "smsgate.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -240,6 +241,48 @@ CELERY_BEAT_SCHEDULE["accounts.amo_tokens_refresh"] = {
     "schedule": AMO_TOKEN_REFRESH_EVERY,
     "options": {"queue": "maintenance", "expires": AMO_TOKEN_REFRESH_EVERY},
 }
+
+# --- Abuse guard, recovery, retention, health (deliveries.guard, sweeper, retention) ---------------
+# Redis for the guard's counters; default: the broker's Redis. Empty (no Redis): per-process counters.
+SMSGATE_REDIS_URL = env.str(
+    "SMSGATE_REDIS_URL",
+    default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "",
+)
+SMSGATE_LIMIT_PHONE_COOLDOWN = env.int("SMSGATE_LIMIT_PHONE_COOLDOWN", default=30)  # seconds
+SMSGATE_LIMIT_PHONE_HOUR = env.int("SMSGATE_LIMIT_PHONE_HOUR", default=5)
+SMSGATE_LIMIT_PHONE_DAY = env.int("SMSGATE_LIMIT_PHONE_DAY", default=10)
+SMSGATE_LIMIT_ACCOUNT_HOUR = env.int("SMSGATE_LIMIT_ACCOUNT_HOUR", default=300)
+SMSGATE_LIMIT_ACCOUNT_DAY = env.int("SMSGATE_LIMIT_ACCOUNT_DAY", default=3000)
+SMSGATE_LIMIT_PREFIX_DISTINCT = env.int("SMSGATE_LIMIT_PREFIX_DISTINCT", default=10)
+SMSGATE_LIMIT_PREFIX_WINDOW = env.int("SMSGATE_LIMIT_PREFIX_WINDOW", default=600)  # seconds
+# Countries an account may send to by default, per amoCRM domain zone ("*" = any).
+SMSGATE_DEFAULT_COUNTRIES = env.dict(
+    "SMSGATE_DEFAULT_COUNTRIES", default={"amocrm.ru": "RU", "amocrm.com": "*", "kommo.com": "*"}
+)
+# Recovery: pending rows older than this are re-enqueued if publishing failed; a claim older than
+# SMSGATE_STALE_CLAIM_SECONDS belongs to a dead worker.
+SMSGATE_SWEEP_INTERVAL = env.float("SMSGATE_SWEEP_INTERVAL", default=10.0)
+SMSGATE_SWEEP_GRACE_SECONDS = env.float("SMSGATE_SWEEP_GRACE_SECONDS", default=5.0)
+SMSGATE_LOST_MESSAGE_SECONDS = env.int("SMSGATE_LOST_MESSAGE_SECONDS", default=300)
+SMSGATE_PROVIDER_TIMEOUT = env.float("SMSGATE_PROVIDER_TIMEOUT", default=10.0)  # read timeout, seconds
+SMSGATE_STALE_CLAIM_SECONDS = env.float("SMSGATE_STALE_CLAIM_SECONDS", default=SMSGATE_PROVIDER_TIMEOUT + 30)
+# Retention: system SMS text redacted N hours after it is final; every text purged after N days;
+# phones hashed after N days (0 = never).
+SMSGATE_REDACT_SYSTEM_TEXT_HOURS = env.int("SMSGATE_REDACT_SYSTEM_TEXT_HOURS", default=24)
+SMSGATE_PURGE_TEXT_DAYS = env.int("SMSGATE_PURGE_TEXT_DAYS", default=30)
+SMSGATE_HASH_PHONE_DAYS = env.int("SMSGATE_HASH_PHONE_DAYS", default=0)
+# /metrics: a bearer token, or client addresses allowed without one.
+SMSGATE_METRICS_TOKEN = env.str("SMSGATE_METRICS_TOKEN", default="")
+SMSGATE_METRICS_ALLOWED_IPS = env.list("SMSGATE_METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
+
+CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})
+CELERY_BEAT_SCHEDULE.update({
+    # Re-enqueue what the broker lost, resolve dead workers' claims, expire missed deadlines.
+    "deliveries-sweep": {"task": "deliveries.sweep", "schedule": SMSGATE_SWEEP_INTERVAL,
+                         "options": {"queue": "maintenance", "expires": 60}},
+    "deliveries-retention": {"task": "deliveries.retention", "schedule": 3600.0,
+                             "options": {"queue": "maintenance", "expires": 3600}},
+})
 
 # --- Logging: ids in `extra`, never tokens, secrets or full texts --------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

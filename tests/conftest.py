@@ -10,7 +10,9 @@ from accounts.selectors import clear_integration_cache
 from smsgate.celery import app as celery_app
 from tests.fakes.smsru import FakeSmsRu
 
-# Unit tests publish to an in-memory broker; end-to-end tests start their own processes on Redis.
+# Unit tests publish to an in-memory broker; end-to-end tests start their own processes on the
+# broker of CELERY_BROKER_URL. (Celery reads that variable before its own configuration.)
+E2E_BROKER_URL = os.environ.pop("CELERY_BROKER_URL", "")
 celery_app.conf.broker_url = "memory://"
 celery_app.conf.broker_transport_options = {}
 
@@ -23,6 +25,33 @@ DROP = object()  # a claim value meaning "leave this claim out"
 def require_services() -> bool:
     """In CI (SMSGATE_REQUIRE_SERVICES=1) a missing service fails the test instead of skipping it."""
     return os.environ.get("SMSGATE_REQUIRE_SERVICES") == "1"
+
+
+@pytest.fixture(autouse=True)
+def _abuse_guard(request, settings):
+    """Fresh guard counters per test. Tests about other things send freely; tests marked
+    `guard` get the production defaults."""
+    from deliveries import guard
+
+    guard.clear_limits_cache()
+    guard._counters = None
+    if settings.SMSGATE_REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(settings.SMSGATE_REDIS_URL)
+        try:
+            keys = list(client.scan_iter("sg:guard:*", count=1000))
+            if keys:
+                client.delete(*keys)
+        except redis.RedisError:
+            pass  # the guard fails open; tests that need Redis check for it themselves
+    if request.node.get_closest_marker("guard") is None:
+        settings.SMSGATE_LIMIT_PHONE_COOLDOWN = 0
+        for name in ("PHONE_HOUR", "PHONE_DAY", "ACCOUNT_HOUR", "ACCOUNT_DAY", "PREFIX_DISTINCT"):
+            setattr(settings, f"SMSGATE_LIMIT_{name}", 0)
+        settings.SMSGATE_DEFAULT_COUNTRIES = {"amocrm.ru": "*", "amocrm.com": "*", "kommo.com": "*"}
+    yield
+    guard.clear_limits_cache()
 
 
 @pytest.fixture(autouse=True)

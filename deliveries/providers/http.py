@@ -41,19 +41,26 @@ class HttpClient:
 
 
 _lock = threading.Lock()
-_client: HttpClient | None = None
-_client_pid: int | None = None
+_clients: dict[float | None, HttpClient] = {}
+_clients_pid: int | None = None
 
 
-def default_client() -> HttpClient:
-    """One pooled client per process (re-created after a fork: sockets must not be shared)."""
-    global _client, _client_pid
-    if _client is None or _client_pid != os.getpid():
+def default_client(read_timeout: float | None = None) -> HttpClient:
+    """One pooled client per process and read timeout (re-created after a fork: sockets must not
+    be shared between processes)."""
+    global _clients_pid
+    client = _clients.get(read_timeout) if _clients_pid == os.getpid() else None
+    if client is None:
         with _lock:
-            if _client is None or _client_pid != os.getpid():
-                _client = HttpClient()
-                _client_pid = os.getpid()
-    return _client
+            if _clients_pid != os.getpid():
+                _clients.clear()
+                _clients_pid = os.getpid()
+            client = _clients.get(read_timeout)
+            if client is None:
+                timeout = DEFAULT_TIMEOUT if read_timeout is None else httpx.Timeout(
+                    connect=min(3.0, read_timeout), read=read_timeout, write=min(5.0, read_timeout), pool=5.0)
+                client = _clients[read_timeout] = HttpClient(timeout=timeout)
+    return client
 
 
 def json_or_none(response: httpx.Response):

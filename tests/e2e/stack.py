@@ -21,7 +21,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from tests.conftest import require_services
+from tests.conftest import E2E_BROKER_URL, require_services
 
 ROOT = Path(settings.BASE_DIR)
 
@@ -45,7 +45,7 @@ def ensure_services():
     problems = []
     if connection.vendor != "postgresql":
         problems.append("DATABASE_URL does not point at PostgreSQL")
-    broker = os.environ.get("CELERY_BROKER_URL", "")
+    broker = E2E_BROKER_URL
     if not broker.startswith("redis://"):
         problems.append("CELERY_BROKER_URL does not point at Redis")
     else:
@@ -112,6 +112,15 @@ class Stack:
         assert process.popen.poll() is None, process.log()
         return process
 
+    def start_beat(self) -> Process:
+        schedule = self.tmp / f"beat-{uuid.uuid4().hex[:6]}"
+        process = self.spawn("beat", [sys.executable, "-m", "celery", "-A", "smsgate", "beat", "--loglevel", "INFO",
+                                      "--schedule", str(schedule)])
+        wait_for(lambda: "beat: Starting" in process.log() or process.popen.poll() is not None, 30,
+                 "beat did not start")
+        assert process.popen.poll() is None, process.log()
+        return process
+
     def stop(self):
         for process in reversed(self.processes):
             process.stop()
@@ -137,7 +146,7 @@ def stack_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMSGATE_PROVIDER")}
     env.update(
         DATABASE_URL=database_url(),
-        CELERY_BROKER_URL=os.environ["CELERY_BROKER_URL"],
+        CELERY_BROKER_URL=E2E_BROKER_URL,
         CELERY_BROKER_KEY_PREFIX=f"e2e-{uuid.uuid4().hex}:",
         SMSGATE_ENV_FILE="",
         DEBUG="0",
@@ -146,6 +155,10 @@ def stack_env(**extra) -> dict:
         SMSGATE_DEFAULT_ROUTE="",
         PYTHONUNBUFFERED="1",
         LOG_LEVEL="INFO",
+        # The abuse guard has its own tests; here every test sends as it needs.
+        SMSGATE_LIMIT_PHONE_COOLDOWN="0", SMSGATE_LIMIT_PHONE_HOUR="0", SMSGATE_LIMIT_PHONE_DAY="0",
+        SMSGATE_LIMIT_ACCOUNT_HOUR="0", SMSGATE_LIMIT_ACCOUNT_DAY="0", SMSGATE_LIMIT_PREFIX_DISTINCT="0",
+        SMSGATE_DEFAULT_COUNTRIES="amocrm.ru=*,amocrm.com=*,kommo.com=*",
     )
     env.update({k: str(v) for k, v in extra.items()})
     return env
