@@ -7,6 +7,7 @@ Every query starts from `request.user.account`, so one account never reaches ano
 import logging
 
 from django.http import Http404
+from phonenumbers import SUPPORTED_REGIONS
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
@@ -21,8 +22,8 @@ from deliveries.providers.base import ProviderError
 from deliveries.selectors import provider_catalogue
 from deliveries.services import DeliveryRefused, delivery_create_test, route_balance, route_callback_url
 
-from .models import ProviderRoute
-from .services import route_delete, route_save, routes_reorder
+from .models import AccountLimits, ProviderRoute
+from .services import account_limits_save, route_delete, route_save, routes_reorder
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,10 @@ def api_exception_handler(exc, context):
         data = {"detail": str(exc.message), "code": exc.code}
         if exc.errors:
             data["errors"] = {k: [str(m) for m in v] for k, v in exc.errors.items()}
-        return Response(data, status=exc.http_status)
+        if exc.delivery_id:
+            data["id"] = str(exc.delivery_id)  # the refusal is recorded as a rejected delivery
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return Response(data, status=exc.http_status, headers=headers)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -251,7 +255,9 @@ class RouteViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
         return Response(RouteSerializer(routes, many=True).data)
 
     @extend_schema(request=TestSmsSerializer,
-                   responses={202: TestSmsResultSerializer, 422: OpenApiResponse(ErrorSerializer), **ERRORS})
+                   responses={202: TestSmsResultSerializer, 422: OpenApiResponse(ErrorSerializer),
+                              429: OpenApiResponse(ErrorSerializer, description="an abuse limit; see Retry-After"),
+                              **ERRORS})
     @action(detail=True, methods=["post"], url_path="test-sms")
     def test_sms(self, request, pk=None):
         route = self.get_object()
@@ -276,3 +282,72 @@ class RouteViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
             raise ApiError(_("The provider refused or did not answer: %(reason)s") % {"reason": exc.error_class},
                            f"provider_{exc.error_class}", 502) from None
         return Response(BalanceSerializer({"amount": f"{balance.amount:f}", "currency": balance.currency}).data)
+
+
+# --- abuse limits ---------------------------------------------------------------------------------------
+_LIMIT_FIELDS = {
+    "phone_cooldown_seconds": 86_400, "phone_per_hour": 100_000, "phone_per_day": 100_000,
+    "account_per_hour": 10_000_000, "account_per_day": 10_000_000, "prefix_distinct_max": 100_000,
+    "prefix_window_seconds": 86_400,
+}
+
+
+class LimitValuesSerializer(serializers.Serializer):
+    """Null: the deployment's default; 0: no limit."""
+
+    phone_cooldown_seconds = serializers.IntegerField(min_value=0, max_value=86_400, allow_null=True, required=False)
+    phone_per_hour = serializers.IntegerField(min_value=0, max_value=100_000, allow_null=True, required=False)
+    phone_per_day = serializers.IntegerField(min_value=0, max_value=100_000, allow_null=True, required=False)
+    account_per_hour = serializers.IntegerField(min_value=0, max_value=10_000_000, allow_null=True, required=False)
+    account_per_day = serializers.IntegerField(min_value=0, max_value=10_000_000, allow_null=True, required=False)
+    prefix_distinct_max = serializers.IntegerField(min_value=0, max_value=100_000, allow_null=True, required=False)
+    prefix_window_seconds = serializers.IntegerField(min_value=1, max_value=86_400, allow_null=True, required=False)
+    allowed_countries = serializers.ListField(
+        child=serializers.CharField(max_length=2, min_length=1), allow_null=True, required=False, max_length=250,
+        help_text='ISO 3166 codes such as ["RU", "KZ"], ["*"] for any country, null for the default')
+
+    def validate_allowed_countries(self, codes):
+        if codes is None:
+            return None
+        codes = sorted({code.strip().upper() for code in codes})
+        if codes == ["*"]:
+            return codes
+        unknown = [code for code in codes if code not in SUPPORTED_REGIONS]
+        if unknown:
+            raise serializers.ValidationError(_("Unknown country codes: %(codes)s.") % {"codes": ", ".join(unknown)})
+        return codes
+
+
+class LimitsSerializer(serializers.Serializer):
+    overrides = LimitValuesSerializer(help_text="this account's own values (null: the default)")
+    effective = LimitValuesSerializer(help_text="what the abuse guard applies now")
+
+
+class LimitsView(APIView):
+    """The account's abuse limits: how many SMS its phones and the account may get, and where to."""
+
+    @extend_schema(operation_id="limits", responses={200: LimitsSerializer, **ERRORS}, tags=["limits"])
+    def get(self, request):
+        return Response(self._body(request.user.account))
+
+    @extend_schema(operation_id="limits_update", request=LimitValuesSerializer,
+                   responses={200: LimitsSerializer, **ERRORS}, tags=["limits"])
+    def put(self, request):
+        serializer = LimitValuesSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        account_limits_save(account=request.user.account, values=serializer.validated_data)
+        return Response(self._body(request.user.account))
+
+    @staticmethod
+    def _body(account):
+        from deliveries.guard import limits_for
+
+        stored = AccountLimits.objects.filter(account=account).first()
+        overrides = {name: getattr(stored, name) if stored else None for name in _LIMIT_FIELDS}
+        countries = stored.allowed_countries.strip() if stored else ""
+        overrides["allowed_countries"] = countries.replace(";", ",").split(",") if countries else None
+        effective = limits_for(account)
+        effective_values = {name: getattr(effective, name) for name in _LIMIT_FIELDS}
+        effective_values["allowed_countries"] = (sorted(effective.allowed_countries)
+                                                 if effective.allowed_countries is not None else ["*"])
+        return {"overrides": overrides, "effective": effective_values}

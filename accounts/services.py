@@ -310,3 +310,25 @@ def routes_reorder(*, account: Account, route_ids: list[int]) -> list[ProviderRo
                 route.priority = position * ROUTE_PRIORITY_STEP
                 route.save(update_fields=["priority", "updated_at"])
     return [routes[route_id] for route_id in route_ids]
+
+
+LIMIT_FIELDS = ("phone_cooldown_seconds", "phone_per_hour", "phone_per_day", "account_per_hour",
+                "account_per_day", "prefix_distinct_max", "prefix_window_seconds")
+
+
+def account_limits_save(*, account: Account, values: dict) -> "AccountLimits":
+    """Set the account's abuse-limit overrides (None: back to the default). Only the given keys change."""
+    from deliveries.guard import forget_limits
+
+    from .models import AccountLimits
+
+    limits, _created = AccountLimits.objects.get_or_create(account=account)
+    for name in LIMIT_FIELDS:
+        if name in values:
+            setattr(limits, name, values[name])
+    if "allowed_countries" in values:
+        codes = values["allowed_countries"]
+        limits.allowed_countries = ",".join(codes) if codes else ""
+    limits.save()
+    forget_limits(account.pk)
+    return limits

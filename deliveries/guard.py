@@ -96,6 +96,12 @@ def clear_limits_cache():
         _limits_cache.clear()
 
 
+def forget_limits(account_id: int):
+    """This process reads the account's limits afresh (other processes within LIMITS_CACHE_SECONDS)."""
+    with _limits_lock:
+        _limits_cache.pop(account_id, None)
+
+
 def limits_for(account: Account) -> Limits:
     """The account's limits: its overrides on top of the defaults (cached a few seconds)."""
     now = time.monotonic()

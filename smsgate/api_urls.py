@@ -15,6 +15,7 @@ v1 = [
     path("account/", account_apis.AccountView.as_view(), name="account"),
     path("providers/", account_apis.ProviderCatalogueView.as_view(), name="providers"),
     path("stats/", delivery_apis.StatsView.as_view(), name="stats"),
+    path("limits/", account_apis.LimitsView.as_view(), name="limits"),
     *router.urls,
 ]
 
