@@ -10,3 +10,9 @@ def delivery_send(delivery_id: str):
     outcome = services.delivery_send(delivery_id=delivery_id)
     if outcome is not None and outcome.retry_in is not None:
         services.delivery_enqueue(delivery_id=delivery_id, kind=outcome.kind, countdown=outcome.retry_in)
+
+
+@shared_task(name=services.POLL_TASK, ignore_result=True)
+def deliveries_poll():
+    """Celery beat, every SMSGATE_POLL_INTERVAL seconds (smsgate/celery.py)."""
+    services.deliveries_poll()

@@ -35,3 +35,21 @@ app.conf.update(
     timezone="UTC",
 )
 app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def _beat_schedule(sender, **kwargs):
+    """Periodic tasks for `celery -A smsgate beat`. Read once Django's settings are loaded (they may
+    come from .env), hence this hook rather than a literal at import time."""
+    from django.conf import settings
+
+    interval = float(settings.SMSGATE_POLL_INTERVAL)
+    sender.conf.beat_schedule = {
+        **(sender.conf.beat_schedule or {}),
+        # Delivery reports for providers without callbacks (and a fallback for the rest); the report horizon.
+        "deliveries-poll-statuses": {
+            "task": "deliveries.poll_statuses",
+            "schedule": interval,
+            "options": {"queue": QUEUE_MAINTENANCE, "expires": interval},
+        },
+    }
