@@ -267,3 +267,10 @@ def decimal_or_none(value) -> Decimal | None:
         return Decimal(str(value).strip().replace(",", "."))
     except (ArithmeticError, ValueError):
         return None
+
+
+def without_text(raw, *keys: str):
+    """A provider reply as we keep it: message texts are never stored outside the delivery row."""
+    if isinstance(raw, dict):
+        return {k: ("<text>" if k in keys else v) for k, v in raw.items()}
+    return raw

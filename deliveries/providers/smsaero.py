@@ -31,6 +31,7 @@ from .base import (
     StatusReport,
     WebhookRequest,
     decimal_or_none,
+    without_text,
 )
 from .http import json_or_none
 
@@ -141,12 +142,13 @@ class SmsAeroProvider(Provider):
             payload["callbackUrl"] = request.callback_url
         data = _message_object(self._call("/sms/send", payload, ambiguous_on_failure=True))
         if not data or data.get("id") in (None, ""):
-            raise ProviderTemporaryError("no message id in the reply", code="bad_reply", ambiguous=True, raw=data)
+            raise ProviderTemporaryError("no message id in the reply", code="bad_reply", ambiguous=True,
+                                         raw=without_text(data, "text"))
         code = str(data.get("status", ""))
         status = self.map_status(code)
         return SendResult(provider_message_id=str(data["id"]),
                           status=status if status != ReportStatus.UNKNOWN else ReportStatus.SENT,
-                          cost=decimal_or_none(data.get("cost")), raw=data)
+                          cost=decimal_or_none(data.get("cost")), raw=without_text(data, "text"))
 
     def fetch_statuses(self, provider_message_ids):
         reports = []
@@ -167,7 +169,8 @@ class SmsAeroProvider(Provider):
             occurred_at = datetime.fromtimestamp(int(occurred), tz=UTC) if occurred else None
         except (TypeError, ValueError, OverflowError, OSError):
             occurred_at = None
-        return StatusReport(message_id, self.map_status(code), provider_code=code, occurred_at=occurred_at, raw=data)
+        return StatusReport(message_id, self.map_status(code), provider_code=code, occurred_at=occurred_at,
+                            raw=without_text(data, "text"))
 
     def balance(self) -> Balance:
         data = self._call("/balance", {})

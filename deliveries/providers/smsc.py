@@ -30,6 +30,7 @@ from .base import (
     StatusReport,
     WebhookRequest,
     decimal_or_none,
+    without_text,
 )
 from .http import json_or_none
 
@@ -202,7 +203,8 @@ class SmscProvider(Provider):
             code = str(item.get("status", "")).strip()
         return StatusReport(message_id, self.map_status(code), provider_code=code,
                             error_class=self._report_classes.get(code),
-                            occurred_at=_timestamp(item.get("last_timestamp") or item.get("ts")), raw=item)
+                            occurred_at=_timestamp(item.get("last_timestamp") or item.get("ts")),
+                            raw=without_text(item, "message", "mes"))
 
     def balance(self) -> Balance:
         body = self._call("balance", {"cur": "1"})
@@ -215,8 +217,8 @@ class SmscProvider(Provider):
         message_id, code = request.value("id").strip(), request.value("status").strip()
         if not message_id or not code.lstrip("-").isdigit():
             return []  # not a status report (SMSC also forwards incoming messages to this URL)
-        fields = {name: values[-1] for name, values in {**request.query, **request.form}.items()
-                  if name not in ("login", "psw", "md5", "sha1")}
+        fields = without_text({name: values[-1] for name, values in {**request.query, **request.form}.items()
+                               if name not in ("login", "psw", "md5", "sha1")}, "message", "mes")
         return [StatusReport(message_id, self.map_status(code), provider_code=code,
                              error_class=self._report_classes.get(code),
                              occurred_at=_timestamp(request.value("ts") or request.value("time")), raw=fields)]

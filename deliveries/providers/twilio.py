@@ -31,6 +31,7 @@ from .base import (
     WebhookRequest,
     WebhookSignatureError,
     decimal_or_none,
+    without_text,
 )
 from .http import json_or_none
 
@@ -189,7 +190,8 @@ class TwilioProvider(Provider):
             data["ValidityPeriod"] = str(max(1, min(MAX_VALIDITY_SECONDS, request.validity_seconds)))
         body = self._call("POST", "/Messages.json", data=data, ambiguous_on_failure=True)
         if not body.get("sid"):
-            raise ProviderTemporaryError("no sid in the reply", code="bad_reply", ambiguous=True, raw=body)
+            raise ProviderTemporaryError("no sid in the reply", code="bad_reply", ambiguous=True,
+                                         raw=without_text(body, "body"))
         report = self._report(body)
         try:
             parts = int(body.get("num_segments")) if body.get("num_segments") not in (None, "") else None
@@ -198,7 +200,7 @@ class TwilioProvider(Provider):
         price = decimal_or_none(body.get("price"))
         return SendResult(provider_message_id=str(body["sid"]),
                           status=report.status if report.status != ReportStatus.UNKNOWN else ReportStatus.SENT,
-                          cost=abs(price) if price is not None else None, parts=parts, raw=body)
+                          cost=abs(price) if price is not None else None, parts=parts, raw=without_text(body, "body"))
 
     def fetch_statuses(self, provider_message_ids):
         return [self._report(self._call("GET", f"/Messages/{message_id}.json")) for message_id in provider_message_ids]
@@ -219,7 +221,8 @@ class TwilioProvider(Provider):
             error_class = ERRORS[numeric][1] if numeric in ERRORS else None
         code = f"{status}:{numeric}" if numeric is not None else status
         sid = str(message.get("sid") or message.get("MessageSid") or message.get("SmsSid") or "")
-        return StatusReport(sid, normalised, provider_code=code, error_class=error_class, raw=message)
+        return StatusReport(sid, normalised, provider_code=code, error_class=error_class,
+                            raw=without_text(message, "body", "Body"))
 
     def balance(self) -> Balance:
         body = self._call("GET", "/Balance.json")

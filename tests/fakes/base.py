@@ -9,7 +9,8 @@ Fault injection (constructor arguments and CLI flags), for fault tests and bench
     not processed: nothing was received;
   * `drop_rate`: this fraction of requests is processed and then the connection is closed without
     an answer: the message *was* received, the client cannot know (an ambiguous timeout);
-  * `latency`: seconds to wait before every answer.
+  * `latency`: seconds to wait before every answer;
+  * `fault_paths`: only requests to these paths get faults (e.g. only sends), default all.
 Every accepted message is kept in `received` (recipient, text, sender, reference), so a test or a
 benchmark can check that each one arrived at most once (`duplicates()`).
 """
@@ -83,6 +84,19 @@ class CallbackRecord:
     body: str = ""
 
 
+_client_lock = threading.Lock()
+_shared_client: httpx.Client | None = None
+
+
+def _callback_client() -> httpx.Client:
+    """One client for every fake's callbacks (creating one costs ~0.1 s: it loads the CA bundle)."""
+    global _shared_client
+    with _client_lock:
+        if _shared_client is None:
+            _shared_client = httpx.Client(timeout=5)
+        return _shared_client
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -132,12 +146,14 @@ class FakeProviderServer:
 
     def __init__(self, host="127.0.0.1", port=0, *, latency: float = 0.0, status_delays=(0.05, 0.1),
                  error_rate: float = 0.0, drop_rate: float = 0.0, seed: int | None = None,
-                 callback_url: str | None = None):
+                 fault_paths=None, callback_url: str | None = None):
         self.host, self.port = host, port
         self.latency = latency  # seconds to wait before every answer (benchmarks: a slow provider)
         self.status_delays = status_delays  # accepted -> sent -> final, seconds
         self.error_rate = error_rate
         self.drop_rate = drop_rate
+        # Only requests to these paths get faults (e.g. only sends); None: every request.
+        self.fault_paths = set(fault_paths.split(",") if isinstance(fault_paths, str) else fault_paths or ()) or None
         self._random = random.Random(seed)
         # Account-level callback URLs (providers where the URL is a cabinet setting, not per message).
         self.callback_urls: list[str] = [callback_url] if callback_url else []
@@ -149,7 +165,6 @@ class FakeProviderServer:
         self._server = None
         self._thread = None
         self._scheduler: _Scheduler | None = None
-        self._callback_client = httpx.Client(timeout=5)
 
     # --- lifecycle -------------------------------------------------------------------------------
     @property
@@ -231,7 +246,6 @@ class FakeProviderServer:
         if self._server:
             self._server.shutdown()
             self._server.server_close()
-        self._callback_client.close()
 
     def __enter__(self):
         return self.start()
@@ -242,6 +256,8 @@ class FakeProviderServer:
     # --- fault injection ---------------------------------------------------------------------------
     def pick_fault(self, request: FakeRequest) -> str | None:
         if not (self.error_rate or self.drop_rate):
+            return None
+        if self.fault_paths is not None and request.path not in self.fault_paths:
             return None
         with self.lock:
             roll = self._random.random()
@@ -271,7 +287,7 @@ class FakeProviderServer:
 
     def post_callback(self, url: str, **kwargs):
         try:
-            response = self._callback_client.post(url, **kwargs)
+            response = _callback_client().post(url, **kwargs)
         except httpx.HTTPError as exc:
             logger.warning("fake %s: callback to %s failed: %s", self.slug, url, exc)
             with self.lock:
@@ -319,6 +335,7 @@ def run_standalone(server_cls):
     parser.add_argument("--drop-rate", type=float, default=0.0,
                         help="fraction of requests processed, then dropped without an answer")
     parser.add_argument("--seed", type=int, default=None, help="random seed for the faults")
+    parser.add_argument("--fault-paths", default=None, help="comma-separated paths that get faults (default: all)")
     parser.add_argument("--status-delays", default="0.5,1.0", help="seconds accepted->sent, sent->final")
     parser.add_argument("--callback-url", default=None,
                         help="account-level delivery-report URL (SMS.ru, SMSC: where the cabinet holds it)")
@@ -328,7 +345,7 @@ def run_standalone(server_cls):
     logging.basicConfig(level=logging.INFO)
     delays = tuple(float(x) for x in args.status_delays.split(","))
     server = server_cls(args.host, args.port, latency=args.latency, error_rate=args.error_rate,
-                        drop_rate=args.drop_rate, seed=args.seed, status_delays=delays,
+                        drop_rate=args.drop_rate, seed=args.seed, fault_paths=args.fault_paths, status_delays=delays,
                         callback_url=args.callback_url, **_key_values(args.set))
     server.start()
     print(f"fake {server_cls.slug} listening on {server.url}", flush=True)
