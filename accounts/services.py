@@ -124,5 +124,6 @@ def route_credentials_errors(*, provider: str, credentials: dict, route: Provide
               for name in credentials if name not in fields]
     have = dict(route.credentials or {}) if route is not None and route.provider == provider else {}
     have.update({k: v for k, v in credentials.items() if v not in (None, "")})
-    errors += [f"{name!r} is required for {provider}" for name, f in fields.items() if f.required and not have.get(name)]
+    errors += [f"{name!r} is required for {provider}" for name, declared in fields.items()
+               if declared.required and not have.get(name)]
     return errors

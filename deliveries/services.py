@@ -508,7 +508,8 @@ def _route_failed(choice: RouteChoice, exc: ProviderError):
     ProviderRoute.objects.filter(pk=choice.route.pk).update(consecutive_failures=F("consecutive_failures") + 1)
     ProviderRoute.objects.filter(
         pk=choice.route.pk, consecutive_failures__gte=ROUTE_BROKEN_AFTER, is_broken=False
-    ).update(is_broken=True, broken_at=timezone.now(), broken_reason=f"{exc.error_class}: {exc.code} {exc.message}"[:200])
+    ).update(is_broken=True, broken_at=timezone.now(),
+             broken_reason=f"{exc.error_class}: {exc.code} {exc.message}"[:200])
 
 
 def _route_healthy(choice: RouteChoice):
@@ -673,7 +674,7 @@ def deliveries_poll(*, batch_size: int | None = None, max_batches: int = 10) -> 
     the providers about deliveries whose poll is due, in batches, backing off per delivery."""
     result = PollResult(closed=deliveries_close_without_report())
     batch_size = batch_size or settings.SMSGATE_POLL_BATCH
-    for _ in range(max_batches):
+    for _batch in range(max_batches):
         batch = _poll_claim(batch_size)
         result.claimed += len(batch)
         _poll_batch(batch, result)

@@ -115,14 +115,16 @@ class SmsAeroProvider(Provider):
         status = response.status_code
         raw = body if isinstance(body, (dict, list)) else None
         if isinstance(body, dict) and body.get("result") == "no credits":
-            return ProviderAuthError("no credits", code="no credits", error_class=ErrorClass.INSUFFICIENT_FUNDS, raw=raw)
+            return ProviderAuthError("no credits", code="no credits", error_class=ErrorClass.INSUFFICIENT_FUNDS,
+                                     raw=raw)
         if isinstance(body, dict) and body.get("result") == "reject":
             reason = str(body.get("reason") or "reject")[:200]
             exc_class, error_class = _classify_message(reason, (ProviderRejectedError, ErrorClass.CONTENT_REJECTED))
             return exc_class(reason, code="reject", error_class=error_class, raw=raw)
         message = str(body.get("message") or "") if isinstance(body, dict) else ""
         if status in (401, 403):
-            return ProviderAuthError(message or f"HTTP {status}", code=str(status), error_class=ErrorClass.AUTH, raw=raw)
+            return ProviderAuthError(message or f"HTTP {status}", code=str(status), error_class=ErrorClass.AUTH,
+                                     raw=raw)
         if status == 402:
             return ProviderAuthError(message or "payment required", code="402",
                                      error_class=ErrorClass.INSUFFICIENT_FUNDS, raw=raw)
@@ -134,7 +136,8 @@ class SmsAeroProvider(Provider):
             return ProviderTemporaryError(message or f"unexpected reply: HTTP {status}", code=str(status),
                                           ambiguous=ambiguous_on_failure and status not in (500, 503), raw=raw)
         exc_class, error_class = _classify_message(message)
-        return exc_class(message[:200], code=str(status) if status != 200 else "error", error_class=error_class, raw=raw)
+        code = str(status) if status != 200 else "error"
+        return exc_class(message[:200], code=code, error_class=error_class, raw=raw)
 
     def send(self, request: SendRequest) -> SendResult:
         payload = {"number": request.phone.lstrip("+"), "text": request.text, "sign": self.sender or DEFAULT_SIGN}

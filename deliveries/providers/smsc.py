@@ -210,7 +210,8 @@ class SmscProvider(Provider):
         body = self._call("balance", {"cur": "1"})
         if not isinstance(body, dict):
             raise ProviderTemporaryError("unexpected balance reply", code="bad_reply", raw=body)
-        return Balance(amount=decimal_or_none(body.get("balance")) or Decimal(0), currency=str(body.get("currency") or ""))
+        return Balance(amount=decimal_or_none(body.get("balance")) or Decimal(0),
+                       currency=str(body.get("currency") or ""))
 
     # --- delivery-report callbacks [?] ----------------------------------------------------------
     def parse_webhook(self, request: WebhookRequest) -> list[StatusReport]:

@@ -226,7 +226,8 @@ class TwilioProvider(Provider):
 
     def balance(self) -> Balance:
         body = self._call("GET", "/Balance.json")
-        return Balance(amount=decimal_or_none(body.get("balance")) or Decimal(0), currency=str(body.get("currency", "")))
+        return Balance(amount=decimal_or_none(body.get("balance")) or Decimal(0),
+                       currency=str(body.get("currency", "")))
 
     # --- status callbacks ------------------------------------------------------------------------
     def verify_webhook(self, request: WebhookRequest) -> None:

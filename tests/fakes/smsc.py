@@ -133,7 +133,7 @@ class FakeSmsc(FakeProviderServer):
             return self._error(1)
         items = []
         with self.lock:
-            for message_id, digits in zip(ids, phones):
+            for message_id, digits in zip(ids, phones, strict=True):
                 message = self.messages.get((message_id, digits))
                 if message is None:
                     items.append({"id": message_id, "phone": digits, "status": -3})

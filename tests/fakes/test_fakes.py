@@ -14,7 +14,6 @@ from tests.e2e.stack import free_port
 from tests.fakes.registry import FAKES
 from tests.fakes.smsru import FakeSmsRu
 
-
 CLIENT = httpx.Client(timeout=5)  # one client: creating one per request costs ~0.1 s
 
 

@@ -40,7 +40,8 @@ def test_request_shape(fake):
     assert sent.method == "POST" and sent.headers["content-type"].startswith("application/x-www-form-urlencoded")
     assert base64.b64decode(sent.headers["authorization"][6:]).decode() == f"{SID}:test-auth-token"
     assert form_of(sent) == {"To": "+79123456789", "Body": "Код: 1234", "From": "+15005550006",
-                             "StatusCallback": "https://smsgate.example.com/webhooks/twilio/t/", "ValidityPeriod": "600"}
+                             "StatusCallback": "https://smsgate.example.com/webhooks/twilio/t/",
+                             "ValidityPeriod": "600"}
 
 
 def test_a_messaging_service_instead_of_a_sender(fake):
