@@ -112,6 +112,7 @@ class _Scheduler:
         self._counter = itertools.count()
         self._condition = threading.Condition()
         self._stopped = False
+        self._running = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -129,10 +130,18 @@ class _Scheduler:
                 if self._stopped:
                     return
                 _, _, fn, args = heapq.heappop(self._queue)
+                self._running = True
             try:
                 fn(*args)
             except Exception:
                 logger.exception("fake: a scheduled call failed")
+            finally:
+                with self._condition:
+                    self._running = False
+
+    def idle(self) -> bool:
+        with self._condition:
+            return not self._queue and not self._running
 
     def stop(self):
         with self._condition:
@@ -307,6 +316,10 @@ class FakeProviderServer:
             return [r for r in self.requests if r.path == path]
 
     # --- for assertions --------------------------------------------------------------------------------
+    def idle(self) -> bool:
+        """No status change or callback is pending or in flight."""
+        return self._scheduler is None or self._scheduler.idle()
+
     def received_for(self, recipient: str) -> list[ReceivedMessage]:
         with self.lock:
             return [m for m in self.received if m.recipient == recipient]
