@@ -218,10 +218,14 @@ def test_smsaero_callback(client, route, sent):
     assert response.status_code == 200 and status_of(delivery) == DeliveryStatus.UNDELIVERED
 
 
-def test_a_wrong_token_is_the_bad_signature_of_unsigned_providers(client, route, sent):
-    delivery = sent(route("smsc"), "ref-1")
-    response = client.post("/webhooks/smsc/" + "x" * 32 + "/", {"id": "ref-1", "status": "1"})
+@pytest.mark.parametrize("slug,form", [("smsc", {"id": "ref-1", "status": "1"}),
+                                       ("smsaero", {"id": "ref-1", "status": "1"})])
+@pytest.mark.parametrize("token", ["x" * 32, ""], ids=["bad", "missing"])
+def test_the_token_is_the_signature_of_unsigned_providers(client, route, sent, slug, form, token):
+    delivery = sent(route(slug), "ref-1")
+    response = client.post(f"/webhooks/{slug}/{token}/" if token else f"/webhooks/{slug}/", form)
     assert response.status_code == 404 and status_of(delivery) == DeliveryStatus.SENT
+    assert not StatusEvent.objects.exists() and not UnmatchedReport.objects.exists()
 
 
 # --- a report for another account's message ------------------------------------------------------------
