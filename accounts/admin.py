@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.utils.translation import gettext_lazy as _
 
 from .models import Account, Integration, ProviderRoute
 
@@ -12,8 +13,15 @@ class IntegrationAdmin(admin.ModelAdmin):
 class ProviderRouteInline(admin.TabularInline):
     model = ProviderRoute
     extra = 0
-    fields = ("provider", "priority", "sender", "is_active", "is_broken", "broken_reason")
-    readonly_fields = ("is_broken", "broken_reason")
+    fields = ("provider", "priority", "sender", "is_active", "is_broken", "broken_reason", "broken_at",
+              "callback_url")
+    readonly_fields = ("is_broken", "broken_reason", "broken_at", "callback_url")
+
+    @admin.display(description=_("callback URL"))
+    def callback_url(self, route):
+        from deliveries.services import route_callback_url
+
+        return route_callback_url(route) if route.pk else "—"
 
 
 @admin.register(Account)

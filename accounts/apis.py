@@ -51,13 +51,32 @@ def api_exception_handler(exc, context):
         return None
     if isinstance(exc, exceptions.ValidationError):
         response.data = {"detail": str(_("The request has invalid fields.")), "code": "invalid",
-                         "errors": exc.detail}
+                         "errors": _field_messages(exc.detail)}
     elif isinstance(exc, Http404):
         response.data = {"detail": str(_("Not found.")), "code": "not_found"}
     elif isinstance(exc, exceptions.APIException):
         codes = exc.get_codes()
         response.data = {"detail": str(exc.detail), "code": codes if isinstance(codes, str) else "error"}
     return response
+
+
+def _messages(value, prefix=""):
+    """Nested DRF errors (a dict field's keys, a list's items) as flat "key: message" strings."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _messages(item, f"{prefix}{key}: " if str(key) else prefix)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _messages(item, prefix)
+    else:
+        yield f"{prefix}{value}"
+
+
+def _field_messages(detail) -> dict[str, list[str]]:
+    """{"field": ["message", ...]}, always that shape (the schema promises it)."""
+    if isinstance(detail, dict):
+        return {str(field): list(_messages(value)) for field, value in detail.items()}
+    return {"non_field_errors": list(_messages(detail))}
 
 
 class ErrorSerializer(serializers.Serializer):

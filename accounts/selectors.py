@@ -93,3 +93,9 @@ def account_get(*, integration_id: int, amo_id: int) -> Account | None:
 def routes_active(*, account: Account) -> list[ProviderRoute]:
     """The routes to try, in order: active ones by ascending priority."""
     return list(ProviderRoute.objects.filter(account=account, is_active=True).order_by("priority", "id"))
+
+
+def route_by_callback_token(*, provider: str, token: str) -> ProviderRoute | None:
+    """The route a delivery-report URL /webhooks/<provider>/<token>/ belongs to (active or not:
+    reports for messages it sent earlier still count)."""
+    return ProviderRoute.objects.filter(callback_token=token, provider=provider).first()

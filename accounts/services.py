@@ -332,3 +332,18 @@ def account_limits_save(*, account: Account, values: dict) -> "AccountLimits":
     limits.save()
     forget_limits(account.pk)
     return limits
+def route_credentials_errors(*, provider: str, credentials: dict, route: ProviderRoute | None = None) -> list[str]:
+    """What is wrong with credentials for a provider, checked against its declared fields: unknown
+    names, and required fields that neither these credentials nor the existing route provide."""
+    from deliveries.providers import PROVIDERS
+
+    if provider not in PROVIDERS:
+        return [f"unknown provider {provider!r}; known: {', '.join(sorted(PROVIDERS))}"]
+    fields = {f.name: f for f in PROVIDERS[provider].credential_fields}
+    errors = [f"{name!r} is not a credential of {provider} (expected: {', '.join(fields) or 'none'})"
+              for name in credentials if name not in fields]
+    have = dict(route.credentials or {}) if route is not None and route.provider == provider else {}
+    have.update({k: v for k, v in credentials.items() if v not in (None, "")})
+    errors += [f"{name!r} is required for {provider}" for name, declared in fields.items()
+               if declared.required and not have.get(name)]
+    return errors

@@ -80,6 +80,9 @@ class Delivery(models.Model):
     text_hash = models.CharField(_("text hash"), max_length=64, blank=True, db_default="")
     text_redacted_at = models.DateTimeField(_("text redacted"), null=True, blank=True)
     phone_hashed_at = models.DateTimeField(_("phone hashed"), null=True, blank=True)
+    # Status polling (deliveries.poll_statuses): when to ask the provider next, and how often we did.
+    next_poll_at = models.DateTimeField(_("next status poll at"), null=True, blank=True)
+    poll_count = models.PositiveIntegerField(_("status polls"), default=0, db_default=0)
 
     class Meta:
         verbose_name = _("delivery")
@@ -100,6 +103,8 @@ class Delivery(models.Model):
                          name="delivery_unredacted_cre_idx"),
             models.Index(fields=["created_at"], condition=models.Q(phone_hashed_at__isnull=True),
                          name="delivery_phone_unhashed_idx"),
+            models.Index(fields=["next_poll_at"], name="delivery_poll_due_idx",
+                         condition=models.Q(status__in=["sent", "unknown"])),
         ]
         permissions = [("view_message_text", _("Can see the unmasked text of system SMS"))]
 
@@ -139,6 +144,8 @@ class Attempt(models.Model):
     provider_message_id = models.CharField(_("provider message ID"), max_length=100, blank=True)
     latency_ms = models.PositiveIntegerField(_("latency, ms"), null=True, blank=True)
     raw_response = models.JSONField(_("provider reply"), null=True, blank=True)
+    cost = models.DecimalField(_("cost"), max_digits=12, decimal_places=4, null=True, blank=True)
+    parts = models.PositiveSmallIntegerField(_("parts billed"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("attempt")
@@ -169,3 +176,26 @@ class StatusEvent(models.Model):
         verbose_name = _("status event")
         verbose_name_plural = _("status events")
         ordering = ["received_at", "id"]
+
+
+class UnmatchedReport(models.Model):
+    """A status report for a provider message id no delivery has yet: the provider can report faster
+    than our worker records the id it was given. Applied as soon as the id is recorded."""
+
+    route = models.ForeignKey(ProviderRoute, on_delete=models.CASCADE, null=True, blank=True,
+                              related_name="unmatched_reports", verbose_name=_("route"))
+    provider = models.CharField(_("provider"), max_length=30)
+    provider_message_id = models.CharField(_("provider message ID"), max_length=100)
+    source = models.CharField(_("source"), max_length=10, choices=StatusEvent.Source.choices)
+    status = models.CharField(_("status"), max_length=12, choices=DeliveryStatus.choices)
+    provider_code = models.CharField(_("provider code"), max_length=50, blank=True)
+    error_class = models.CharField(_("error class"), max_length=30, blank=True)
+    occurred_at = models.DateTimeField(_("occurred"), null=True, blank=True)
+    received_at = models.DateTimeField(_("received"), auto_now_add=True, db_index=True)
+    raw = models.JSONField(_("raw report"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("unmatched status report")
+        verbose_name_plural = _("unmatched status reports")
+        ordering = ["received_at", "id"]
+        indexes = [models.Index(fields=["provider", "provider_message_id"], name="unmatched_provider_msg_idx")]

@@ -27,6 +27,7 @@ from .models import (
     DeliveryKind,
     DeliveryStatus,
     StatusEvent,
+    UnmatchedReport,
 )
 from . import metrics
 from .guard import GuardRefusal, guard_check
@@ -42,6 +43,9 @@ from .providers.base import (
     ProviderTemporaryError,
     ReportStatus,
     SendRequest,
+    SendResult,
+    StatusQuery,
+    StatusReport,
 )
 from .segments import segment_info
 
@@ -54,6 +58,9 @@ BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 60.0
 # Route failures in a row (auth, funds) that mark a route broken.
 ROUTE_BROKEN_AFTER = 2
+# Rejections that say more about the route (its sender name, its operator coverage) than about the
+# recipient: the next route may succeed. An invalid or blocked recipient never fails over.
+ROUTE_SPECIFIC_REJECTIONS = frozenset({ErrorClass.NO_ROUTE, ErrorClass.SENDER_REJECTED})
 _DOMAIN_REGION = {"amocrm.ru": "RU"}
 
 
@@ -419,11 +426,23 @@ def _attempt(delivery: Delivery, choice: RouteChoice, *, has_next_route: bool) -
 
     latency = int((time.monotonic() - clock) * 1000)
     metrics.provider_call(choice.provider, "ok", latency)
-    _close_attempt(attempt, AttemptOutcome.SENT, latency, message_id=result.provider_message_id, raw=result.raw)
+    _close_attempt(attempt, AttemptOutcome.SENT, latency, message_id=result.provider_message_id, raw=result.raw,
+                   cost=result.cost, parts=result.parts)
     _route_healthy(choice)
+    _record_sent(delivery, choice, result)
+    logger.info("delivery sent", extra={"delivery_id": str(delivery.pk), "provider": choice.provider,
+                                        "latency_ms": latency})
+    return SendOutcome(DeliveryStatus.SENT, kind=delivery.kind)
+
+
+def _record_sent(delivery: Delivery, choice: RouteChoice, result: SendResult):
+    """The provider has the message: record its id, then apply any report that came before the id."""
     now = timezone.now()
     common = dict(route=choice.route, provider=choice.provider, provider_message_id=result.provider_message_id,
-                  sent_at=now, updated_at=now, next_attempt_at=None)
+                  sent_at=now, updated_at=now, next_attempt_at=None, next_poll_at=None, poll_count=0)
+    first_poll = poll_first_delay(provider_class(choice.provider))
+    if first_poll is not None:
+        common["next_poll_at"] = now + first_poll
     # A delivery report may already have moved it on (it can arrive before this line runs).
     moved = Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(
         status=DeliveryStatus.SENT, error_class="", error_code="", error_text="", **common
@@ -435,17 +454,16 @@ def _attempt(delivery: Delivery, choice: RouteChoice, *, has_next_route: bool) -
     if result.status != ReportStatus.SENT:
         delivery_status_apply(delivery=delivery, status=result.status, source=StatusEvent.Source.SYSTEM,
                               raw=None)
-    logger.info("delivery sent", extra={"delivery_id": str(delivery.pk), "provider": choice.provider,
-                                        "latency_ms": latency})
-    return SendOutcome(DeliveryStatus.SENT, kind=delivery.kind)
+    unmatched_reports_replay(route=choice.route, provider=choice.provider, delivery=delivery,
+                             provider_message_id=result.provider_message_id)
 
 
 def _close_attempt(attempt: Attempt, outcome, latency_ms, *, error_class="", code="", text="", message_id="",
-                   raw=None):
+                   raw=None, cost=None, parts=None):
     Attempt.objects.filter(pk=attempt.pk).update(
         outcome=outcome, finished_at=timezone.now(), latency_ms=latency_ms, error_class=error_class,
         provider_code=str(code)[:50], error_text=str(text)[:300], provider_message_id=message_id,
-        raw_response=raw if isinstance(raw, (dict, list)) else None,
+        raw_response=raw if isinstance(raw, (dict, list)) else None, cost=cost, parts=parts,
     )
 
 
@@ -457,6 +475,10 @@ def _on_provider_error(delivery, choice, attempt, exc: ProviderError, latency, *
                  "provider_code": exc.code}
 
     if isinstance(exc, ProviderRejectedError):
+        if has_next_route and exc.error_class in ROUTE_SPECIFIC_REJECTIONS:
+            _close_attempt(attempt, AttemptOutcome.NEXT_ROUTE, latency, raw=raw, **error)
+            logger.warning("route cannot take this message, trying the next one", extra=log_extra)
+            return None
         _close_attempt(attempt, AttemptOutcome.REJECTED, latency, raw=raw, **error)
         return SendOutcome(_finish(delivery, DeliveryStatus.REJECTED, **error), kind=kind)
 
@@ -470,7 +492,7 @@ def _on_provider_error(delivery, choice, attempt, exc: ProviderError, latency, *
 
     if isinstance(exc, ProviderTemporaryError):
         if exc.ambiguous:
-            return _on_ambiguous(delivery, attempt, exc, latency, raw, error)
+            return _on_ambiguous(delivery, choice, attempt, exc, latency, raw, error)
         _close_attempt(attempt, AttemptOutcome.RETRY, latency, raw=raw, **error)
         failures_here = Attempt.objects.filter(delivery=delivery, route=choice.route,
                                                outcome=AttemptOutcome.RETRY).count()
@@ -486,14 +508,40 @@ def _on_provider_error(delivery, choice, attempt, exc: ProviderError, latency, *
     return SendOutcome(_finish(delivery, DeliveryStatus.FAILED, **error), kind=kind)
 
 
-def _on_ambiguous(delivery, attempt, exc, latency, raw, error) -> SendOutcome:
-    """No complete answer: the SMS may be on its way. Never resend blindly; a login code may be
-    retried once inside its validity window (a second code is better than none)."""
+def _on_ambiguous(delivery, choice, attempt, exc, latency, raw, error) -> SendOutcome:
+    """No complete answer: the SMS may be on its way. Never resend blindly: ask the provider where it
+    can tell (SMSC, by our own id); otherwise a login code may be retried once inside its validity
+    window (a second code is better than none), and anything else ends `unknown`."""
+    provider = build_provider(choice)
+    if provider.supports_reconcile:
+        try:
+            found = provider.reconcile(reference=str(delivery.pk), phone=delivery.phone)
+        except ProviderError:
+            found = None
+            reconciled = False
+        else:
+            reconciled = True
+        if found is not None:
+            _close_attempt(attempt, AttemptOutcome.SENT, latency, message_id=found.provider_message_id, raw=raw,
+                           error_class=error["error_class"], code=error["code"], text="reconciled after no answer")
+            _route_healthy(choice)
+            _record_sent(delivery, choice, found)
+            logger.info("no answer, but the provider has the message", extra={"delivery_id": str(delivery.pk)})
+            return SendOutcome(DeliveryStatus.SENT, kind=delivery.kind)
+        if reconciled:  # the provider has no such message: the request never arrived, safe to resend
+            _close_attempt(attempt, AttemptOutcome.RETRY, latency, raw=raw, **error)
+            return _schedule_retry(delivery, exc, error)
     _close_attempt(attempt, AttemptOutcome.AMBIGUOUS, latency, raw=raw, **error)
     if _ambiguous_may_retry(delivery):
         return _schedule_retry(delivery, exc, error)
-    return SendOutcome(_finish(delivery, DeliveryStatus.UNKNOWN, error_class=str(ErrorClass.TIMEOUT), code=exc.code,
-                               text="no answer from the provider; the SMS may have been sent"), kind=delivery.kind)
+    outcome = _finish(delivery, DeliveryStatus.UNKNOWN, error_class=str(ErrorClass.TIMEOUT), code=exc.code,
+                      text="no answer from the provider; the SMS may have been sent")
+    # Keep the route, so the poller can still ask a provider that looks messages up by our id.
+    now = timezone.now()
+    Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.UNKNOWN).update(
+        route=choice.route, provider=choice.provider,
+        next_poll_at=now + timedelta(seconds=settings.SMSGATE_POLL_INTERVAL) if provider.supports_reconcile else None)
+    return SendOutcome(outcome, kind=delivery.kind)
 
 
 def _ambiguous_may_retry(delivery: Delivery) -> bool:
@@ -517,13 +565,15 @@ def _schedule_retry(delivery: Delivery, exc: ProviderTemporaryError, error: dict
 
 
 def _route_failed(choice: RouteChoice, exc: ProviderError):
-    if choice.route is None:
+    # Only auth and funds failures count towards "broken": an account's daily limit is not a
+    # credentials problem and clears by itself.
+    if choice.route is None or exc.error_class not in (ErrorClass.AUTH, ErrorClass.INSUFFICIENT_FUNDS):
         return
     ProviderRoute.objects.filter(pk=choice.route.pk).update(consecutive_failures=F("consecutive_failures") + 1)
-    if exc.error_class in (ErrorClass.AUTH, ErrorClass.INSUFFICIENT_FUNDS):
-        ProviderRoute.objects.filter(
-            pk=choice.route.pk, consecutive_failures__gte=ROUTE_BROKEN_AFTER, is_broken=False
-        ).update(is_broken=True, broken_at=timezone.now(), broken_reason=f"{exc.error_class}: {exc.code} {exc.message}"[:200])
+    ProviderRoute.objects.filter(
+        pk=choice.route.pk, consecutive_failures__gte=ROUTE_BROKEN_AFTER, is_broken=False
+    ).update(is_broken=True, broken_at=timezone.now(),
+             broken_reason=f"{exc.error_class}: {exc.code} {exc.message}"[:200])
 
 
 def _route_healthy(choice: RouteChoice):
@@ -617,19 +667,22 @@ def _resolve_stale_claim(delivery: Delivery) -> int:
     last = delivery.attempts.order_by("-started_at", "-id").first()
     now = timezone.now()
     if last is not None and last.outcome == AttemptOutcome.SENT:
-        moved = claim.update(status=DeliveryStatus.SENT, provider=last.provider, route=last.route_id,
-                             provider_message_id=last.provider_message_id, sent_at=last.finished_at or now,
-                             updated_at=now, error_class="", error_code="", error_text="")
-        if moved:
-            metrics.delivery_status(DeliveryStatus.SENT, last.provider)
-        return moved
+        if not claim.exists():
+            return 0
+        _record_sent(delivery, RouteChoice(last.route, last.provider, {}, ""),
+                     SendResult(provider_message_id=last.provider_message_id))
+        return 1
     if last is not None and last.outcome == AttemptOutcome.IN_FLIGHT:
         Attempt.objects.filter(pk=last.pk, outcome=AttemptOutcome.IN_FLIGHT).update(
             outcome=AttemptOutcome.AMBIGUOUS, finished_at=now, error_class="worker_lost",
             error_text="the worker died during the provider call")
         if not _ambiguous_may_retry(delivery):
-            moved = claim.update(status=DeliveryStatus.UNKNOWN, updated_at=now, error_class="worker_lost",
-                                 error_text="the worker died during the provider call; the SMS may have been sent")
+            reconcilable = provider_class(last.provider).supports_reconcile
+            moved = claim.update(
+                status=DeliveryStatus.UNKNOWN, updated_at=now, error_class="worker_lost", route=last.route_id,
+                provider=last.provider, error_text="the worker died during the provider call; the SMS may have been sent",
+                # The poller can still ask a provider that looks messages up by our id.
+                next_poll_at=now + timedelta(seconds=settings.SMSGATE_POLL_INTERVAL) if reconcilable else None)
             if moved:
                 metrics.delivery_status(DeliveryStatus.UNKNOWN, last.provider)
             return moved
@@ -638,3 +691,267 @@ def _resolve_stale_claim(delivery: Delivery) -> int:
     if moved:
         delivery_enqueue(delivery_id=delivery.pk, kind=delivery.kind)
     return moved
+# --- delivery reports: webhooks, polling, reconciliation, the report horizon -----------------------------
+POLL_TASK = "deliveries.poll_statuses"
+POLLABLE_STATUSES = (DeliveryStatus.SENT, DeliveryStatus.UNKNOWN)
+# Not final, so the horizon closes them if no report ever comes.
+OPEN_STATUSES = (DeliveryStatus.SENDING, DeliveryStatus.SENT, DeliveryStatus.UNKNOWN)
+POLL_BACKOFF_CAP_SECONDS = 3600
+# A held report whose delivery turned up later than this is re-matched by the poller (belt and braces:
+# the webhook and the worker each check for the other after writing).
+UNMATCHED_REMATCH_AFTER = timedelta(seconds=30)
+NO_REPORT = "no_report"
+
+
+def poll_first_delay(provider_cls: type[Provider]) -> timedelta | None:
+    """When to poll a message first: soon for providers without callbacks, after a grace period for
+    those that call back (polling is their fallback); None when the provider cannot be asked."""
+    if not (provider_cls.supports_polling or provider_cls.supports_reconcile):
+        return None
+    if provider_cls.supports_callbacks:
+        return timedelta(seconds=settings.SMSGATE_POLL_CALLBACK_GRACE)
+    return timedelta(seconds=settings.SMSGATE_POLL_INTERVAL)
+
+
+def poll_backoff(poll_count: int) -> timedelta:
+    """Interval, 2x, 4x ... between polls of one message, capped at an hour."""
+    return timedelta(seconds=min(settings.SMSGATE_POLL_INTERVAL * 2 ** min(poll_count, 16), POLL_BACKOFF_CAP_SECONDS))
+
+
+def _report_raw(raw):
+    return raw if isinstance(raw, (dict, list, str)) else None
+
+
+def _apply_report(delivery: Delivery, report: StatusReport, source: str) -> bool:
+    return delivery_status_apply(delivery=delivery, status=report.status, source=source,
+                                 provider_code=report.provider_code, error_class=str(report.error_class or ""),
+                                 occurred_at=report.occurred_at, raw=_report_raw(report.raw))
+
+
+@dataclass
+class ReportsResult:
+    applied: int = 0  # moved a delivery forward
+    unchanged: int = 0  # kept as an event, changed nothing (duplicate, out of order, after a final status)
+    held: int = 0  # no delivery has this provider id yet: kept until one does
+
+
+def _delivery_for_report(route: ProviderRoute, provider_message_id: str) -> Delivery | None:
+    # Only the route's own deliveries: a callback token must not reach another account's messages.
+    return (Delivery.objects.filter(route=route, provider=route.provider, provider_message_id=provider_message_id)
+            .only("pk", "status").first())
+
+
+def _claim_held(held_id) -> bool:
+    """Whoever deletes a held report applies it: the webhook or the worker, never both."""
+    return UnmatchedReport.objects.filter(pk=held_id).delete()[0] > 0
+
+
+def delivery_reports_apply(*, route: ProviderRoute, reports: list[StatusReport],
+                           source: str = StatusEvent.Source.WEBHOOK) -> ReportsResult:
+    """Apply status reports that came through a route's callback URL. A report can come before the
+    worker has recorded the provider's message id: it is held, and applied when the id is recorded."""
+    result = ReportsResult()
+    for report in reports:
+        if not report.provider_message_id:
+            continue
+        delivery = _delivery_for_report(route, report.provider_message_id)
+        if delivery is None:
+            held = UnmatchedReport.objects.create(
+                route=route, provider=route.provider, provider_message_id=report.provider_message_id[:100],
+                source=source, status=report.status, provider_code=report.provider_code[:50],
+                error_class=str(report.error_class or ""), occurred_at=report.occurred_at, raw=_report_raw(report.raw))
+            # The worker may have recorded the id meanwhile; it looks for held reports after writing it.
+            delivery = _delivery_for_report(route, report.provider_message_id)
+            if delivery is None or not _claim_held(held.pk):
+                result.held += 1
+                continue
+        if _apply_report(delivery, report, source):
+            result.applied += 1
+        else:
+            result.unchanged += 1
+    if result.held:
+        logger.info("status reports held until their delivery is recorded",
+                    extra={"route_id": route.pk, "held": result.held})
+    return result
+
+
+def unmatched_reports_replay(*, route: ProviderRoute | None, provider: str, delivery: Delivery,
+                             provider_message_id: str) -> int:
+    """Apply the reports that arrived for this provider id before the delivery recorded it."""
+    applied = 0
+    held = UnmatchedReport.objects.filter(route=route, provider=provider, provider_message_id=provider_message_id)
+    for report in held.order_by("received_at", "id"):
+        if _claim_held(report.pk):
+            delivery_status_apply(delivery=delivery, status=report.status, source=report.source,
+                                  provider_code=report.provider_code, error_class=report.error_class,
+                                  occurred_at=report.occurred_at, raw=report.raw)
+            applied += 1
+    return applied
+
+
+def unmatched_reports_rematch(*, limit: int = 500) -> int:
+    """Apply held reports whose delivery has turned up; forget those older than the report horizon."""
+    now = timezone.now()
+    UnmatchedReport.objects.filter(
+        received_at__lt=now - timedelta(hours=settings.SMSGATE_REPORT_HORIZON_HOURS)).delete()
+    matched = 0
+    for report in UnmatchedReport.objects.filter(received_at__lt=now - UNMATCHED_REMATCH_AFTER)[:limit]:
+        delivery = (Delivery.objects.filter(route_id=report.route_id, provider=report.provider,
+                                            provider_message_id=report.provider_message_id).only("pk").first())
+        if delivery is not None:
+            matched += unmatched_reports_replay(route=report.route, provider=report.provider, delivery=delivery,
+                                                provider_message_id=report.provider_message_id)
+    return matched
+
+
+@dataclass
+class PollResult:
+    claimed: int = 0  # deliveries due for a poll
+    polled: int = 0  # asked about
+    moved: int = 0  # moved forward by a poll
+    reconciled: int = 0  # `unknown` deliveries the provider could tell us about
+    errors: int = 0  # failed provider calls (they are asked again after the backoff)
+    closed: int = 0  # closed as `failed`/`no_report` at the horizon
+    rematched: int = 0  # held webhook reports applied
+
+
+def deliveries_poll(*, batch_size: int | None = None, max_batches: int = 10) -> PollResult:
+    """One run of the poller (a Celery beat task): close deliveries past the report horizon, then ask
+    the providers about deliveries whose poll is due, in batches, backing off per delivery."""
+    result = PollResult(closed=deliveries_close_without_report())
+    batch_size = batch_size or settings.SMSGATE_POLL_BATCH
+    for _batch in range(max_batches):
+        batch = _poll_claim(batch_size)
+        result.claimed += len(batch)
+        _poll_batch(batch, result)
+        if len(batch) < batch_size:
+            break
+    result.rematched = unmatched_reports_rematch()
+    if result.claimed or result.closed:
+        logger.info("status poll: %s", result)
+    return result
+
+
+def _poll_claim(batch_size: int) -> list[Delivery]:
+    """Take due deliveries and push their next poll out before asking anyone, so an overlapping run
+    (or a second beat) never polls the same message twice; no lock is held during the calls."""
+    now = timezone.now()
+    with transaction.atomic():
+        rows = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(status__in=POLLABLE_STATUSES, next_poll_at__lte=now)
+            .order_by("next_poll_at")
+            .only("pk", "status", "route_id", "provider", "provider_message_id", "phone", "poll_count")[:batch_size]
+        )
+        for row in rows:
+            row.next_poll_at = now + poll_backoff(row.poll_count)
+            row.poll_count += 1
+        Delivery.objects.bulk_update(rows, ["next_poll_at", "poll_count"])
+    return rows
+
+
+def _poll_choice(route: ProviderRoute | None, provider: str) -> RouteChoice | None:
+    if route is not None:
+        return RouteChoice(route, route.provider, route.credentials, route.sender)
+    default = _default_route()
+    return default if default and default.provider == provider else None
+
+
+def _poll_batch(batch: list[Delivery], result: PollResult):
+    groups: dict[tuple, list[Delivery]] = {}
+    for delivery in batch:
+        groups.setdefault((delivery.route_id, delivery.provider), []).append(delivery)
+    routes = ProviderRoute.objects.in_bulk([route_id for route_id, _ in groups if route_id])
+    for (route_id, slug), deliveries in groups.items():
+        try:
+            choice = _poll_choice(routes.get(route_id), slug)
+            provider = build_provider(choice) if choice else None
+        except Exception:  # an unknown slug, undecryptable credentials: skip, keep polling the rest
+            logger.exception("cannot poll a route", extra={"route_id": route_id, "provider": slug})
+            provider = None
+        if provider is None:
+            Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(next_poll_at=None)
+            continue
+        with_id = [d for d in deliveries if d.provider_message_id]
+        without_id = [d for d in deliveries if not d.provider_message_id]
+        if provider.supports_polling:
+            _poll_messages(provider, with_id, result)
+        if provider.supports_reconcile:
+            for delivery in without_id:
+                _reconcile_unknown(provider, delivery, result)
+        elif without_id:  # nothing to ask about: the horizon will close them
+            Delivery.objects.filter(pk__in=[d.pk for d in without_id]).update(next_poll_at=None)
+
+
+def _poll_messages(provider: Provider, deliveries: list[Delivery], result: PollResult):
+    by_id = {d.provider_message_id: d for d in deliveries}
+    queries = [StatusQuery(d.provider_message_id, d.phone, str(d.pk)) for d in deliveries]
+    size = max(1, provider.poll_batch_size)
+    for start in range(0, len(queries), size):
+        chunk = queries[start:start + size]
+        try:
+            reports = provider.poll_statuses(chunk)
+        except NotImplementedError:
+            return
+        except ProviderError as exc:
+            result.errors += 1
+            logger.warning("status poll failed", extra={"provider": provider.slug, "error_class": str(exc.error_class),
+                                                        "provider_code": exc.code})
+            continue
+        result.polled += len(chunk)
+        for report in reports:
+            delivery = by_id.get(report.provider_message_id)
+            if delivery is None or report.status not in DeliveryStatus.values:
+                continue
+            # Only news becomes an event: a poll repeating the current status is not kept.
+            if STATUS_RANK[DeliveryStatus(report.status)] <= STATUS_RANK[DeliveryStatus(delivery.status)]:
+                continue
+            if _apply_report(delivery, report, StatusEvent.Source.POLL):
+                result.moved += 1
+
+
+def _reconcile_unknown(provider: Provider, delivery: Delivery, result: PollResult):
+    """An `unknown` delivery (no answer when it was sent) at a provider that can look it up by our id."""
+    try:
+        found = provider.reconcile(reference=str(delivery.pk), phone=delivery.phone)
+    except (ProviderError, NotImplementedError):
+        result.errors += 1
+        return
+    result.reconciled += 1
+    now = timezone.now()
+    if found is not None:
+        Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.UNKNOWN).update(
+            provider_message_id=found.provider_message_id, sent_at=now, error_class="", error_code="", error_text="")
+        status = found.status if found.status != ReportStatus.UNKNOWN else ReportStatus.SENT
+        delivery_status_apply(delivery=delivery, status=status, source=StatusEvent.Source.POLL,
+                              raw={"reconciled": "found", "reply": _report_raw(found.raw)})
+        return
+    # The provider never got it: send it after all if it is still worth sending, else it failed.
+    full = Delivery.objects.only("pk", "kind", "valid_until").get(pk=delivery.pk)
+    if now < full.valid_until and Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.UNKNOWN).update(
+            status=DeliveryStatus.PENDING, next_attempt_at=None, next_poll_at=None, updated_at=now,
+            error_text="the provider never received it: sending again"):
+        StatusEvent.objects.create(delivery=delivery, source=StatusEvent.Source.SYSTEM, status=DeliveryStatus.PENDING,
+                                   applied=True, raw={"reconciled": "not_found"})
+        transaction.on_commit(lambda: delivery_enqueue(delivery_id=delivery.pk, kind=full.kind))
+        return
+    if delivery_status_apply(delivery=delivery, status=DeliveryStatus.FAILED, source=StatusEvent.Source.SYSTEM,
+                             error_class=str(ErrorClass.TIMEOUT), raw={"reconciled": "not_found"}):
+        Delivery.objects.filter(pk=delivery.pk).update(error_text="the provider never received it", next_poll_at=None)
+
+
+def deliveries_close_without_report(*, limit: int = 1000) -> int:
+    """Deliveries with no final status after the report horizon end `failed` with reason `no_report`."""
+    hours = settings.SMSGATE_REPORT_HORIZON_HOURS
+    cutoff = timezone.now() - timedelta(hours=hours)
+    stale = list(Delivery.objects.filter(status__in=OPEN_STATUSES, created_at__lt=cutoff)
+                 .values_list("pk", flat=True)[:limit])
+    closed = 0
+    for pk in stale:
+        if delivery_status_apply(delivery=Delivery(pk=pk), status=DeliveryStatus.FAILED,
+                                 source=StatusEvent.Source.SYSTEM, error_class=NO_REPORT,
+                                 raw={"reason": NO_REPORT, "horizon_hours": hours}):
+            Delivery.objects.filter(pk=pk).update(error_text=f"no final delivery report within {hours} h",
+                                                  next_poll_at=None)
+            closed += 1
+    return closed

@@ -20,3 +20,7 @@ def delivery_sweep():
 @shared_task(name="deliveries.retention", ignore_result=True, expires=3600)
 def delivery_retention():
     retention.retention_run()
+@shared_task(name=services.POLL_TASK, ignore_result=True)
+def deliveries_poll():
+    """Celery beat, every SMSGATE_POLL_INTERVAL seconds (smsgate/celery.py)."""
+    services.deliveries_poll()

@@ -35,3 +35,4 @@ app.conf.update(
     timezone="UTC",
 )
 app.autodiscover_tasks()
+

@@ -283,6 +283,24 @@ CELERY_BEAT_SCHEDULE.update({
     "deliveries-retention": {"task": "deliveries.retention", "schedule": 3600.0,
                              "options": {"queue": "maintenance", "expires": 3600}},
 })
+# --- Delivery reports: polling and the report horizon (issue 3) ---------------------------------------
+# Seconds between runs of the status poller (Celery beat), and the first and base interval of a
+# message's polls (then 2x, 4x ... up to an hour).
+SMSGATE_POLL_INTERVAL = env.int("SMSGATE_POLL_INTERVAL", default=60)
+# Providers that send delivery reports (SMS.ru, Twilio, ...) are polled only after this many seconds.
+SMSGATE_POLL_CALLBACK_GRACE = env.int("SMSGATE_POLL_CALLBACK_GRACE", default=600)
+# Deliveries asked about per batch (a run takes up to 10 batches).
+SMSGATE_POLL_BATCH = env.int("SMSGATE_POLL_BATCH", default=200)
+# A delivery without a final status this many hours after it was created is closed as failed (no_report).
+SMSGATE_REPORT_HORIZON_HOURS = env.int("SMSGATE_REPORT_HORIZON_HOURS", default=72)
+if min(SMSGATE_POLL_INTERVAL, SMSGATE_POLL_BATCH, SMSGATE_REPORT_HORIZON_HOURS) < 1 or SMSGATE_POLL_CALLBACK_GRACE < 0:
+    raise ImproperlyConfigured("SMSGATE_POLL_* and SMSGATE_REPORT_HORIZON_HOURS must be positive.")
+CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})
+# Delivery reports for providers without callbacks (and a fallback for the rest); the report horizon.
+CELERY_BEAT_SCHEDULE["deliveries-poll-statuses"] = {
+    "task": "deliveries.poll_statuses", "schedule": float(SMSGATE_POLL_INTERVAL),
+    "options": {"queue": "maintenance", "expires": float(SMSGATE_POLL_INTERVAL)},
+}
 
 # --- Logging: ids in `extra`, never tokens, secrets or full texts --------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -170,3 +170,42 @@ def other_api(client, make_token, other_account):
 def viewer_api(client, make_token, account):
     """A user of the `account` fixture who is not an administrator."""
     return ApiCaller(client, make_token, is_admin=False)
+# --- every provider: fakes and routes (issue 3) --------------------------------------------------------
+@pytest.fixture
+def start_fake(settings):
+    """Start a fake provider and point the provider's base URL at it: start_fake("twilio", **options)."""
+    from tests.fakes.registry import FAKES
+
+    started = []
+
+    def start(slug, **options):
+        options.setdefault("status_delays", (0.02, 0.02))
+        fake = FAKES[slug](**options).start()
+        started.append(fake)
+        settings.SMSGATE_PROVIDER_BASE_URLS = {**settings.SMSGATE_PROVIDER_BASE_URLS, slug: fake.base_url}
+        return fake
+
+    yield start
+    for fake in started:
+        fake.stop()
+
+
+@pytest.fixture
+def route_for(account):
+    """A route of the test account to a running fake, with the credentials the fake accepts."""
+
+    def make(fake, *, priority=10, sender="ACME", credentials=None, is_active=True):
+        return ProviderRoute.objects.create(account=account, provider=fake.slug, priority=priority, sender=sender,
+                                            credentials=credentials or fake.credentials, is_active=is_active)
+
+    return make
+
+
+def eventually(predicate, *, timeout=5.0, interval=0.01, message="condition not met"):
+    """Wait for something another thread does (a fake's timer, a callback); fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(message)

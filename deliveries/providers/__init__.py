@@ -3,9 +3,16 @@ module name, registry key, database value and URL segment."""
 
 from .base import Provider
 from .console import ConsoleProvider
+from .devino import DevinoProvider
+from .smsaero import SmsAeroProvider
+from .smsc import SmscProvider
 from .smsru import SmsRuProvider
+from .twilio import TwilioProvider
 
-PROVIDERS: dict[str, type[Provider]] = {cls.slug: cls for cls in (ConsoleProvider, SmsRuProvider)}
+PROVIDERS: dict[str, type[Provider]] = {
+    cls.slug: cls
+    for cls in (ConsoleProvider, SmsRuProvider, SmscProvider, SmsAeroProvider, TwilioProvider, DevinoProvider)
+}
 
 
 def provider_class(slug: str) -> type[Provider]:

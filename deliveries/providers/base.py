@@ -128,6 +128,15 @@ class StatusReport:
 
 
 @dataclass(frozen=True)
+class StatusQuery:
+    """One message to poll. Some providers find a message by id alone, some (SMSC) need the phone too."""
+
+    provider_message_id: str
+    phone: str = ""  # E.164, with "+"
+    reference: str = ""  # our delivery id
+
+
+@dataclass(frozen=True)
 class Balance:
     amount: Decimal
     currency: str = ""
@@ -143,6 +152,13 @@ class WebhookRequest:
     body: bytes
     form: dict[str, list[str]]
     query: dict[str, list[str]]
+    # Other spellings of `url` the provider may have signed (the URL as this server saw it).
+    alternate_urls: tuple[str, ...] = ()
+
+    def value(self, name: str, default: str = "") -> str:
+        """The last value of a form field, else of a query parameter."""
+        values = self.form.get(name) or self.query.get(name)
+        return values[-1] if values else default
 
 
 @dataclass(frozen=True)
@@ -165,14 +181,38 @@ class Provider(ABC):
     status_map: ClassVar[dict[str, ReportStatus]] = {}
     supports_callbacks: ClassVar[bool] = False
     supports_polling: ClassVar[bool] = False
+    # After an ambiguous timeout the provider can tell whether it got the message (by our reference).
+    supports_reconcile: ClassVar[bool] = False
+    # How many messages one status request may ask about.
+    poll_batch_size: ClassVar[int] = 1
+    # HTTP methods the provider uses for its delivery-report callbacks.
+    webhook_methods: ClassVar[tuple[str, ...]] = ("POST",)
+    # Backup hosts tried, in order, when the default host refuses the connection (nothing was sent).
+    fallback_base_urls: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, credentials: dict | None = None, sender: str = "", base_url: str | None = None, http=None):
         from .http import default_client
 
         self.credentials = dict(credentials or {})
         self.sender = sender or ""
-        self.base_url = (base_url or self.default_base_url).rstrip("/")
+        # An override may list several hosts separated by "|" (tests: a dead primary and a live backup).
+        urls = base_url.split("|") if base_url else [self.default_base_url, *self.fallback_base_urls]
+        self.base_urls = [url.strip().rstrip("/") for url in urls if url.strip()]
+        self.base_url = self.base_urls[0] if self.base_urls else ""
         self.http = http or default_client()
+
+    def http_request(self, method: str, path: str, **kwargs):
+        """A request to the first host that accepts the connection. Only a connect error moves on to
+        the next host: after a timeout the first host may have acted on the request."""
+        last_error = None
+        for base in self.base_urls:
+            try:
+                return self.http.request(method, f"{base}{path}", **kwargs)
+            except ProviderTemporaryError as exc:
+                if exc.error_class != ErrorClass.TRANSPORT:
+                    raise
+                last_error = exc
+        raise last_error or ProviderTemporaryError("no base URL", code="connect", error_class=ErrorClass.TRANSPORT)
 
     def credential(self, name: str) -> str:
         value = self.credentials.get(name)
@@ -194,6 +234,19 @@ class Provider(ABC):
         """Poll the provider for the current statuses of these messages."""
         return []
 
+    def poll_statuses(self, queries: list[StatusQuery]) -> list[StatusReport]:
+        """Poll for at most `poll_batch_size` messages. Providers that need more than the id override it."""
+        return self.fetch_statuses([query.provider_message_id for query in queries])
+
+    def reconcile(self, *, reference: str, phone: str) -> SendResult | None:
+        """After an ambiguous timeout: the message if the provider has it (looked up by our own
+        reference), None if it never arrived. Raises ProviderError when it cannot tell."""
+        raise NotImplementedError(f"{self.slug} cannot look a message up by our reference")
+
+    def register_callback(self, url: str) -> None:
+        """Register our delivery-report URL with the provider account (where the API allows it)."""
+        raise NotImplementedError(f"{self.slug} takes its callback URL per message or in its own cabinet")
+
     # --- delivery-report webhooks -------------------------------------------------------------
     def verify_webhook(self, request: WebhookRequest) -> None:
         """Raise WebhookSignatureError unless the callback is authentic. The route token in the URL
@@ -204,3 +257,20 @@ class Provider(ABC):
 
     def webhook_reply(self) -> WebhookReply:
         return WebhookReply()
+
+
+def decimal_or_none(value) -> Decimal | None:
+    """A money amount from a provider reply ("1.40", 1.4, None, garbage) as a Decimal, or None."""
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    try:
+        return Decimal(str(value).strip().replace(",", "."))
+    except (ArithmeticError, ValueError):
+        return None
+
+
+def without_text(raw, *keys: str):
+    """A provider reply as we keep it: message texts are never stored outside the delivery row."""
+    if isinstance(raw, dict):
+        return {k: ("<text>" if k in keys else v) for k, v in raw.items()}
+    return raw

@@ -2,8 +2,16 @@
 
 Auth is the `api_id` parameter; replies are JSON with `json=1`. HTTP 200 carries API errors in
 `status_code`, and a valid request can still fail per recipient inside `sms`.
+
+Callbacks are registered once per SMS.ru account (`/callback/add`), not per message: a POST with
+`data[]` records (`sms_status\n<sms_id>\n<code>\n<unix time>`) and `hash` = sha256(api_id + records).
+The handler must answer `100`, or SMS.ru sends the batch again.
 """
 
+import hashlib
+import hmac
+import re
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 from .base import (
@@ -20,6 +28,9 @@ from .base import (
     SendRequest,
     SendResult,
     StatusReport,
+    WebhookReply,
+    WebhookRequest,
+    WebhookSignatureError,
 )
 from .http import json_or_none
 
@@ -73,6 +84,7 @@ class SmsRuProvider(Provider):
     default_base_url = "https://sms.ru"
     supports_callbacks = True
     supports_polling = True
+    poll_batch_size = 100  # `sms_id` takes a comma-separated list
     credential_fields = (
         CredentialField(
             name="api_id",
@@ -103,8 +115,7 @@ class SmsRuProvider(Provider):
     }
 
     def _post(self, path: str, data: dict) -> dict:
-        response = self.http.request("POST", f"{self.base_url}{path}",
-                                     data={"api_id": self.credential("api_id"), "json": "1", **data})
+        response = self.http_request("POST", path, data={"api_id": self.credential("api_id"), "json": "1", **data})
         if response.status_code >= 500:
             raise ProviderTemporaryError(f"HTTP {response.status_code}", code=str(response.status_code),
                                          ambiguous=response.status_code == 504)
@@ -153,3 +164,48 @@ class SmsRuProvider(Provider):
             code = str(entry.get("status_code", ""))
             reports.append(StatusReport(message_id, self.map_status(code), provider_code=code, raw=entry))
         return reports
+
+    def register_callback(self, url: str) -> None:
+        self._post("/callback/add", {"url": url})
+
+    # --- delivery-report callbacks --------------------------------------------------------------
+    def verify_webhook(self, request: WebhookRequest) -> None:
+        records = _callback_records(request)
+        if not records:
+            return  # nothing to apply (SMS.ru checking the handler): answered with 100, changes nothing
+        given = request.value("hash").strip().lower()
+        api_id = str(self.credentials.get("api_id") or "")
+        if not given or not api_id:
+            raise WebhookSignatureError("missing hash")
+        expected = hashlib.sha256((api_id + "".join(records)).encode("utf-8")).hexdigest()
+        if not hmac.compare_digest(expected, given):
+            raise WebhookSignatureError("hash mismatch")
+
+    def parse_webhook(self, request: WebhookRequest) -> list[StatusReport]:
+        reports = []
+        for record in _callback_records(request):
+            lines = record.replace("\r\n", "\n").split("\n")
+            if len(lines) < 3 or lines[0].strip() != "sms_status":
+                continue  # e.g. `callcheck_status` records of SMS.ru's call authentication
+            sms_id, code = lines[1].strip(), lines[2].strip()
+            occurred_at = None
+            if len(lines) > 3 and lines[3].strip().isdigit():
+                occurred_at = datetime.fromtimestamp(int(lines[3].strip()), tz=UTC)
+            reports.append(StatusReport(sms_id, self.map_status(code), provider_code=code, occurred_at=occurred_at,
+                                        raw={"record": record}))
+        return reports
+
+    def webhook_reply(self) -> WebhookReply:
+        return WebhookReply(200, "100")
+
+
+_INDEXED_DATA = re.compile(r"^data\[(\d+)\]$")
+
+
+def _callback_records(request: WebhookRequest) -> list[str]:
+    """`data[]` values in order; tolerate `data[0]`, `data[1]` ... as well."""
+    if request.form.get("data[]"):
+        return list(request.form["data[]"])
+    indexed = sorted((int(m.group(1)), values[-1]) for name, values in request.form.items()
+                     if (m := _INDEXED_DATA.match(name)) and values)
+    return [value for _, value in indexed]

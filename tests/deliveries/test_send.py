@@ -86,14 +86,19 @@ def test_broken_routes_are_skipped(fake_smsru, smsru_route, create):
     assert delivery.attempts.get().route == healthy
 
 
-def test_recipient_rejection_is_final_and_never_fails_over(fake_smsru, smsru_route, create):
+@pytest.mark.parametrize("phone,error_class,code", [
+    ("+79000000202", "invalid_recipient", "202"),  # SMS.ru 202: bad recipient number
+    ("+79000000209", "blocked_recipient", "209"),  # SMS.ru 209: number in the stop-list
+])
+def test_recipient_rejection_is_final_and_never_fails_over(fake_smsru, smsru_route, create, phone, error_class,
+                                                           code):
     smsru_route(priority=1)
     smsru_route(priority=2)
-    delivery = create(phone="+79000000207")  # SMS.ru 207: no route to this number
+    delivery = create(phone=phone)
     delivery_send(delivery_id=delivery.pk)
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.REJECTED
-    assert (delivery.error_class, delivery.error_code) == ("no_route", "207")
+    assert (delivery.error_class, delivery.error_code) == (error_class, code)
     assert delivery.finished_at is not None
     assert delivery.attempts.count() == 1
 

@@ -139,7 +139,7 @@ def wait_for(predicate, timeout: float, message: str, interval: float = 0.05):
         if predicate():
             return
         time.sleep(interval)
-    raise AssertionError(message)
+    raise AssertionError(message() if callable(message) else message)
 
 
 def stack_env(**extra) -> dict:

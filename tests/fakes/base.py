@@ -3,14 +3,28 @@
 Fakes speak a provider's documented protocol over real HTTP on 127.0.0.1, keep what they were sent,
 move message statuses on a timer and (where the provider does) call our webhook. Tests start them
 in-process; `python -m tests.fakes.<slug> --port N` runs one on its own for trials and benchmarks.
+
+Fault injection (constructor arguments and CLI flags), for fault tests and benchmarks:
+  * `error_rate`: this fraction of requests gets the provider's "server error" answer (a 5xx) and is
+    not processed: nothing was received;
+  * `drop_rate`: this fraction of requests is processed and then the connection is closed without
+    an answer: the message *was* received, the client cannot know (an ambiguous timeout);
+  * `latency`: seconds to wait before every answer;
+  * `fault_paths`: only requests to these paths get faults (e.g. only sends), default all.
+Every accepted message is kept in `received` (recipient, text, sender, reference), so a test or a
+benchmark can check that each one arrived at most once (`duplicates()`).
 """
 
 import argparse
+import heapq
+import itertools
 import json
 import logging
 import sys
+import random
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -45,11 +59,43 @@ class FakeResponse:
     drop_connection: bool = False  # close the socket without answering (an ambiguous timeout)
 
     def encoded(self) -> tuple[bytes, str]:
-        if isinstance(self.body, (dict, list)):
-            return json.dumps(self.body, ensure_ascii=False).encode(), "application/json"
+        if isinstance(self.body, (dict, list, int, float)):
+            return json.dumps(self.body, ensure_ascii=False).encode(), "application/json; charset=utf-8"
         if isinstance(self.body, str):
             return self.body.encode(), "text/plain; charset=utf-8"
         return self.body, "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """One message the fake accepted for sending."""
+
+    message_id: str
+    recipient: str
+    text: str
+    sender: str = ""
+    reference: str = ""  # the client's own id, where the protocol carries one (SMSC `id`)
+    received_at: float = 0.0
+
+
+@dataclass
+class CallbackRecord:
+    url: str
+    status: int | None  # None: no answer (connection refused, timeout)
+    body: str = ""
+
+
+_client_lock = threading.Lock()
+_shared_client: httpx.Client | None = None
+
+
+def _callback_client() -> httpx.Client:
+    """One client for every fake's callbacks (creating one costs ~0.1 s: it loads the CA bundle)."""
+    global _shared_client
+    with _client_lock:
+        if _shared_client is None:
+            _shared_client = httpx.Client(timeout=5)
+        return _shared_client
 
 
 class _Server(ThreadingHTTPServer):
@@ -63,30 +109,100 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+class _Scheduler:
+    """One thread runs every delayed call (status transitions, callbacks): thousands of messages in
+    a benchmark must not mean thousands of timer threads."""
+
+    def __init__(self, name: str):
+        self._queue: list = []
+        self._counter = itertools.count()
+        self._condition = threading.Condition()
+        self._stopped = False
+        self._running = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def call_later(self, delay: float, fn, *args):
+        with self._condition:
+            heapq.heappush(self._queue, (time.monotonic() + max(delay, 0.0), next(self._counter), fn, args))
+            self._condition.notify()
+
+    def _run(self):
+        while True:
+            with self._condition:
+                while not self._stopped and (not self._queue or self._queue[0][0] > time.monotonic()):
+                    timeout = self._queue[0][0] - time.monotonic() if self._queue else None
+                    self._condition.wait(timeout)
+                if self._stopped:
+                    return
+                _, _, fn, args = heapq.heappop(self._queue)
+                self._running = True
+            try:
+                fn(*args)
+            except Exception:
+                logger.exception("fake: a scheduled call failed")
+            finally:
+                with self._condition:
+                    self._running = False
+
+    def idle(self) -> bool:
+        with self._condition:
+            return not self._queue and not self._running
+
+    def stop(self):
+        with self._condition:
+            self._stopped = True
+            self._queue.clear()
+            self._condition.notify()
+
+
 class FakeProviderServer:
     slug = "fake"
 
-    def __init__(self, host="127.0.0.1", port=0, *, latency: float = 0.0, status_delays=(0.05, 0.1)):
+    def __init__(self, host="127.0.0.1", port=0, *, latency: float = 0.0, status_delays=(0.05, 0.1),
+                 error_rate: float = 0.0, drop_rate: float = 0.0, seed: int | None = None,
+                 fault_paths=None, callback_url: str | None = None):
         self.host, self.port = host, port
         self.latency = latency  # seconds to wait before every answer (benchmarks: a slow provider)
         self.status_delays = status_delays  # accepted -> sent -> final, seconds
+        self.error_rate = error_rate
+        self.drop_rate = drop_rate
+        # Only requests to these paths get faults (e.g. only sends); None: every request.
+        self.fault_paths = set(fault_paths.split(",") if isinstance(fault_paths, str) else fault_paths or ()) or None
+        self._random = random.Random(seed)
+        # Account-level callback URLs (providers where the URL is a cabinet setting, not per message).
+        self.callback_urls: list[str] = [callback_url] if callback_url else []
         self.requests: list[FakeRequest] = []
+        self.received: list[ReceivedMessage] = []
+        self.callbacks: list[CallbackRecord] = []
+        self.faults: Counter = Counter()
         self.lock = threading.Lock()
         self._server = None
         self._thread = None
-        self._timers: list[threading.Timer] = []
-        self._callback_client = httpx.Client(timeout=5)
+        self._scheduler: _Scheduler | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def base_url(self) -> str:
+        """What the adapter's base URL setting should be (some APIs live under a path)."""
+        return self.url
+
+    @property
+    def credentials(self) -> dict:
+        """Credentials the fake accepts, in the adapter's credential names."""
+        return {}
+
     def start(self):
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: without this, Nagle + delayed ACK add ~40 ms.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass
@@ -104,14 +220,23 @@ class FakeProviderServer:
                     fake.requests.append(request)
                 if fake.latency:
                     time.sleep(fake.latency)
-                try:
-                    response = fake.handle(request)
-                except Exception:
-                    logger.exception("fake %s crashed", fake.slug)
-                    response = FakeResponse(500, {"error": "fake crashed"})
+                fault = fake.pick_fault(request)
+                if fault == "error":
+                    response = fake.server_error(request)
+                else:
+                    try:
+                        response = fake.handle(request)
+                    except Exception:
+                        logger.exception("fake %s crashed", fake.slug)
+                        response = FakeResponse(500, {"error": "fake crashed"})
+                    if fault == "drop":
+                        response = FakeResponse(drop_connection=True)
                 if response.drop_connection:
                     self.close_connection = True
-                    self.connection.shutdown(2)
+                    try:
+                        self.connection.shutdown(2)
+                    except OSError:
+                        pass
                     return
                 payload, default_type = response.encoded()
                 self.send_response(response.status)
@@ -124,6 +249,7 @@ class FakeProviderServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 
+        self._scheduler = _Scheduler(f"fake-{self.slug}-timers")
         self._server = _Server((self.host, self.port), Handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -132,12 +258,11 @@ class FakeProviderServer:
         return self
 
     def stop(self):
-        for timer in self._timers:
-            timer.cancel()
+        if self._scheduler:
+            self._scheduler.stop()
         if self._server:
             self._server.shutdown()
             self._server.server_close()
-        self._callback_client.close()
 
     def __enter__(self):
         return self.start()
@@ -145,19 +270,49 @@ class FakeProviderServer:
     def __exit__(self, *exc):
         self.stop()
 
+    # --- fault injection ---------------------------------------------------------------------------
+    def pick_fault(self, request: FakeRequest) -> str | None:
+        if not (self.error_rate or self.drop_rate):
+            return None
+        if self.fault_paths is not None and request.path not in self.fault_paths:
+            return None
+        with self.lock:
+            roll = self._random.random()
+        if roll < self.error_rate:
+            fault = "error"
+        elif roll < self.error_rate + self.drop_rate:
+            fault = "drop"
+        else:
+            return None
+        with self.lock:
+            self.faults[fault] += 1
+        return fault
+
+    def server_error(self, request: FakeRequest) -> FakeResponse:
+        """The provider's answer when its server fails (subclasses return their documented shape)."""
+        return FakeResponse(503, "Service Unavailable")
+
     # --- helpers for subclasses --------------------------------------------------------------------
     def later(self, delay: float, fn, *args):
-        timer = threading.Timer(delay, fn, args)
-        timer.daemon = True
-        self._timers.append(timer)
-        timer.start()
+        self._scheduler.call_later(delay, fn, *args)
+
+    def record_message(self, message_id, recipient, text, *, sender="", reference="") -> ReceivedMessage:
+        message = ReceivedMessage(str(message_id), recipient, text, sender or "", reference or "", time.time())
+        with self.lock:
+            self.received.append(message)
+        return message
 
     def post_callback(self, url: str, **kwargs):
         try:
-            return self._callback_client.post(url, **kwargs)
+            response = _callback_client().post(url, **kwargs)
         except httpx.HTTPError as exc:
             logger.warning("fake %s: callback to %s failed: %s", self.slug, url, exc)
+            with self.lock:
+                self.callbacks.append(CallbackRecord(url, None))
             return None
+        with self.lock:
+            self.callbacks.append(CallbackRecord(url, response.status_code, response.text[:200]))
+        return response
 
     def handle(self, request: FakeRequest) -> FakeResponse:
         raise NotImplementedError
@@ -166,17 +321,56 @@ class FakeProviderServer:
         with self.lock:
             return [r for r in self.requests if r.path == path]
 
+    # --- for assertions --------------------------------------------------------------------------------
+    def idle(self) -> bool:
+        """No status change or callback is pending or in flight."""
+        return self._scheduler is None or self._scheduler.idle()
+
+    def received_for(self, recipient: str) -> list[ReceivedMessage]:
+        with self.lock:
+            return [m for m in self.received if m.recipient == recipient]
+
+    def duplicates(self, key=lambda m: (m.recipient, m.text)) -> dict:
+        """Messages received more than once, by (recipient, text) unless told otherwise."""
+        with self.lock:
+            counts = Counter(key(m) for m in self.received)
+        return {k: n for k, n in counts.items() if n > 1}
+
+
+def _key_values(pairs: list[str]) -> dict:
+    values = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects name=value, got {pair!r}")
+        values[name.replace("-", "_")] = value
+    return values
+
 
 def run_standalone(server_cls):
     parser = argparse.ArgumentParser(description=f"Run the fake {server_cls.slug} provider")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
-    args, extra = parser.parse_known_args()
+    parser.add_argument("--error-rate", type=float, default=0.0, help="fraction of requests answered with a 5xx")
+    parser.add_argument("--drop-rate", type=float, default=0.0,
+                        help="fraction of requests processed, then dropped without an answer")
+    parser.add_argument("--seed", type=int, default=None, help="random seed for the faults")
+    parser.add_argument("--fault-paths", default=None, help="comma-separated paths that get faults (default: all)")
+    parser.add_argument("--status-delays", default="0.5,1.0", help="seconds accepted->sent, sent->final")
+    parser.add_argument("--callback-url", default=None,
+                        help="account-level delivery-report URL (SMS.ru, SMSC: where the cabinet holds it)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a constructor option of this fake, e.g. --set api_id=secret")
+    args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    server = server_cls(args.host, args.port, latency=args.latency)
+    delays = tuple(float(x) for x in args.status_delays.split(","))
+    server = server_cls(args.host, args.port, latency=args.latency, error_rate=args.error_rate,
+                        drop_rate=args.drop_rate, seed=args.seed, fault_paths=args.fault_paths, status_delays=delays,
+                        callback_url=args.callback_url, **_key_values(args.set))
     server.start()
     print(f"fake {server_cls.slug} listening on {server.url}", flush=True)
+    print(f"base URL {server.base_url} credentials {json.dumps(server.credentials)}", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
