@@ -13,7 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .models import Account, AmoToken, Integration, ProviderRoute
+from .models import Account, AccountLimits, AmoToken, Integration, ProviderRoute
 from .tokens import TokenClaims
 
 logger = logging.getLogger(__name__)
@@ -316,11 +316,9 @@ LIMIT_FIELDS = ("phone_cooldown_seconds", "phone_per_hour", "phone_per_day", "ac
                 "account_per_day", "prefix_distinct_max", "prefix_window_seconds")
 
 
-def account_limits_save(*, account: Account, values: dict) -> "AccountLimits":
+def account_limits_save(*, account: Account, values: dict) -> AccountLimits:
     """Set the account's abuse-limit overrides (None: back to the default). Only the given keys change."""
     from deliveries.guard import forget_limits
-
-    from .models import AccountLimits
 
     limits, _created = AccountLimits.objects.get_or_create(account=account)
     for name in LIMIT_FIELDS:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import ClassVar
@@ -266,6 +266,16 @@ def decimal_or_none(value) -> Decimal | None:
     try:
         return Decimal(str(value).strip().replace(",", "."))
     except (ArithmeticError, ValueError):
+        return None
+
+
+def timestamp_or_none(value) -> datetime | None:
+    """A Unix time from a provider ("1700000000", 1700000000, garbage, absurd values) as UTC, or None."""
+    if value in (None, "", 0, "0") or isinstance(value, bool):
+        return None
+    try:
+        return datetime.fromtimestamp(int(str(value).strip()), tz=UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
         return None
 
 

@@ -12,7 +12,6 @@ the body of the `callbackUrl` status callback (taken to be the `sms/status` obje
 """
 
 import json
-from datetime import UTC, datetime
 from decimal import Decimal
 
 from .base import (
@@ -31,6 +30,7 @@ from .base import (
     StatusReport,
     WebhookRequest,
     decimal_or_none,
+    timestamp_or_none,
     without_text,
 )
 from .http import json_or_none
@@ -167,11 +167,7 @@ class SmsAeroProvider(Provider):
 
     def _report(self, message_id: str, data: dict) -> StatusReport:
         code = str(data.get("status", "")).strip()
-        occurred = data.get("dateAnswer") or None
-        try:
-            occurred_at = datetime.fromtimestamp(int(occurred), tz=UTC) if occurred else None
-        except (TypeError, ValueError, OverflowError, OSError):
-            occurred_at = None
+        occurred_at = timestamp_or_none(data.get("dateAnswer"))
         return StatusReport(message_id, self.map_status(code), provider_code=code, occurred_at=occurred_at,
                             raw=without_text(data, "text"))
 

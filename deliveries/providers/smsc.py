@@ -10,7 +10,6 @@ Callbacks: the handler URL is an account setting and its parameters are not publ
 query) and the route token in the URL is the only check. Polling is the main source of reports.
 """
 
-from datetime import UTC, datetime
 from decimal import Decimal
 
 from .base import (
@@ -30,6 +29,7 @@ from .base import (
     StatusReport,
     WebhookRequest,
     decimal_or_none,
+    timestamp_or_none,
     without_text,
 )
 from .http import json_or_none
@@ -53,13 +53,6 @@ NOT_FOUND = "-3"
 def _hh_mm(seconds: int) -> str:
     minutes = max(1, min(24 * 60, seconds // 60))
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
-
-
-def _timestamp(value) -> datetime | None:
-    try:
-        return datetime.fromtimestamp(int(value), tz=UTC) if value not in (None, "", 0, "0") else None
-    except (TypeError, ValueError, OverflowError, OSError):
-        return None
 
 
 class SmscProvider(Provider):
@@ -203,7 +196,7 @@ class SmscProvider(Provider):
             code = str(item.get("status", "")).strip()
         return StatusReport(message_id, self.map_status(code), provider_code=code,
                             error_class=self._report_classes.get(code),
-                            occurred_at=_timestamp(item.get("last_timestamp") or item.get("ts")),
+                            occurred_at=timestamp_or_none(item.get("last_timestamp") or item.get("ts")),
                             raw=without_text(item, "message", "mes"))
 
     def balance(self) -> Balance:
@@ -222,4 +215,4 @@ class SmscProvider(Provider):
                                if name not in ("login", "psw", "md5", "sha1")}, "message", "mes")
         return [StatusReport(message_id, self.map_status(code), provider_code=code,
                              error_class=self._report_classes.get(code),
-                             occurred_at=_timestamp(request.value("ts") or request.value("time")), raw=fields)]
+                             occurred_at=timestamp_or_none(request.value("ts") or request.value("time")), raw=fields)]

@@ -11,7 +11,6 @@ The handler must answer `100`, or SMS.ru sends the batch again.
 import hashlib
 import hmac
 import re
-from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 from .base import (
@@ -31,6 +30,7 @@ from .base import (
     WebhookReply,
     WebhookRequest,
     WebhookSignatureError,
+    timestamp_or_none,
 )
 from .http import json_or_none
 
@@ -188,9 +188,7 @@ class SmsRuProvider(Provider):
             if len(lines) < 3 or lines[0].strip() != "sms_status":
                 continue  # e.g. `callcheck_status` records of SMS.ru's call authentication
             sms_id, code = lines[1].strip(), lines[2].strip()
-            occurred_at = None
-            if len(lines) > 3 and lines[3].strip().isdigit():
-                occurred_at = datetime.fromtimestamp(int(lines[3].strip()), tz=UTC)
+            occurred_at = timestamp_or_none(lines[3]) if len(lines) > 3 else None
             reports.append(StatusReport(sms_id, self.map_status(code), provider_code=code, occurred_at=occurred_at,
                                         raw={"record": record}))
         return reports

@@ -153,7 +153,7 @@ def test_settings_page_saves_a_route_and_sends_a_test_sms(stack, chromium, make_
         page.wait_for_selector(".smsgate-route >> nth=1")
         console_route = ProviderRoute.objects.get(account=account, provider="console")
         page.click(f".smsgate-route[data-route-id='{console_route.pk}'] .smsgate-up")
-        page.wait_for_selector(f".smsgate-route >> nth=0 >> text=Console")
+        page.wait_for_selector(".smsgate-route >> nth=0 >> text=Console")
         ordered = list(ProviderRoute.objects.filter(account=account).order_by("priority")
                        .values_list("provider", flat=True))
         assert ordered == ["console", "smsru"]
