@@ -71,6 +71,8 @@ class Delivery(models.Model):
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
     sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    # The dashboard key this delivery is counted under (deliveries.stats); NULL until counted.
+    stats_key = models.CharField(_("statistics key"), max_length=100, null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("delivery")
@@ -82,6 +84,9 @@ class Delivery(models.Model):
             models.Index(fields=["account", "-created_at"], name="delivery_account_created_idx"),
             models.Index(fields=["status", "-created_at"], name="delivery_status_created_idx"),
             models.Index(fields=["provider", "provider_message_id"], name="delivery_provider_msg_idx"),
+            # Admin: the newest-first list and the "created" filter; an exact phone search.
+            models.Index(fields=["-created_at"], name="delivery_created_idx"),
+            models.Index(fields=["phone", "-created_at"], name="delivery_phone_created_idx"),
         ]
         permissions = [("view_message_text", _("Can see the unmasked text of system SMS"))]
 
@@ -151,3 +156,45 @@ class StatusEvent(models.Model):
         verbose_name = _("status event")
         verbose_name_plural = _("status events")
         ordering = ["received_at", "id"]
+
+
+# --- dashboard counters (kept by deliveries.stats) -------------------------------------------------
+class DeliveryDayStat(models.Model):
+    """How many deliveries created on a day are now in one state: the dashboard reads only this.
+
+    `status` is the delivery's status, with pending and sending counted together as pending;
+    `error_class` is set for unsuccessful statuses; `latency_le` is, for delivered ones, the upper
+    bound in seconds of the time-to-delivered bucket (0 otherwise).
+    """
+
+    day = models.DateField(_("day"))
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+", verbose_name=_("account"),
+                                db_index=False)  # (account, day) below serves it
+    provider = models.CharField(_("provider"), max_length=30, blank=True)
+    status = models.CharField(_("status"), max_length=12, choices=DeliveryStatus.choices)
+    error_class = models.CharField(_("error class"), max_length=30, blank=True)
+    latency_le = models.PositiveIntegerField(_("delivered within, s"), default=0)
+    count = models.BigIntegerField(_("deliveries"), default=0)
+
+    class Meta:
+        verbose_name = _("daily delivery counter")
+        verbose_name_plural = _("daily delivery counters")
+        constraints = [
+            models.UniqueConstraint(fields=["day", "account", "provider", "status", "error_class", "latency_le"],
+                                    name="delivery_day_stat_key"),
+        ]
+        indexes = [models.Index(fields=["account", "day"], name="delivery_day_stat_account_idx")]
+
+
+class DeliveryHourCount(models.Model):
+    """Deliveries created per account and hour (UTC): the accounts list's "last 24 h" column."""
+
+    hour = models.DateTimeField(_("hour"))
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+", verbose_name=_("account"),
+                                db_index=False)  # the unique (account, hour) serves it
+    count = models.BigIntegerField(_("deliveries"), default=0)
+
+    class Meta:
+        verbose_name = _("hourly delivery counter")
+        verbose_name_plural = _("hourly delivery counters")
+        constraints = [models.UniqueConstraint(fields=["account", "hour"], name="delivery_hour_count_key")]

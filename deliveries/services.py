@@ -41,6 +41,7 @@ from .providers.base import (
     SendRequest,
 )
 from .segments import segment_info
+from . import stats
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +178,7 @@ def delivery_create(
                 route=route,
                 valid_until=timezone.now() + timedelta(seconds=validity),
             )
+            stats.delivery_created(delivery=delivery)
             transaction.on_commit(lambda: delivery_enqueue(delivery_id=delivery.pk, kind=kind))
     except IntegrityError:
         if jti is None:
@@ -303,6 +305,7 @@ def _finish(delivery: Delivery, status: str, *, error_class="", code="", text=""
     if status in FINAL_STATUSES:
         values["finished_at"] = now
     Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(**values)
+    stats.delivery_recount(delivery_id=delivery.pk)
     logger.info("delivery %s", status, extra={"delivery_id": str(delivery.pk), "error_class": error_class})
     return status
 
@@ -374,6 +377,7 @@ def _attempt(delivery: Delivery, choice: RouteChoice, *, has_next_route: bool) -
     )
     if not moved:
         Delivery.objects.filter(pk=delivery.pk).update(**common)
+    stats.delivery_recount(delivery_id=delivery.pk)
     if result.status != ReportStatus.SENT:
         delivery_status_apply(delivery=delivery, status=result.status, source=StatusEvent.Source.SYSTEM,
                               raw=None)
@@ -492,4 +496,93 @@ def delivery_status_apply(
         applied = bool(Delivery.objects.filter(pk=delivery.pk, status__in=lower).update(**values))
         StatusEvent.objects.create(delivery=delivery, source=source, status=status, provider_code=str(provider_code)[:50],
                                    error_class=error_class, occurred_at=occurred_at, applied=applied, raw=raw)
+        stats.delivery_recount(delivery_id=delivery.pk)
     return applied
+
+
+# --- staff actions: retry and cancel ----------------------------------------------------------------
+class DeliveryActionRefused(Exception):
+    """A retry or cancel the policy does not allow; `message` tells staff why."""
+
+    def __init__(self, message):
+        self.message = message
+        super().__init__(str(message))
+
+
+RETRYABLE_STATUSES = (DeliveryStatus.FAILED, DeliveryStatus.EXPIRED)
+# error_class of a delivery that staff canceled.
+CANCELED = "canceled"
+# A test or bulk SMS can be retried this long after it was created; a login code only while valid.
+RETRY_MAX_AGE = timedelta(days=1)
+
+
+def delivery_retry(*, delivery: Delivery, by: str = "") -> Delivery:
+    """Give a failed or expired delivery another attempt, when the policy allows it:
+
+    - only `failed` or `expired`: `rejected` would be refused again, `unknown` may have been sent,
+      and a canceled delivery stays canceled;
+    - a system SMS (a login code) only inside its validity window: a late code is useless, the
+      user asks amoCRM for a new one;
+    - a test or bulk SMS up to RETRY_MAX_AGE after it was created, with a fresh validity window
+      as long as its first one;
+    - the account is active and a route is left to try (routes that failed on this delivery with
+      an auth or funds error are not tried again: send a test SMS once the route is fixed).
+
+    The delivery goes back to `pending` with a conditional UPDATE (two clicks make one retry),
+    the retry is recorded as a status event, and it is queued once committed.
+    """
+    delivery = Delivery.objects.select_related("account").get(pk=delivery.pk)
+    now = timezone.now()
+    if delivery.status not in RETRYABLE_STATUSES or delivery.error_class == CANCELED:
+        raise DeliveryActionRefused(_("Only a failed or expired delivery that was not canceled can be retried."))
+    if delivery.kind == DeliveryKind.SYSTEM:
+        if now >= delivery.valid_until:
+            raise DeliveryActionRefused(
+                _("This login code is past its validity window: a late code is useless, the user should ask "
+                  "for a new one."))
+        valid_until = delivery.valid_until
+    else:
+        if now - delivery.created_at > RETRY_MAX_AGE:
+            raise DeliveryActionRefused(_("This SMS is more than a day old and can no longer be retried."))
+        valid_until = now + max(delivery.valid_until - delivery.created_at, timedelta(minutes=1))
+    if not delivery.account.is_active:
+        raise DeliveryActionRefused(_("The account is disabled."))
+    if not _route_candidates(delivery):
+        raise DeliveryActionRefused(
+            _("No route is left to try: every route of the account failed on this delivery or is broken or "
+              "inactive. Fix the route, then send a test SMS."))
+    with transaction.atomic():
+        moved = (Delivery.objects.filter(pk=delivery.pk, status__in=RETRYABLE_STATUSES).exclude(error_class=CANCELED)
+                 .update(status=DeliveryStatus.PENDING, valid_until=valid_until, next_attempt_at=None,
+                         finished_at=None, error_class="", error_code="", error_text="", updated_at=now))
+        if not moved:
+            raise DeliveryActionRefused(_("The delivery changed meanwhile; reload the page."))
+        StatusEvent.objects.create(delivery=delivery, source=StatusEvent.Source.SYSTEM, status=DeliveryStatus.PENDING,
+                                   occurred_at=now, applied=True, raw={"action": "retry", "by": by})
+        stats.delivery_recount(delivery_id=delivery.pk)
+        transaction.on_commit(lambda: delivery_enqueue(delivery_id=delivery.pk, kind=delivery.kind))
+    logger.info("delivery retried by staff", extra={"delivery_id": str(delivery.pk)})
+    delivery.refresh_from_db()
+    return delivery
+
+
+def delivery_cancel(*, delivery: Delivery, by: str = "") -> Delivery:
+    """Stop a pending delivery (also one waiting for a retry): it ends `failed` with the reason
+    `canceled` and is never sent. The conditional UPDATE races the worker's claim (pending ->
+    sending), so exactly one of them wins; a delivery already `sending` cannot be canceled, as the
+    provider call may be under way."""
+    now = timezone.now()
+    with transaction.atomic():
+        moved = Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.PENDING).update(
+            status=DeliveryStatus.FAILED, error_class=CANCELED, error_code="", error_text="canceled by staff",
+            finished_at=now, next_attempt_at=None, updated_at=now)
+        if not moved:
+            raise DeliveryActionRefused(_("Only a pending delivery can be canceled; this one is already on its way "
+                                          "or finished."))
+        StatusEvent.objects.create(delivery=delivery, source=StatusEvent.Source.SYSTEM, status=DeliveryStatus.FAILED,
+                                   error_class=CANCELED, occurred_at=now, applied=True,
+                                   raw={"action": "cancel", "by": by})
+        stats.delivery_recount(delivery_id=delivery.pk)
+    logger.info("delivery canceled by staff", extra={"delivery_id": str(delivery.pk)})
+    delivery.refresh_from_db()
+    return delivery
