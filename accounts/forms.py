@@ -110,6 +110,7 @@ def credential_form_field_names(providers=None) -> list[str]:
 
 
 class IntegrationForm(forms.ModelForm):
+    redirect_uri = forms.URLField(label=capfirst(_("redirect URI")), max_length=500, assume_scheme="https")
     new_client_secret = forms.CharField(
         label=_("secret key"), required=False, strip=False, widget=SecretInput(), max_length=500,
         help_text=_("From amoCRM's developer cabinet. Stored encrypted; leave empty to keep the stored one."),

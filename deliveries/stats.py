@@ -276,15 +276,16 @@ def histogram_median(histogram: Counter) -> float | None:
     total = sum(histogram.values())
     if not total:
         return None
-    half, seen, lower = total / 2, 0, 0.0
+    half, seen = total / 2, 0
     for bound in sorted(histogram):
         n = histogram[bound]
         if n and seen + n >= half:
+            index = bisect.bisect_left(LATENCY_BUCKETS, bound)
+            lower = float(LATENCY_BUCKETS[index - 1]) if index > 0 else 0.0
             upper = float(bound if bound != LATENCY_OVER else LATENCY_BUCKETS[-1] * 2)
             return lower + (upper - lower) * (half - seen) / n
         seen += n
-        lower = float(bound)
-    return lower
+    return None
 
 
 def provider_summaries(*, since: date, until: date, account_id=None) -> list[ProviderSummary]:
