@@ -61,7 +61,7 @@ class ProviderRouteFormBase(forms.ModelForm):
     def clean(self):
         cleaned = super().clean()
         provider = cleaned.get("provider")
-        if provider not in PROVIDERS:
+        if provider not in self.credential_fields:
             return cleaned
         stored = self.instance.credentials if self.instance.pk and self.instance.provider == provider else {}
         for form_name, spec in self.credential_fields.get(provider, []):

@@ -34,7 +34,7 @@ from .paginators import EstimatedCountPaginator
 from .phones import phone_mask, phone_normalise_for_search
 from .providers import PROVIDERS
 from .redaction import deployment_secret_values, mask_codes, redact, secret_values
-from .services import DeliveryActionRefused, delivery_cancel, delivery_retry
+from .services import DeliveryActionRefused, delivery_cancel, delivery_retry, delivery_retry_refusal
 
 # At most this many deliveries per bulk action (a "select all" over millions is refused).
 ACTION_LIMIT = 500
@@ -339,7 +339,7 @@ class DeliveryAdmin(admin.ModelAdmin):
         if obj is not None:
             context.update(
                 timeline=delivery_timeline(obj),
-                can_retry=can_act(request) and obj.status in (DeliveryStatus.FAILED, DeliveryStatus.EXPIRED),
+                can_retry=can_act(request) and delivery_retry_refusal(delivery=obj) is None,
                 can_cancel=can_act(request) and obj.status == DeliveryStatus.PENDING,
                 dashboard_url=reverse("admin:deliveries_delivery_dashboard") + f"?account={obj.account_id}",
             )

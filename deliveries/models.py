@@ -47,7 +47,7 @@ STATUS_RANK = {
 class Delivery(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="deliveries",
-                                verbose_name=_("account"))
+                                verbose_name=_("account"), db_index=False)  # (account, -created_at) serves it
     kind = models.CharField(_("kind"), max_length=10, choices=DeliveryKind.choices, default=DeliveryKind.SYSTEM)
     phone = models.CharField(_("phone"), max_length=20, help_text=_("E.164"))
     text = models.TextField(_("text"))
@@ -84,9 +84,13 @@ class Delivery(models.Model):
             models.Index(fields=["account", "-created_at"], name="delivery_account_created_idx"),
             models.Index(fields=["status", "-created_at"], name="delivery_status_created_idx"),
             models.Index(fields=["provider", "provider_message_id"], name="delivery_provider_msg_idx"),
-            # Admin: the newest-first list and the "created" filter; an exact phone search.
+            # Admin: the newest-first list and the "created" filter; an exact phone search; the
+            # provider filter; the kind filter for the rare kinds (system SMS are most rows).
             models.Index(fields=["-created_at"], name="delivery_created_idx"),
             models.Index(fields=["phone", "-created_at"], name="delivery_phone_created_idx"),
+            models.Index(fields=["provider", "-created_at"], name="delivery_provider_created_idx"),
+            models.Index(fields=["kind", "-created_at"], name="delivery_rare_kind_created_idx",
+                         condition=~models.Q(kind="system")),
         ]
         permissions = [("view_message_text", _("Can see the unmasked text of system SMS"))]
 

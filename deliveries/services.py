@@ -533,24 +533,13 @@ def delivery_retry(*, delivery: Delivery, by: str = "") -> Delivery:
     """
     delivery = Delivery.objects.select_related("account").get(pk=delivery.pk)
     now = timezone.now()
-    if delivery.status not in RETRYABLE_STATUSES or delivery.error_class == CANCELED:
-        raise DeliveryActionRefused(_("Only a failed or expired delivery that was not canceled can be retried."))
+    refusal = delivery_retry_refusal(delivery=delivery, now=now)
+    if refusal:
+        raise DeliveryActionRefused(refusal)
     if delivery.kind == DeliveryKind.SYSTEM:
-        if now >= delivery.valid_until:
-            raise DeliveryActionRefused(
-                _("This login code is past its validity window: a late code is useless, the user should ask "
-                  "for a new one."))
         valid_until = delivery.valid_until
     else:
-        if now - delivery.created_at > RETRY_MAX_AGE:
-            raise DeliveryActionRefused(_("This SMS is more than a day old and can no longer be retried."))
         valid_until = now + max(delivery.valid_until - delivery.created_at, timedelta(minutes=1))
-    if not delivery.account.is_active:
-        raise DeliveryActionRefused(_("The account is disabled."))
-    if not _route_candidates(delivery):
-        raise DeliveryActionRefused(
-            _("No route is left to try: every route of the account failed on this delivery or is broken or "
-              "inactive. Fix the route, then send a test SMS."))
     with transaction.atomic():
         moved = (Delivery.objects.filter(pk=delivery.pk, status__in=RETRYABLE_STATUSES).exclude(error_class=CANCELED)
                  .update(status=DeliveryStatus.PENDING, valid_until=valid_until, next_attempt_at=None,
@@ -564,6 +553,24 @@ def delivery_retry(*, delivery: Delivery, by: str = "") -> Delivery:
     logger.info("delivery retried by staff", extra={"delivery_id": str(delivery.pk)})
     delivery.refresh_from_db()
     return delivery
+
+
+def delivery_retry_refusal(*, delivery: Delivery, now=None):
+    """Why the retry policy (see delivery_retry) refuses this delivery now, or None if it allows it."""
+    now = now or timezone.now()
+    if delivery.status not in RETRYABLE_STATUSES or delivery.error_class == CANCELED:
+        return _("Only a failed or expired delivery that was not canceled can be retried.")
+    if delivery.kind == DeliveryKind.SYSTEM and now >= delivery.valid_until:
+        return _("This login code is past its validity window: a late code is useless, the user should ask "
+                 "for a new one.")
+    if delivery.kind != DeliveryKind.SYSTEM and now - delivery.created_at > RETRY_MAX_AGE:
+        return _("This SMS is more than a day old and can no longer be retried.")
+    if not delivery.account.is_active:
+        return _("The account is disabled.")
+    if not _route_candidates(delivery):
+        return _("No route is left to try: every route of the account failed on this delivery or is broken or "
+                 "inactive. Fix the route, then send a test SMS.")
+    return None
 
 
 def delivery_cancel(*, delivery: Delivery, by: str = "") -> Delivery:

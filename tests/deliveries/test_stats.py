@@ -18,8 +18,7 @@ from deliveries.services import (
     delivery_send,
     delivery_status_apply,
 )
-from tests.conftest import require_services
-from tests.staff import counters_snapshot, rebuilt_snapshot, set_state
+from tests.staff import counters_snapshot, rebuilt_snapshot, require_postgres, set_state
 
 pytestmark = pytest.mark.django_db
 
@@ -157,11 +156,7 @@ def test_concurrent_status_changes_keep_the_counters_exact(account, settings):
     """Threads race on the same deliveries: recounts of rows a worker just changed (as after the
     send path's UPDATE), status reports in any order, cancels. The counters end up equal to what a
     rebuild computes from the final rows: no change counted twice, none lost."""
-    if connection.vendor != "postgresql":
-        message = "the concurrency test needs PostgreSQL (row locks); set DATABASE_URL"
-        if require_services():
-            pytest.fail(message)
-        pytest.skip(message)
+    require_postgres("the concurrency test (row locks)")
     settings.SMSGATE_DEFAULT_ROUTE = "console"
     deliveries = [delivery_create(account=account, phone=f"+7912345{i:04d}", text="Код: 1").delivery
                   for i in range(40)]

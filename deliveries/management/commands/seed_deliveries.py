@@ -144,8 +144,10 @@ class Command(BaseCommand):
                         cursor.execute(definition)
                     self.stdout.write(f"  {len(dropped)} indexes rebuilt in {time.monotonic() - index_started:.1f} s")
             analyze_started = time.monotonic()
+            # VACUUM sets the visibility map (index-only scans); it cannot run inside a transaction.
+            command = "ANALYZE" if connection.in_atomic_block else "VACUUM ANALYZE"
             for model in (Delivery, Attempt, StatusEvent):
-                cursor.execute(f"VACUUM ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
+                cursor.execute(f"{command} {connection.ops.quote_name(model._meta.db_table)}")
             self.stdout.write(f"  vacuum and analyze in {time.monotonic() - analyze_started:.1f} s")
 
     @staticmethod
