@@ -33,7 +33,7 @@ from .models import Delivery, DeliveryKind, DeliveryStatus
 from .paginators import EstimatedCountPaginator
 from .phones import phone_mask, phone_normalise_for_search
 from .providers import PROVIDERS
-from .redaction import deployment_secret_values, mask_codes, redact, secret_values
+from .redaction import deployment_secret_values, mask_codes, personal_replacements, redact, secret_values
 from .services import DeliveryActionRefused, delivery_cancel, delivery_retry, delivery_retry_refusal
 
 # At most this many deliveries per bulk action (a "select all" over millions is refused).
@@ -181,21 +181,23 @@ class TimelineEntry:
         return status_badge(self.status) if self.status else ""
 
 
-def _pretty(value, secrets) -> str:
-    if value in (None, "", {}, []):
-        return ""
-    return json.dumps(redact(value, secrets), ensure_ascii=False, indent=2, sort_keys=True, default=str)
-
-
-def delivery_timeline(delivery: Delivery) -> list[TimelineEntry]:
+def delivery_timeline(delivery: Delivery, *, show_personal: bool = False) -> list[TimelineEntry]:
     """Acceptance, every provider attempt and every status report, in time order, with raw
-    provider replies (secrets cut out)."""
+    provider replies: secrets always cut out, the phone and text masked unless `show_personal`."""
     attempts = list(delivery.attempts.select_related("route").order_by("started_at", "id"))
     events = list(delivery.events.order_by("received_at", "id"))
     secrets = deployment_secret_values()
     for attempt in attempts:
         if attempt.route is not None:
             secrets |= secret_values(attempt.route.credentials, attempt.route.provider)
+    personal = {} if show_personal else personal_replacements(delivery.phone, delivery.text)
+
+    def _pretty(value, secrets) -> str:
+        if value in (None, "", {}, []):
+            return ""
+        return json.dumps(redact(value, secrets, personal), ensure_ascii=False, indent=2, sort_keys=True,
+                          default=str)
+
     entries = [TimelineEntry(delivery.created_at, gettext("Accepted"), DeliveryStatus.PENDING,
                              [(gettext("kind"), delivery.get_kind_display()),
                               (gettext("parts"), delivery.segments)])]
@@ -208,7 +210,7 @@ def delivery_timeline(delivery: Delivery) -> list[TimelineEntry]:
         for label, value in ((gettext("provider message ID"), attempt.provider_message_id),
                              (gettext("error class"), attempt.error_class),
                              (gettext("provider code"), attempt.provider_code),
-                             (gettext("error text"), redact(attempt.error_text, secrets))):
+                             (gettext("error text"), redact(attempt.error_text, secrets, personal))):
             if value:
                 details.append((label, value))
         entries.append(TimelineEntry(attempt.started_at, gettext("Attempt"), "", details,
@@ -338,7 +340,7 @@ class DeliveryAdmin(admin.ModelAdmin):
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
             context.update(
-                timeline=delivery_timeline(obj),
+                timeline=delivery_timeline(obj, show_personal=obj.viewer_sees_text),
                 can_retry=can_act(request) and delivery_retry_refusal(delivery=obj) is None,
                 can_cancel=can_act(request) and obj.status == DeliveryStatus.PENDING,
                 dashboard_url=reverse("admin:deliveries_delivery_dashboard") + f"?account={obj.account_id}",

@@ -5,6 +5,7 @@ import re
 
 from django.conf import settings
 
+from .phones import phone_mask
 from .providers import PROVIDERS
 
 MASK = "•"
@@ -34,17 +35,34 @@ def deployment_secret_values() -> set[str]:
     return secret_values(credentials, settings.SMSGATE_DEFAULT_ROUTE)
 
 
-def redact(value, secrets: set[str]):
-    """A copy of a JSON-like value with secret-named fields and known secret values masked."""
+def personal_replacements(phone: str, text: str) -> dict[str, str]:
+    """What a viewer without the "see the text" permission must not read in raw provider data:
+    the recipient (providers echo it, with or without "+") and the message (some echo the body)."""
+    masked_phone = phone_mask(phone)
+    replacements = {phone: masked_phone, phone.lstrip("+"): masked_phone.lstrip("+")}
+    if text and len(text) >= MIN_SECRET_LENGTH:
+        replacements[text] = mask_codes(text)
+    return replacements
+
+
+def redact(value, secrets: set[str], replacements: dict[str, str] | None = None):
+    """A copy of a JSON-like value with secret-named fields and known secret values masked, and
+    each key of `replacements` replaced by its value (in keys and in texts)."""
+    replacements = replacements or {}
     if isinstance(value, dict):
-        return {key: SECRET_MARK if _SECRET_NAME.search(str(key)) else redact(item, secrets)
+        return {redact(key, secrets, replacements):
+                SECRET_MARK if _SECRET_NAME.search(str(key)) else redact(item, secrets, replacements)
                 for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [redact(item, secrets) for item in value]
+        return [redact(item, secrets, replacements) for item in value]
     if isinstance(value, str):
         for secret in sorted(secrets, key=len, reverse=True):
             value = value.replace(secret, SECRET_MARK)
+        for plain in sorted(replacements, key=len, reverse=True):
+            value = value.replace(plain, replacements[plain])
         return value
     if value is not None and not isinstance(value, bool) and str(value) in secrets:
         return SECRET_MARK
+    if isinstance(value, int) and not isinstance(value, bool) and str(value) in replacements:
+        return replacements[str(value)]
     return value

@@ -160,7 +160,8 @@ def sent_delivery(account, smsru_route, fake_smsru, make):
                                                     "api_id": "route-secret-api-id-123"})
     # A provider that echoed the credential back in its reply, inside a text.
     Attempt.objects.filter(delivery=delivery).update(
-        raw_response={"status": "OK", "note": "called with route-secret-api-id-123", "sms": {"id": "x"}})
+        raw_response={"status": "OK", "note": "called with route-secret-api-id-123",
+                      "sms": {"79123456789": {"status": "OK", "sms_id": delivery.provider_message_id}}})
     return delivery
 
 
@@ -178,11 +179,22 @@ def test_system_sms_text_is_masked_without_the_permission(sent_delivery):
     viewer, _ = staff_client(*VIEWER)
     body = viewer.get(change_url(sent_delivery)).content.decode()
     assert "834622" not in body and "Код для входа: ••••••" in body
-    assert "+79123456789" not in body and "+7 912 ***-**-89" in body
+    # Not even in the raw provider reply, where SMS.ru echoes the number as a key.
+    assert "79123456789" not in body and "+7 912 ***-**-89" in body and "&quot;7 912 ***-**-89&quot;" in body
 
     reader, _ = staff_client(*VIEWER, "deliveries.view_message_text", username="reader")
     body = reader.get(change_url(sent_delivery)).content.decode()
-    assert "Код для входа: 834622" in body and "+79123456789" in body
+    assert "Код для входа: 834622" in body and "+79123456789" in body and "&quot;79123456789&quot;" in body
+
+
+def test_raw_data_is_redacted_in_keys_values_and_numbers():
+    from deliveries.redaction import personal_replacements, redact
+
+    raw = {"79123456789": {"status": "OK", "api_key": "k", "echo": "to +79123456789: Код 834622"},
+           "to": 79123456789, "token": {"nested": True}, "list": ["s3cret-value", 5]}
+    redacted = redact(raw, {"s3cret-value"}, personal_replacements("+79123456789", "Код 834622"))
+    assert redacted == {"7 912 ***-**-89": {"status": "OK", "api_key": "•••", "echo": "to +7 912 ***-**-89: Код ••••••"},
+                        "to": "7 912 ***-**-89", "token": "•••", "list": ["•••", 5]}
 
 
 def test_test_sms_text_is_not_masked(make):
