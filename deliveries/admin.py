@@ -428,9 +428,10 @@ def dashboard_context(request) -> dict:
     until = timezone.localdate()
     since = until - timedelta(days=DASHBOARD_DAYS - 1)
 
-    days = stats.daily_by_status(since=since, until=until, account_id=account_id)
+    rows = stats.summary_rows(since=since, until=until, account_id=account_id)
+    days = stats.daily_by_status(since=since, until=until, rows=rows)
     total = sum(sum(counts.values()) for counts in days.values())
-    providers = stats.provider_summaries(since=since, until=until, account_id=account_id)
+    providers = stats.provider_summaries(since=since, until=until, rows=rows)
     provider_rows = []
     for summary in providers:
         rate = summary.delivery_rate
@@ -452,7 +453,7 @@ def dashboard_context(request) -> dict:
              "finished": number_format(row["finished"], force_grouping=True)})
          for row in provider_rows if row["finished"] and row["provider_slug"]],
         colour=charts.STATUS_COLOURS[DeliveryStatus.DELIVERED])
-    failures = stats.top_failure_reasons(since=since, until=until, account_id=account_id)
+    failures = stats.top_failure_reasons(since=since, until=until, rows=rows)
     peak = max((f["n"] for f in failures), default=1)
     labels = dict(DeliveryStatus.choices)
     failure_chart = charts.horizontal_bars(

@@ -1,9 +1,11 @@
 """A paginator for big tables: never a COUNT(*) over millions of rows.
 
-Up to EXACT_UP_TO rows the count is exact, from a bounded count (`SELECT count(*) FROM (... LIMIT
-n)`, which stops early and uses the same index as the page itself). Beyond that, PostgreSQL's own
-estimate is used: the table's `pg_class.reltuples` without filters, the planner's row estimate
-(EXPLAIN) with them. Other databases (SQLite in development) count exactly.
+PostgreSQL's own estimate comes first: the table's `pg_class.reltuples` without filters, the
+planner's row estimate (EXPLAIN, nothing is run) with them. A big estimate is shown as it is. A
+small one is checked with a bounded count (`SELECT count(*) FROM (... LIMIT n)`, ordered like the
+page so it walks the same index and stops early): up to EXACT_UP_TO rows the count is exact, and
+an estimate that was too low costs at most n rows. Other databases (SQLite in development) count
+exactly.
 """
 
 import json
@@ -16,6 +18,8 @@ from django.utils.functional import cached_property
 logger = logging.getLogger(__name__)
 
 EXACT_UP_TO = 10_000
+# Estimates above this are trusted without a bounded count (they are rarely off by 10x).
+TRUSTED_ESTIMATE = 10 * EXACT_UP_TO
 
 
 def table_row_estimate(model, using="default") -> int | None:
@@ -38,6 +42,9 @@ def query_row_estimate(queryset) -> int | None:
 
 
 class EstimatedCountPaginator(Paginator):
+    exact_up_to = EXACT_UP_TO
+    trusted_estimate = TRUSTED_ESTIMATE
+
     @cached_property
     def count(self):
         queryset = self.object_list
@@ -45,15 +52,17 @@ class EstimatedCountPaginator(Paginator):
         if connection.vendor != "postgresql":
             return queryset.count()
         try:
-            if not queryset.query.where:
+            if queryset.query.where:
+                estimate = query_row_estimate(queryset)
+            else:
                 estimate = table_row_estimate(queryset.model, using=queryset.db)
-                if estimate is not None and estimate > EXACT_UP_TO:
-                    return estimate
+            if estimate is not None and estimate > self.trusted_estimate:
+                return estimate
             # Ordered like the page, so the bounded count walks the same index and stops early.
-            exact = queryset[: EXACT_UP_TO + 1].count()
-            if exact <= EXACT_UP_TO:
+            exact = queryset[: self.exact_up_to + 1].count()
+            if exact <= self.exact_up_to:
                 return exact
-            return max(query_row_estimate(queryset) or 0, exact)
+            return max(estimate or 0, exact)
         except DatabaseError:  # never let an estimate break the page
             logger.warning("row estimate failed; counting exactly", exc_info=True)
             return queryset.count()

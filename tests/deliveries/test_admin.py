@@ -131,21 +131,41 @@ def test_the_paginator_counts_small_results_exactly(make):
     assert paginator.count == 3 and paginator.num_pages == 2
 
 
-def test_the_paginator_estimates_big_results_on_postgresql(account):
+class SmallLimitsPaginator(EstimatedCountPaginator):
+    """The same rules with thresholds that a test table of a few thousand rows crosses."""
+
+    exact_up_to = 500
+    trusted_estimate = 2000
+
+
+def test_the_paginator_uses_postgresql_estimates_for_big_results(db):
     require_postgres("the row estimate")
     from django.core.management import call_command
 
-    call_command("seed_deliveries", count=EXACT_UP_TO + 2000, accounts=3, no_stats=True, stdout=open("/dev/null", "w"))
-    queryset = Delivery.objects.order_by("-created_at")
+    call_command("seed_deliveries", count=6000, accounts=3, no_stats=True, stdout=open("/dev/null", "w"))
+    queryset = Delivery.objects.order_by("-created_at", "-id")
     total = queryset.count()
-    with CaptureQueriesContext(connection) as captured:
-        estimate = EstimatedCountPaginator(queryset, 50).count
-    assert estimate == pytest.approx(total, rel=0.2)
-    assert not any("COUNT(" in q["sql"].upper() for q in captured)  # pg_class.reltuples only
-    filtered = EstimatedCountPaginator(queryset.filter(status=DeliveryStatus.DELIVERED), 50).count
-    assert filtered == pytest.approx(queryset.filter(status=DeliveryStatus.DELIVERED).count(), rel=0.2)
+
+    def count(qs):
+        with CaptureQueriesContext(connection) as captured:
+            value = SmallLimitsPaginator(qs, 50).count
+        return value, [q["sql"] for q in captured if "COUNT(" in q["sql"].upper()]
+
+    # The whole table: pg_class.reltuples, no count at all.
+    estimate, counts = count(queryset)
+    assert estimate == pytest.approx(total, rel=0.2) and counts == []
+    # A filter the planner expects thousands of rows for: its estimate, no count.
+    delivered = queryset.filter(status=DeliveryStatus.DELIVERED)
+    estimate, counts = count(delivered)
+    assert estimate == pytest.approx(delivered.count(), rel=0.2) and counts == []
+    # A small result: exact, from a count bounded by a LIMIT.
     rare = queryset.filter(status=DeliveryStatus.UNKNOWN)
-    assert EstimatedCountPaginator(rare, 50).count == rare.count()  # under the limit: exact
+    exact, counts = count(rare)
+    assert exact == rare.count() and len(counts) == 1 and "LIMIT 501" in counts[0].upper()
+    # A result bigger than the exact limit that the planner underestimates: at least the bound.
+    underestimated = queryset.filter(kind=DeliveryKind.SYSTEM, provider__in=["smsru", "console"])
+    value, _ = count(underestimated)
+    assert value > 500
 
 
 # --- the delivery's page --------------------------------------------------------------------------------

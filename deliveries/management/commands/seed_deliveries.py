@@ -15,6 +15,7 @@ minutes), system SMS mostly, a few test and bulk ones, a handful of "hot" phone 
 import random
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
@@ -30,7 +31,7 @@ from deliveries.providers import PROVIDERS
 SEED_INTEGRATION_UUID = uuid.UUID("00000000-0000-4000-8000-00000000c0de")
 SEED_AMO_ID_BASE = 90_000_000
 HOT_PHONES = [f"+7912000000{i}" for i in range(10)]
-CHUNK = 500_000
+CHUNK = 250_000
 
 # (upper bound of a uniform draw, status, error classes to pick from, provider code)
 FINAL_STATUS_SHARES = [
@@ -57,6 +58,8 @@ class Command(BaseCommand):
                             help="share of deliveries that get attempt and status-event rows")
         parser.add_argument("--seed", type=int, default=42, help="random seed (same seed, same data)")
         parser.add_argument("--no-stats", action="store_true", help="skip rebuilding the dashboard counters")
+        parser.add_argument("--workers", type=int, default=2,
+                            help="PostgreSQL connections generating in parallel (one per core)")
 
     def handle(self, *args, **options):
         if options["count"] <= 0:
@@ -73,7 +76,9 @@ class Command(BaseCommand):
         if not options["no_stats"]:
             stats_started = time.monotonic()
             today = timezone.localdate()
-            result = stats.stats_rebuild(since=today - timedelta(days=options["days"] + 1), until=today)
+            # The seeded keys come from stats.key_expression itself: no need to check them again.
+            result = stats.stats_rebuild(since=today - timedelta(days=options["days"] + 1), until=today,
+                                         check_keys=False)
             self.stdout.write(f"dashboard counters rebuilt for {result.days} days ({result.deliveries} deliveries, "
                               f"{result.keys_corrected} keys corrected) in {time.monotonic() - stats_started:.1f} s")
         self.stdout.write(self.style.SUCCESS(f"done in {time.monotonic() - started:.1f} s"))
@@ -114,55 +119,115 @@ class Command(BaseCommand):
         account_ids = [a.pk for a in accounts]
         route_ids = [routes.get((a.pk, slug)) for a in accounts for slug in slugs]
         key_sql, key_params = self.stats_key_sql()
-        table_empty = not Delivery.objects.exists()
+        sql = self.insert_sql(key_sql)
+        # Inside a transaction (tests) other connections cannot see the accounts: one connection then.
+        workers = 1 if connection.in_atomic_block else max(1, options["workers"])
+        chunks = [(first, min(first + CHUNK - 1, options["count"]), n)
+                  for n, first in enumerate(range(1, options["count"] + 1, CHUNK))]
+
+        def load(chunk):
+            first, last, n = chunk
+            started = time.monotonic()
+            with transaction.atomic(), connection.cursor() as cursor:
+                if superuser:  # skip per-row foreign-key triggers: every reference is generated valid
+                    cursor.execute("SET LOCAL session_replication_role = replica")
+                cursor.execute("SELECT setseed(%s)", [((options["seed"] * 7919 + n) % 10_000) / 10_000])
+                # Placeholders in the order they appear in the statement.
+                cursor.execute(sql, [*key_params, account_ids, HOT_PHONES, route_ids, slugs, len(account_ids),
+                                     len(slugs), options["days"], options["count"], first, last,
+                                     options["history_share"], options["history_share"]])
+            return last - first + 1, time.monotonic() - started
+
         with connection.cursor() as cursor:
-            cursor.execute("SELECT setseed(%s)", [(options["seed"] % 1000) / 1000])
             cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
             superuser = cursor.fetchone()[0]
-            dropped = self.drop_secondary_indexes(cursor) if table_empty else []
-            if superuser:  # skip per-row foreign-key triggers: every reference is generated valid
-                cursor.execute("SET session_replication_role = replica")
-            try:
-                done = 0
-                while done < options["count"]:
-                    size = min(CHUNK, options["count"] - done)
-                    chunk_started = time.monotonic()
-                    with transaction.atomic():
-                        cursor.execute(self.insert_sql(key_sql), [
-                            done + 1, done + size, options["days"], account_ids, len(account_ids), slugs,
-                            len(slugs), route_ids, HOT_PHONES, *key_params, options["history_share"],
-                            options["history_share"]])
-                    done += size
-                    self.stdout.write(f"  {done:>10,} deliveries ({time.monotonic() - chunk_started:.1f} s)")
-            finally:
-                if superuser:
-                    cursor.execute("SET session_replication_role = DEFAULT")
-                if dropped:  # also after a failure: the table must get its indexes back
-                    index_started = time.monotonic()
-                    cursor.execute("SET maintenance_work_mem = '256MB'")
-                    for definition in dropped:
-                        cursor.execute(definition)
-                    self.stdout.write(f"  {len(dropped)} indexes rebuilt in {time.monotonic() - index_started:.1f} s")
-            analyze_started = time.monotonic()
+            table_empty = not Delivery.objects.exists()
+            rebuild = self.drop_keys_and_indexes(cursor) if table_empty else None
+        try:
+            done = 0
+            for size, seconds in self.in_parallel(load, chunks, workers):
+                done += size
+                self.stdout.write(f"  {done:>10,} deliveries (a chunk in {seconds:.1f} s)")
+        finally:
+            if rebuild:  # also after a failure: the table must get its keys and indexes back
+                index_started = time.monotonic()
+                self.rebuild_keys_and_indexes(rebuild, workers)
+                self.stdout.write(f"  keys and indexes rebuilt in {time.monotonic() - index_started:.1f} s")
+        analyze_started = time.monotonic()
+        with connection.cursor() as cursor:
             # VACUUM sets the visibility map (index-only scans); it cannot run inside a transaction.
             command = "ANALYZE" if connection.in_atomic_block else "VACUUM ANALYZE"
             for model in (Delivery, Attempt, StatusEvent):
                 cursor.execute(f"{command} {connection.ops.quote_name(model._meta.db_table)}")
-            self.stdout.write(f"  vacuum and analyze in {time.monotonic() - analyze_started:.1f} s")
+        self.stdout.write(f"  vacuum and analyze in {time.monotonic() - analyze_started:.1f} s")
 
     @staticmethod
-    def drop_secondary_indexes(cursor) -> list[str]:
-        """Drop the deliveries table's plain indexes (not those behind constraints); return their
-        definitions to recreate them after the load."""
+    def in_parallel(function, items, workers):
+        """function(item) for each item, on `workers` threads (each with its own connection)."""
+        if workers == 1:
+            yield from map(function, items)
+            return
+
+        def run(item):
+            try:
+                return function(item)
+            finally:
+                connection.close()
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            yield from pool.map(run, items)
+
+    @staticmethod
+    def drop_keys_and_indexes(cursor) -> dict:
+        """On an empty table: drop the deliveries table's indexes, its primary and unique keys and
+        the foreign keys that point at it, and return what recreates them. Building an index once
+        by sorting is far cheaper than maintaining random UUID keys row by row."""
+        table = Delivery._meta.db_table
+        cursor.execute("""
+            SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid), c.contype,
+                   pg_get_indexdef(c.conindid)
+            FROM pg_constraint c
+            WHERE (c.conrelid = %s::regclass AND c.contype IN ('p', 'u'))
+               OR (c.confrelid = %s::regclass AND c.contype = 'f')
+        """, [table, table])
+        constraints = cursor.fetchall()
         cursor.execute("""
             SELECT i.indexname, i.indexdef FROM pg_indexes i
             WHERE i.tablename = %s AND i.schemaname = current_schema()
               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)
-        """, [Delivery._meta.db_table])
+        """, [table])
         indexes = cursor.fetchall()
+        quote = connection.ops.quote_name
+        for owner, name, _definition, _kind, _index in sorted(constraints, key=lambda c: c[3] != "f"):
+            cursor.execute(f"ALTER TABLE {quote(owner)} DROP CONSTRAINT {quote(name)}")
         for name, _definition in indexes:
-            cursor.execute(f"DROP INDEX {connection.ops.quote_name(name)}")
-        return [definition for _name, definition in indexes]
+            cursor.execute(f"DROP INDEX {quote(name)}")
+        keys = [(owner, name, kind, index) for owner, name, _d, kind, index in constraints if kind in "pu"]
+        return {
+            # Unique keys are built as plain unique indexes (in parallel with the others), then
+            # attached as constraints; the foreign keys come last, once the primary key is back.
+            "indexes": [definition for _name, definition in indexes] + [index for *_rest, index in keys],
+            "attach": [f"ALTER TABLE {quote(owner)} ADD CONSTRAINT {quote(name)} "
+                       f"{'PRIMARY KEY' if kind == 'p' else 'UNIQUE'} USING INDEX {quote(name)}"
+                       for owner, name, kind, _index in keys],
+            "foreign_keys": [f"ALTER TABLE {quote(owner)} ADD CONSTRAINT {quote(name)} {definition}"
+                             for owner, name, definition, kind, _index in constraints if kind == "f"],
+        }
+
+    def rebuild_keys_and_indexes(self, rebuild: dict, workers: int):
+        def build(statement):
+            with connection.cursor() as cursor:
+                cursor.execute("SET maintenance_work_mem = '512MB'")  # sorts in memory
+                if workers > 1:  # our threads already use the cores
+                    cursor.execute("SET max_parallel_maintenance_workers = 0")
+                cursor.execute(statement)
+
+        # Biggest first, so the two threads finish together.
+        for _ in self.in_parallel(build, sorted(rebuild["indexes"], key=lambda d: "UNIQUE" not in d), workers):
+            pass
+        with connection.cursor() as cursor:
+            for statement in rebuild["attach"] + rebuild["foreign_keys"]:
+                cursor.execute(statement)
 
     @staticmethod
     def stats_key_sql():
@@ -182,41 +247,22 @@ class Command(BaseCommand):
             f"WHEN '{status.value}' THEN (ARRAY{[e for e in classes]!r})[1 + floor(r_err * {len(classes)})::int]"
             for _, status, classes, _ in FINAL_STATUS_SHARES)
         codes = "\n".join(f"WHEN '{status.value}' THEN '{code}'" for _, status, _, code in FINAL_STATUS_SHARES)
+        # Nested subqueries, not CTEs: random() would make every CTE materialise its rows.
         return f"""
-WITH params AS (
-    SELECT %s::bigint AS first_n, %s::bigint AS last_n, %s::int AS days, %s::bigint[] AS account_ids,
-           %s::int AS n_accounts, %s::text[] AS providers, %s::int AS n_providers, %s::bigint[] AS route_ids,
-           %s::text[] AS hot_phones
-),
-draws AS (
-    SELECT g, p.*, random() AS r_acc, random() AS r_time, random() AS r_status, random() AS r_err,
-           random() AS r_kind, random() AS r_provider, random() AS r_phone, random() AS r_sent, random() AS r_done,
-           random() AS r_code
-    FROM params p, generate_series((SELECT first_n FROM params), (SELECT last_n FROM params)) AS g
-),
-shaped AS (
-    SELECT d.*,
-        floor(n_accounts * power(r_acc, 2.5))::int AS acc_idx,
-        now() - (days * 86400 * r_time) * interval '1 second' AS created,
-        CASE WHEN r_provider < 0.7 OR n_providers = 1 THEN 0
-             ELSE 1 + floor((r_provider - 0.7) / 0.3 * (n_providers - 1))::int END AS provider_idx,
-        CASE WHEN r_kind < 0.97 THEN 'system' WHEN r_kind < 0.99 THEN 'bulk' ELSE 'test' END AS kind_value
-    FROM draws d
-),
-stated AS (
-    SELECT s.*,
-        CASE WHEN created > now() - interval '2 minutes' AND r_status < 0.5 THEN
-                  CASE WHEN r_status < 0.25 THEN 'pending' ELSE 'sending' END
-             {thresholds}
-        END AS status_value
-    FROM shaped s
-),
-deliveries_delivery AS (
+WITH inserted AS (
+    INSERT INTO {table} (id, account_id, kind, phone, text, encoding, segments, status, route_id, provider,
+        provider_message_id, error_class, error_code, error_text, jti, valid_until, attempt_count,
+        next_attempt_at, created_at, updated_at, sent_at, finished_at, stats_key)
+    SELECT id, account_id, kind, phone, text, encoding, segments, status, route_id, provider,
+        provider_message_id, error_class, error_code, error_text, jti, valid_until, attempt_count,
+        next_attempt_at, created_at, coalesce(finished_at, sent_at, created_at), sent_at, finished_at,
+        {key_sql}
+    FROM (
     SELECT
         gen_random_uuid() AS id,
-        account_ids[acc_idx + 1] AS account_id,
+        (%s::bigint[])[acc_idx + 1] AS account_id,
         kind_value AS kind,
-        CASE WHEN r_phone < 0.001 THEN hot_phones[1 + mod(g, 10)::int]
+        CASE WHEN r_phone < 0.001 THEN (%s::text[])[1 + mod(g, 10)::int]
              ELSE '+79' || lpad(floor(r_phone * 1e9)::bigint::text, 9, '0') END AS phone,
         CASE kind_value
             WHEN 'system' THEN 'Код для входа: ' || lpad(floor(r_code * 1e6)::int::text, 6, '0')
@@ -226,42 +272,54 @@ deliveries_delivery AS (
         CASE kind_value WHEN 'test' THEN 'gsm7' ELSE 'ucs2' END AS encoding,
         CASE kind_value WHEN 'bulk' THEN 2 ELSE 1 END AS segments,
         status_value AS status,
-        CASE WHEN status_value IN ('pending', 'sending')
-                  OR (status_value = 'failed' AND r_err < 0.4) THEN NULL
-             ELSE route_ids[acc_idx * n_providers + provider_idx + 1] END AS route_id,
-        CASE WHEN status_value IN ('pending', 'sending')
-                  OR (status_value = 'failed' AND r_err < 0.4) THEN ''
-             ELSE providers[provider_idx + 1] END AS provider,
+        CASE WHEN no_provider THEN NULL
+             ELSE (%s::bigint[])[acc_idx * n_providers + provider_idx + 1] END AS route_id,
+        CASE WHEN no_provider THEN '' ELSE (%s::text[])[provider_idx + 1] END AS provider,
         CASE WHEN status_value IN ('pending', 'sending', 'failed', 'rejected') THEN ''
              ELSE to_char(created, 'YYMMDD') || '-' || g END AS provider_message_id,
         CASE status_value {errors} ELSE '' END AS error_class,
         CASE WHEN status_value IN ('delivered', 'sent') THEN '' ELSE CASE status_value {codes} ELSE '' END
         END AS error_code,
         '' AS error_text,
-        CASE kind_value WHEN 'system' THEN md5(g::text || ':' || r_code::text) END AS jti,
+        CASE kind_value WHEN 'system' THEN 'seed-' || g END AS jti,
         created + interval '10 minutes' AS valid_until,
         CASE WHEN status_value = 'pending' THEN 0 ELSE 1 END AS attempt_count,
         NULL::timestamptz AS next_attempt_at,
         created AS created_at,
         CASE WHEN status_value IN ('sent', 'delivered', 'undelivered', 'expired', 'unknown')
-             THEN created + (0.3 + power(r_sent, 2) * 5) * interval '1 second' END AS sent_at,
+             THEN created + (0.3 + r_sent * r_sent * 5) * interval '1 second' END AS sent_at,
         CASE WHEN status_value = 'delivered'
-                  THEN created + (2 + power(r_done, 3) * 300) * interval '1 second'
+                  THEN created + (2 + r_done * r_done * r_done * 300) * interval '1 second'
              WHEN status_value IN ('undelivered', 'expired')
                   THEN created + (60 + r_done * 3600) * interval '1 second'
              WHEN status_value IN ('rejected', 'failed') THEN created + interval '1 second' END AS finished_at
-    FROM stated
-),
-inserted AS (
-    INSERT INTO {table} (id, account_id, kind, phone, text, encoding, segments, status, route_id, provider,
-        provider_message_id, error_class, error_code, error_text, jti, valid_until, attempt_count,
-        next_attempt_at, created_at, updated_at, sent_at, finished_at, stats_key)
-    SELECT id, account_id, kind, phone, text, encoding, segments, status, route_id, provider,
-        provider_message_id, error_class, error_code, error_text, jti, valid_until, attempt_count,
-        next_attempt_at, created_at, coalesce(finished_at, sent_at, created_at), sent_at, finished_at,
-        {key_sql}
-    FROM deliveries_delivery
-    RETURNING id, status, provider, route_id, provider_message_id, error_class, error_code, created_at, sent_at,
+    FROM (
+        SELECT s.*, status_value IN ('pending', 'sending') OR (status_value = 'failed' AND r_err < 0.4)
+                    AS no_provider
+        FROM (
+            SELECT d.*,
+                floor(n_accounts * power(r_acc, 2.5))::int AS acc_idx,
+                -- Oldest first, as a live table grows: creation time follows the row order.
+                now() - age * interval '1 second' AS created,
+                CASE WHEN r_provider < 0.7 OR n_providers = 1 THEN 0
+                     ELSE 1 + floor((r_provider - 0.7) / 0.3 * (n_providers - 1))::int END AS provider_idx,
+                CASE WHEN r_kind < 0.97 THEN 'system' WHEN r_kind < 0.99 THEN 'bulk' ELSE 'test' END AS kind_value,
+                CASE WHEN age < 120 AND r_status < 0.5 THEN
+                          CASE WHEN r_status < 0.25 THEN 'pending' ELSE 'sending' END
+                     {thresholds}
+                END AS status_value
+            FROM (
+                SELECT g, %s::int AS n_accounts, %s::int AS n_providers,
+                       %s::int * 86400 * (1 - (g - 1 + random()) / %s::bigint) AS age,
+                       random() AS r_acc, random() AS r_status, random() AS r_err, random() AS r_kind,
+                       random() AS r_provider, random() AS r_phone, random() AS r_sent, random() AS r_done,
+                       random() AS r_code
+                FROM generate_series(%s::bigint, %s::bigint) AS g
+            ) d
+        ) s
+    ) s
+    ) AS deliveries_delivery
+    RETURNING id, status, provider, route_id, provider_message_id, error_class, error_code, created_at,
               finished_at
 ),
 with_history AS (
