@@ -11,6 +11,7 @@ exactly.
 import json
 import logging
 
+from django.core.exceptions import EmptyResultSet
 from django.core.paginator import Paginator
 from django.db import DatabaseError, connections
 from django.utils.functional import cached_property
@@ -63,6 +64,8 @@ class EstimatedCountPaginator(Paginator):
             if exact <= self.exact_up_to:
                 return exact
             return max(estimate or 0, exact)
+        except EmptyResultSet:  # a filter that can match nothing (e.g. a search that names nothing)
+            return 0
         except DatabaseError:  # never let an estimate break the page
             logger.warning("row estimate failed; counting exactly", exc_info=True)
             return queryset.count()

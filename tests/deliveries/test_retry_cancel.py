@@ -5,7 +5,7 @@ Sends are real HTTP to the local fake SMS.ru."""
 from datetime import timedelta
 
 import pytest
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from deliveries.models import Delivery, DeliveryKind, DeliveryStatus, StatusEvent
 from deliveries.services import (
@@ -20,6 +20,12 @@ from tests.deliveries.test_endpoint import queued_task_ids
 from tests.staff import age, counters_snapshot, rebuilt_snapshot, set_state
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _english():
+    with translation.override("en"):  # the refusal messages are matched in English
+        yield
 
 
 @pytest.fixture

@@ -122,6 +122,7 @@ class Command(BaseCommand):
         sql = self.insert_sql(key_sql)
         # Inside a transaction (tests) other connections cannot see the accounts: one connection then.
         workers = 1 if connection.in_atomic_block else max(1, options["workers"])
+        run = uuid.uuid4().hex[:8]  # token ids (jti) stay unique when seeding again
         chunks = [(first, min(first + CHUNK - 1, options["count"]), n)
                   for n, first in enumerate(range(1, options["count"] + 1, CHUNK))]
 
@@ -133,7 +134,7 @@ class Command(BaseCommand):
                     cursor.execute("SET LOCAL session_replication_role = replica")
                 cursor.execute("SELECT setseed(%s)", [((options["seed"] * 7919 + n) % 10_000) / 10_000])
                 # Placeholders in the order they appear in the statement.
-                cursor.execute(sql, [*key_params, account_ids, HOT_PHONES, route_ids, slugs, len(account_ids),
+                cursor.execute(sql, [*key_params, account_ids, HOT_PHONES, route_ids, slugs, run, len(account_ids),
                                      len(slugs), options["days"], options["count"], first, last,
                                      options["history_share"], options["history_share"]])
             return last - first + 1, time.monotonic() - started
@@ -281,7 +282,7 @@ WITH inserted AS (
         CASE WHEN status_value IN ('delivered', 'sent') THEN '' ELSE CASE status_value {codes} ELSE '' END
         END AS error_code,
         '' AS error_text,
-        CASE kind_value WHEN 'system' THEN 'seed-' || g END AS jti,
+        CASE kind_value WHEN 'system' THEN 'seed-' || %s || '-' || g END AS jti,
         created + interval '10 minutes' AS valid_until,
         CASE WHEN status_value = 'pending' THEN 0 ELSE 1 END AS attempt_count,
         NULL::timestamptz AS next_attempt_at,
@@ -412,5 +413,10 @@ WHERE status IN ('delivered', 'undelivered', 'expired') AND get_byte(uuid_send(i
                         outcome=AttemptOutcome.SENT if d.sent_at else AttemptOutcome.FAILED,
                         provider_message_id=d.provider_message_id, raw_response={"status": "OK"})
                 for d in history])
+            StatusEvent.objects.bulk_create([
+                StatusEvent(delivery=d, source=StatusEvent.Source.WEBHOOK, status=d.status, occurred_at=d.finished_at,
+                            applied=True, raw={"sms_id": d.provider_message_id, "status": d.status})
+                for d in history if d.status in (DeliveryStatus.DELIVERED, DeliveryStatus.UNDELIVERED,
+                                                 DeliveryStatus.EXPIRED)])
         batch.clear()
         history.clear()
