@@ -93,6 +93,13 @@ def test_no_admin_page_renders_a_stored_secret(superuser_and_user, account, rout
         body = response.content.decode()
         assert ROUTE_SECRET not in body, url
         assert SECRET not in body, url
+    # Staff who may only look get the same pages read-only: the secret is not there either.
+    viewer, _ = staff_client("accounts.view_account", "accounts.view_providerroute", "accounts.view_integration",
+                             username="viewer")
+    for url in [u for u in urls if "/accounts/" in u and not u.endswith(("/add/", "/test-sms/"))]:
+        response = viewer.get(url)
+        assert response.status_code == 200, url
+        assert ROUTE_SECRET not in response.content.decode() and SECRET not in response.content.decode(), url
 
 
 def test_route_credentials_are_write_only_and_empty_keeps_them(superuser, account, route):
