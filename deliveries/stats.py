@@ -132,7 +132,7 @@ def _apply(day_deltas: Counter, hour_deltas: Counter):
 
 def delivery_created(*, delivery: Delivery):
     """Count a new delivery (pending). Call inside the transaction that inserts it."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # all or nothing with the caller's transaction
         Delivery.objects.filter(pk=delivery.pk, stats_key__isnull=True).update(stats_key=PENDING_KEY.encode())
         day = timezone.localdate(delivery.created_at)
         _apply(Counter({(day, delivery.account_id, PENDING_KEY): 1}),
@@ -142,7 +142,7 @@ def delivery_created(*, delivery: Delivery):
 def delivery_recount(*, delivery_id) -> bool:
     """Move a delivery's count to the key of its current state; True if anything changed.
     Safe to call after any change, any number of times, from any process."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         row = (Delivery.objects.select_for_update().filter(pk=delivery_id)
                .values("account_id", "created_at", "status", "provider", "error_class", "finished_at", "stats_key")
                .first())
