@@ -13,7 +13,7 @@ from django.utils import timezone
 from accounts.models import Account
 from deliveries.admin import delivery_search_q, search_phone
 from deliveries.models import Attempt, Delivery, DeliveryKind, DeliveryStatus, StatusEvent
-from deliveries.paginators import EXACT_UP_TO, EstimatedCountPaginator
+from deliveries.paginators import EstimatedCountPaginator
 from deliveries.services import delivery_create, delivery_send, delivery_status_apply
 from tests.staff import age, queries_touching_deliveries, require_postgres, set_state, staff_client
 
@@ -214,8 +214,9 @@ def test_raw_data_is_redacted_in_keys_values_and_numbers():
     raw = {"79123456789": {"status": "OK", "api_key": "k", "echo": "to +79123456789: Код 834622"},
            "to": 79123456789, "token": {"nested": True}, "list": ["s3cret-value", 5]}
     redacted = redact(raw, {"s3cret-value"}, personal_replacements("+79123456789", "Код 834622"))
-    assert redacted == {"7 912 ***-**-89": {"status": "OK", "api_key": "•••", "echo": "to +7 912 ***-**-89: Код ••••••"},
-                        "to": "7 912 ***-**-89", "token": "•••", "list": ["•••", 5]}
+    assert redacted == {
+        "7 912 ***-**-89": {"status": "OK", "api_key": "•••", "echo": "to +7 912 ***-**-89: Код ••••••"},
+        "to": "7 912 ***-**-89", "token": "•••", "list": ["•••", 5]}
 
 
 def test_test_sms_text_is_not_masked(make):

@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from django.db import connection, connections
+from django.db import connections
 from django.utils import timezone
 
 from deliveries import stats
@@ -18,7 +18,7 @@ from deliveries.services import (
     delivery_send,
     delivery_status_apply,
 )
-from tests.staff import counters_snapshot, rebuilt_snapshot, require_postgres, set_state
+from tests.staff import counters_snapshot, rebuilt_snapshot, require_postgres
 
 pytestmark = pytest.mark.django_db
 
