@@ -1,48 +1,479 @@
-from django.contrib import admin
+"""Staff review of deliveries: a read-only list that stays fast at millions of rows, a delivery's
+timeline, retry and cancel (through the services), and the dashboard.
 
-from .models import Attempt, Delivery, StatusEvent
+Speed rules for the list (see README "Admin"): an estimated count, no full count, no facets, no
+date hierarchy, no foreign-key filter, filters with fixed choices, sorting by creation time only,
+and a search that turns the term into exact matches on indexed columns.
+"""
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Q
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.formats import number_format
+from django.utils.html import format_html
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import Account
+
+from . import charts, stats
+from .models import Delivery, DeliveryKind, DeliveryStatus
+from .paginators import EstimatedCountPaginator
+from .phones import phone_mask, phone_normalise_for_search
+from .providers import PROVIDERS
+from .redaction import deployment_secret_values, mask_codes, personal_replacements, redact, secret_values
+from .services import DeliveryActionRefused, delivery_cancel, delivery_retry, delivery_retry_refusal
+
+# At most this many deliveries per bulk action (a "select all" over millions is refused).
+ACTION_LIMIT = 500
+VIEW_TEXT_PERMISSION = "deliveries.view_message_text"
+ACT_PERMISSION = "deliveries.change_delivery"
+_AMO_HOST = re.compile(r"^([a-z0-9-]+)\.(amocrm\.ru|amocrm\.com|kommo\.com)$")
+_PHONE_LIKE = re.compile(r"^\+?[\d\s().\-]+$")
 
 
-class AttemptInline(admin.TabularInline):
-    model = Attempt
-    extra = 0
-    can_delete = False
-    exclude = ("raw_response",)
+# --- list filters: fixed choices, never a DISTINCT over the table ------------------------------------
+class ProviderFilter(admin.SimpleListFilter):
+    title = _("provider")
+    parameter_name = "provider"
 
-    def has_change_permission(self, request, obj=None):
-        return False
+    def lookups(self, request, model_admin):
+        return [(slug, provider.name) for slug, provider in sorted(PROVIDERS.items())]
 
-    def has_add_permission(self, request, obj=None):
-        return False
-
-
-class StatusEventInline(admin.TabularInline):
-    """Every status report kept for the delivery, raw, with whether it moved the delivery."""
-
-    model = StatusEvent
-    extra = 0
-    can_delete = False
-    fields = ("received_at", "source", "status", "provider_code", "error_class", "occurred_at", "applied", "raw")
-    readonly_fields = fields
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_add_permission(self, request, obj=None):
-        return False
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(provider=self.value())
+        return queryset
 
 
+class CreatedFilter(admin.SimpleListFilter):
+    title = _("created")
+    parameter_name = "created"
+
+    def lookups(self, request, model_admin):
+        return [("today", _("Today")), ("7d", _("Past 7 days")), ("30d", _("Past 30 days"))]
+
+    def queryset(self, request, queryset):
+        since = created_since(self.value())
+        return queryset.filter(created_at__gte=since) if since else queryset
+
+
+def created_since(choice):
+    now = timezone.localtime()
+    if choice == "today":
+        return now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if choice == "7d":
+        return now - timedelta(days=7)
+    if choice == "30d":
+        return now - timedelta(days=30)
+    return None
+
+
+# --- search: every interpretation of the term is an exact match on an indexed column ---------------
+def _digits(term: str) -> str:
+    return re.sub(r"\D", "", term)
+
+
+def search_phone(term: str) -> str | None:
+    """E.164 of a phone number typed in any common format, or None if the term is not one."""
+    if not _PHONE_LIKE.match(term) or not 10 <= len(_digits(term)) <= 15:
+        return None
+    return phone_normalise_for_search(term) or phone_normalise_for_search("+" + _digits(term))
+
+
+def search_account_ids(term: str) -> list[int]:
+    """Accounts the term names: our id or amoCRM's (digits), or a subdomain (or its full host)."""
+    if term.isdigit():
+        if len(term) >= 10:
+            return []
+        number = int(term)
+        return list(Account.objects.filter(Q(pk=number) | Q(amo_id=number)).values_list("pk", flat=True)[:50])
+    host = _AMO_HOST.match(term.lower())
+    subdomain = host.group(1) if host else term.lower()
+    if not re.fullmatch(r"[a-z0-9-]{1,63}", subdomain):
+        return []
+    return list(Account.objects.filter(subdomain=subdomain).values_list("pk", flat=True)[:50])
+
+
+def delivery_search_q(raw_term: str) -> Q:
+    """The filter for a search box term: a delivery id, a phone, an account (id, amoCRM id or
+    subdomain) or a provider message id. Each is an exact match that an index serves."""
+    term = raw_term.strip()
+    conditions = []
+    try:
+        conditions.append(Q(pk=uuid.UUID(term)))
+    except ValueError:
+        pass
+    phone = search_phone(term)
+    if phone:
+        conditions.append(Q(phone=phone))
+    account_ids = search_account_ids(term)
+    if account_ids:
+        conditions.append(Q(account_id__in=account_ids))
+    if 0 < len(term) <= 100:
+        # (provider, provider_message_id) is indexed; listing the providers lets it serve an id alone.
+        matches = list(Delivery.objects.filter(provider__in=sorted(PROVIDERS), provider_message_id=term)
+                       .values_list("pk", flat=True)[:100])
+        if matches:
+            conditions.append(Q(pk__in=matches))
+    if not conditions:
+        return Q(pk__in=[])
+    combined = conditions[0]
+    for condition in conditions[1:]:
+        combined |= condition
+    return combined
+
+
+# --- display helpers -----------------------------------------------------------------------------------
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 0:
+        seconds = 0
+    if seconds < 60:
+        return gettext("%(seconds)s s") % {"seconds": number_format(round(seconds, 1), 1)}
+    if seconds < 3600:
+        return gettext("%(minutes)d min %(seconds)d s") % {"minutes": seconds // 60, "seconds": seconds % 60}
+    return gettext("%(hours)d h %(minutes)d min") % {"hours": seconds // 3600, "minutes": seconds % 3600 // 60}
+
+
+def status_badge(status: str):
+    label = dict(DeliveryStatus.choices).get(status, status)
+    return format_html('<span class="sms-badge" style="background:{}">{}</span>',
+                       charts.STATUS_COLOURS.get(status, "#78909c"), label)
+
+
+def seconds_between(start, end) -> float | None:
+    return (end - start).total_seconds() if start and end else None
+
+
+def can_view_text(request) -> bool:
+    return request.user.has_perm(VIEW_TEXT_PERMISSION)
+
+
+def can_act(request) -> bool:
+    return request.user.has_perm(ACT_PERMISSION)
+
+
+# --- the delivery's timeline ---------------------------------------------------------------------------
+@dataclass
+class TimelineEntry:
+    at: object
+    title: str
+    status: str = ""
+    details: list = field(default_factory=list)
+    raw: str = ""
+
+    @property
+    def badge(self):
+        return status_badge(self.status) if self.status else ""
+
+
+def delivery_timeline(delivery: Delivery, *, show_personal: bool = False) -> list[TimelineEntry]:
+    """Acceptance, every provider attempt and every status report, in time order, with raw
+    provider replies: secrets always cut out, the phone and text masked unless `show_personal`."""
+    attempts = list(delivery.attempts.select_related("route").order_by("started_at", "id"))
+    events = list(delivery.events.order_by("received_at", "id"))
+    secrets = deployment_secret_values()
+    for attempt in attempts:
+        if attempt.route is not None:
+            secrets |= secret_values(attempt.route.credentials, attempt.route.provider)
+    personal = {} if show_personal else personal_replacements(delivery.phone, delivery.text)
+
+    def _pretty(value, secrets) -> str:
+        if value in (None, "", {}, []):
+            return ""
+        return json.dumps(redact(value, secrets, personal), ensure_ascii=False, indent=2, sort_keys=True,
+                          default=str)
+
+    entries = [TimelineEntry(delivery.created_at, gettext("Accepted"), DeliveryStatus.PENDING,
+                             [(gettext("kind"), delivery.get_kind_display()),
+                              (gettext("parts"), delivery.segments)])]
+    for attempt in attempts:
+        details = [(gettext("provider"), attempt.provider),
+                   (gettext("outcome"), attempt.get_outcome_display()),
+                   (gettext("latency, ms"), attempt.latency_ms if attempt.latency_ms is not None else "—")]
+        if attempt.route_id:
+            details.append((gettext("route"), f"#{attempt.route_id} {attempt.route}" if attempt.route else "—"))
+        for label, value in ((gettext("provider message ID"), attempt.provider_message_id),
+                             (gettext("error class"), attempt.error_class),
+                             (gettext("provider code"), attempt.provider_code),
+                             (gettext("error text"), redact(attempt.error_text, secrets, personal))):
+            if value:
+                details.append((label, value))
+        entries.append(TimelineEntry(attempt.started_at, gettext("Attempt"), "", details,
+                                     _pretty(attempt.raw_response, secrets)))
+    for event in events:
+        details = [(gettext("source"), event.get_source_display()),
+                   (gettext("applied"), gettext("yes") if event.applied else gettext("no, the status was already "
+                                                                                    "further"))]
+        for label, value in ((gettext("provider code"), event.provider_code),
+                             (gettext("error class"), event.error_class),
+                             (gettext("occurred"), event.occurred_at)):
+            if value:
+                details.append((label, value))
+        entries.append(TimelineEntry(event.received_at, gettext("Status report"), event.status, details,
+                                     _pretty(event.raw, secrets)))
+    entries.sort(key=lambda entry: entry.at)
+    return entries
+
+
+# --- the admin -----------------------------------------------------------------------------------------
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "account", "kind", "status", "provider", "segments")
-    list_filter = ("status", "kind")
+    list_display = ("created_at", "account_subdomain", "masked_phone", "kind", "status_label", "provider",
+                    "segments", "time_to_sent", "time_to_delivered")
+    list_display_links = ("created_at",)
+    list_filter = ("status", "kind", ProviderFilter, CreatedFilter)
     list_select_related = ("account",)
+    list_per_page = 50
+    ordering = ("-created_at",)
+    sortable_by = ("created_at",)
     show_full_result_count = False
-    exclude = ("text",)
-    inlines = [AttemptInline, StatusEventInline]
+    show_facets = admin.ShowFacets.NEVER
+    paginator = EstimatedCountPaginator
+    search_fields = ("phone",)  # shows the search box; get_search_results does the work
+    search_help_text = _("An exact phone number in any format, a delivery ID, a provider message ID, "
+                         "an account ID, amoCRM account ID or subdomain.")
+    actions = ("retry_selected", "cancel_selected")
+    change_form_template = "admin/deliveries/delivery/change_form.html"
+    fieldsets = (
+        (None, {"fields": ("id", "account_link", "kind", "status_label", "phone_display", "message_text",
+                           "encoding", "segments", "jti")}),
+        (_("Provider"), {"fields": ("route_link", "provider", "provider_message_id", "error_class", "error_code",
+                                    "error_text")}),
+        (_("Times"), {"fields": ("created_at", "valid_until", "sent_at", "finished_at", "time_to_sent",
+                                 "time_to_delivered", "attempt_count", "next_attempt_at", "updated_at")}),
+    )
+
+    class Media:
+        css = {"all": ["deliveries/admin.css"]}
+
+    # Read-only: staff look and act through services, never edit rows.
+    def has_add_permission(self, request):
+        return False
 
     def has_change_permission(self, request, obj=None):
         return False
 
-    def has_add_permission(self, request):
+    def has_delete_permission(self, request, obj=None):
         return False
+
+    def has_act_permission(self, request):
+        return can_act(request)
+
+    def get_object(self, request, object_id, from_field=None):
+        try:
+            obj = self.get_queryset(request).select_related("account", "route").get(pk=object_id)
+        except (Delivery.DoesNotExist, ValidationError, ValueError):
+            return None
+        # Per request, on the object: the admin instance is shared by every thread.
+        obj.viewer_sees_text = can_view_text(request)
+        return obj
+
+    def get_search_results(self, request, queryset, search_term):
+        if not search_term.strip():
+            return queryset, False
+        return queryset.filter(delivery_search_q(search_term)), False
+
+    # columns and fields
+    @admin.display(description=_("account"))
+    def account_subdomain(self, obj):
+        return obj.account.subdomain
+
+    @admin.display(description=_("account"))
+    def account_link(self, obj):
+        url = reverse("admin:accounts_account_change", args=[obj.account_id])
+        return format_html('<a href="{}">{}</a>', url, obj.account)
+
+    @admin.display(description=_("route"))
+    def route_link(self, obj):
+        if not obj.route_id:
+            return "—"
+        url = reverse("admin:accounts_providerroute_change", args=[obj.route_id])
+        return format_html('<a href="{}">{}</a>', url, obj.route)
+
+    @admin.display(description=_("phone"))
+    def masked_phone(self, obj):
+        return phone_mask(obj.phone)
+
+    @admin.display(description=_("phone"))
+    def phone_display(self, obj):
+        return obj.phone if getattr(obj, "viewer_sees_text", False) else phone_mask(obj.phone)
+
+    @admin.display(description=_("text"))
+    def message_text(self, obj):
+        if obj.kind == DeliveryKind.TEST or getattr(obj, "viewer_sees_text", False):
+            return obj.text
+        return format_html('{} <span class="help">({})</span>', mask_codes(obj.text),
+                           gettext("digits hidden: viewing them needs the “see the text” permission"))
+
+    @admin.display(description=_("status"))
+    def status_label(self, obj):
+        return status_badge(obj.status)
+
+    @admin.display(description=_("to sent"))
+    def time_to_sent(self, obj):
+        return format_seconds(seconds_between(obj.created_at, obj.sent_at))
+
+    @admin.display(description=_("to delivered"))
+    def time_to_delivered(self, obj):
+        if obj.status != DeliveryStatus.DELIVERED:
+            return "—"
+        return format_seconds(seconds_between(obj.created_at, obj.finished_at))
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f for fieldset in self.fieldsets for f in fieldset[1]["fields"]]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context.update(
+                timeline=delivery_timeline(obj, show_personal=obj.viewer_sees_text),
+                can_retry=can_act(request) and delivery_retry_refusal(delivery=obj) is None,
+                can_cancel=can_act(request) and obj.status == DeliveryStatus.PENDING,
+                dashboard_url=reverse("admin:deliveries_delivery_dashboard") + f"?account={obj.account_id}",
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "dashboard_url": reverse("admin:deliveries_delivery_dashboard")}
+        return super().changelist_view(request, extra_context)
+
+    # actions
+    def _act_on(self, request, queryset, service, done_message):
+        if queryset[:ACTION_LIMIT + 1].count() > ACTION_LIMIT:
+            self.message_user(request, gettext("Select at most %(limit)d deliveries at a time.")
+                              % {"limit": ACTION_LIMIT}, messages.ERROR)
+            return
+        done, refused = 0, {}
+        for delivery in queryset.select_related(None).only("pk")[:ACTION_LIMIT]:
+            try:
+                service(delivery=delivery, by=request.user.get_username())
+                done += 1
+            except DeliveryActionRefused as exc:
+                refused[str(exc.message)] = refused.get(str(exc.message), 0) + 1
+        if done:
+            self.message_user(request, done_message % {"count": done}, messages.SUCCESS)
+        for reason, count in refused.items():
+            self.message_user(request, gettext("Not done for %(count)d: %(reason)s") % {"count": count,
+                                                                                      "reason": reason},
+                              messages.WARNING)
+
+    @admin.action(description=_("Retry the selected failed or expired deliveries"), permissions=["act"])
+    def retry_selected(self, request, queryset):
+        self._act_on(request, queryset, delivery_retry, gettext("Queued again: %(count)d."))
+
+    @admin.action(description=_("Cancel the selected pending deliveries"), permissions=["act"])
+    def cancel_selected(self, request, queryset):
+        self._act_on(request, queryset, delivery_cancel, gettext("Canceled: %(count)d."))
+
+    # extra pages
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("dashboard/", wrap(self.dashboard_view), name="deliveries_delivery_dashboard"),
+            path("<path:object_id>/retry/", wrap(self.retry_view), name="deliveries_delivery_retry"),
+            path("<path:object_id>/cancel/", wrap(self.cancel_view), name="deliveries_delivery_cancel"),
+            *super().get_urls(),
+        ]
+
+    def _single_action(self, request, object_id, service, done_message):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not can_act(request):
+            raise PermissionDenied
+        delivery = get_object_or_404(Delivery, pk=unquote(object_id))
+        try:
+            service(delivery=delivery, by=request.user.get_username())
+            self.message_user(request, done_message, messages.SUCCESS)
+        except DeliveryActionRefused as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+        return HttpResponseRedirect(reverse("admin:deliveries_delivery_change", args=[delivery.pk]))
+
+    def retry_view(self, request, object_id):
+        return self._single_action(request, object_id, delivery_retry, gettext("The delivery is queued again."))
+
+    def cancel_view(self, request, object_id):
+        return self._single_action(request, object_id, delivery_cancel, gettext("The delivery is canceled."))
+
+    def dashboard_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return TemplateResponse(request, "admin/deliveries/dashboard.html",
+                                {**self.admin_site.each_context(request), **dashboard_context(request)})
+
+
+DASHBOARD_DAYS = 30
+
+
+def dashboard_context(request) -> dict:
+    """Everything the dashboard shows, read from the counters only (never the deliveries table)."""
+    account = None
+    account_param = request.GET.get("account", "")
+    if account_param.isdigit():
+        account = Account.objects.filter(pk=int(account_param)).first()
+    account_id = account.pk if account else None
+    until = timezone.localdate()
+    since = until - timedelta(days=DASHBOARD_DAYS - 1)
+
+    rows = stats.summary_rows(since=since, until=until, account_id=account_id)
+    days = stats.daily_by_status(since=since, until=until, rows=rows)
+    total = sum(sum(counts.values()) for counts in days.values())
+    providers = stats.provider_summaries(since=since, until=until, rows=rows)
+    provider_rows = []
+    for summary in providers:
+        rate = summary.delivery_rate
+        median = summary.median_seconds
+        provider_rows.append({
+            "provider": summary.provider or gettext("(none: never reached a provider)"),
+            "provider_slug": summary.provider,
+            "total": summary.total,
+            "delivered": summary.delivered,
+            "finished": summary.finished,
+            "rate": rate,
+            "rate_text": f"{number_format(rate * 100, 1)} %" if rate is not None else "—",
+            "median_text": format_seconds(median) if median is not None else "—",
+        })
+    rate_chart = charts.horizontal_bars(
+        [(row["provider"], row["rate"] or 0, f'{row["rate_text"]} · {row["median_text"]}',
+          gettext("%(delivered)s of %(finished)s finished deliveries delivered")
+          % {"delivered": number_format(row["delivered"], force_grouping=True),
+             "finished": number_format(row["finished"], force_grouping=True)})
+         for row in provider_rows if row["finished"] and row["provider_slug"]],
+        colour=charts.STATUS_COLOURS[DeliveryStatus.DELIVERED])
+    failures = stats.top_failure_reasons(since=since, until=until, rows=rows)
+    peak = max((f["n"] for f in failures), default=1)
+    labels = dict(DeliveryStatus.choices)
+    failure_chart = charts.horizontal_bars(
+        [(f"{labels.get(f['status'], f['status'])}: {f['error_class'] or '—'}", f["n"] / peak,
+          number_format(f["n"], force_grouping=True), "") for f in failures],
+        colour=charts.STATUS_COLOURS[DeliveryStatus.REJECTED])
+    title = gettext("Dashboard")
+    if account:
+        title = gettext("Dashboard: %(account)s") % {"account": account}
+    return {
+        "title": title,
+        "account": account,
+        "since": since,
+        "until": until,
+        "days": DASHBOARD_DAYS,
+        "total": number_format(total, force_grouping=True),
+        "daily_chart": charts.daily_status_chart(days),
+        "provider_rows": provider_rows,
+        "rate_chart": rate_chart,
+        "failures": failures,
+        "failure_chart": failure_chart,
+        "deliveries_url": reverse("admin:deliveries_delivery_changelist"),
+    }

@@ -47,7 +47,7 @@ STATUS_RANK = {
 class Delivery(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="deliveries",
-                                verbose_name=_("account"))
+                                verbose_name=_("account"), db_index=False)  # (account, -created_at) serves it
     kind = models.CharField(_("kind"), max_length=10, choices=DeliveryKind.choices, default=DeliveryKind.SYSTEM)
     phone = models.CharField(_("phone"), max_length=20, help_text=_("E.164"))
     text = models.TextField(_("text"))
@@ -83,6 +83,8 @@ class Delivery(models.Model):
     # Status polling (deliveries.poll_statuses): when to ask the provider next, and how often we did.
     next_poll_at = models.DateTimeField(_("next status poll at"), null=True, blank=True)
     poll_count = models.PositiveIntegerField(_("status polls"), default=0, db_default=0)
+    # The dashboard key this delivery is counted under (deliveries.stats); NULL until counted.
+    stats_key = models.CharField(_("statistics key"), max_length=100, null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("delivery")
@@ -94,8 +96,6 @@ class Delivery(models.Model):
             models.Index(fields=["account", "-created_at"], name="delivery_account_created_idx"),
             models.Index(fields=["status", "-created_at"], name="delivery_status_created_idx"),
             models.Index(fields=["provider", "provider_message_id"], name="delivery_provider_msg_idx"),
-            # The account API's exact phone filter (issue 5), newest first.
-            models.Index(fields=["account", "phone", "-created_at"], name="delivery_account_phone_idx"),
             # Retention jobs only ever look at rows not yet redacted / hashed.
             models.Index(fields=["finished_at"], condition=models.Q(text_redacted_at__isnull=True),
                          name="delivery_unredacted_fin_idx"),
@@ -105,6 +105,14 @@ class Delivery(models.Model):
                          name="delivery_phone_unhashed_idx"),
             models.Index(fields=["next_poll_at"], name="delivery_poll_due_idx",
                          condition=models.Q(status__in=["sent", "unknown"])),
+            # Admin: the newest-first list and the "created" filter; an exact phone search (also the
+            # account API's phone filter); the provider filter; the kind filter for the rare kinds
+            # (system SMS are most rows).
+            models.Index(fields=["-created_at"], name="delivery_created_idx"),
+            models.Index(fields=["phone", "-created_at"], name="delivery_phone_created_idx"),
+            models.Index(fields=["provider", "-created_at"], name="delivery_provider_created_idx"),
+            models.Index(fields=["kind", "-created_at"], name="delivery_rare_kind_created_idx",
+                         condition=~models.Q(kind="system")),
         ]
         permissions = [("view_message_text", _("Can see the unmasked text of system SMS"))]
 
@@ -199,3 +207,43 @@ class UnmatchedReport(models.Model):
         verbose_name_plural = _("unmatched status reports")
         ordering = ["received_at", "id"]
         indexes = [models.Index(fields=["provider", "provider_message_id"], name="unmatched_provider_msg_idx")]
+# --- dashboard counters (kept by deliveries.stats) -------------------------------------------------
+class DeliveryDayStat(models.Model):
+    """How many deliveries created on a day are now in one state: the dashboard reads only this.
+
+    `status` is the delivery's status, with pending and sending counted together as pending;
+    `error_class` is set for unsuccessful statuses; `latency_le` is, for delivered ones, the upper
+    bound in seconds of the time-to-delivered bucket (0 otherwise).
+    """
+
+    day = models.DateField(_("day"))
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+", verbose_name=_("account"),
+                                db_index=False)  # (account, day) below serves it
+    provider = models.CharField(_("provider"), max_length=30, blank=True)
+    status = models.CharField(_("status"), max_length=12, choices=DeliveryStatus.choices)
+    error_class = models.CharField(_("error class"), max_length=30, blank=True)
+    latency_le = models.PositiveIntegerField(_("delivered within, s"), default=0)
+    count = models.BigIntegerField(_("deliveries"), default=0)
+
+    class Meta:
+        verbose_name = _("daily delivery counter")
+        verbose_name_plural = _("daily delivery counters")
+        constraints = [
+            models.UniqueConstraint(fields=["day", "account", "provider", "status", "error_class", "latency_le"],
+                                    name="delivery_day_stat_key"),
+        ]
+        indexes = [models.Index(fields=["account", "day"], name="delivery_day_stat_account_idx")]
+
+
+class DeliveryHourCount(models.Model):
+    """Deliveries created per account and hour (UTC): the accounts list's "last 24 h" column."""
+
+    hour = models.DateTimeField(_("hour"))
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+", verbose_name=_("account"),
+                                db_index=False)  # the unique (account, hour) serves it
+    count = models.BigIntegerField(_("deliveries"), default=0)
+
+    class Meta:
+        verbose_name = _("hourly delivery counter")
+        verbose_name_plural = _("hourly delivery counters")
+        constraints = [models.UniqueConstraint(fields=["account", "hour"], name="delivery_hour_count_key")]

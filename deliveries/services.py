@@ -29,7 +29,7 @@ from .models import (
     StatusEvent,
     UnmatchedReport,
 )
-from . import metrics
+from . import metrics, stats
 from .guard import GuardRefusal, guard_check
 from .phones import Phone, PhoneError, phone_mask, phone_parse
 from .providers import provider_class
@@ -210,6 +210,7 @@ def delivery_create(
                 valid_until=now + timedelta(seconds=validity),
                 enqueued_at=now,  # optimistic: cleared if publishing fails, so the sweeper takes it
             )
+            stats.delivery_created(delivery=delivery)
             transaction.on_commit(lambda: delivery_enqueue(delivery_id=delivery.pk, kind=kind))
     except IntegrityError:
         if jti is None:
@@ -228,11 +229,15 @@ def delivery_create(
 def _record_refusal(*, account, kind, phone, text, segments, route, refusal: GuardRefusal) -> Delivery:
     """A refused request is kept as a `rejected` delivery (never sent) so staff can see it."""
     now = timezone.now()
-    delivery = Delivery.objects.create(
-        account=account, kind=kind, phone=phone, text=text, encoding=segments.encoding, segments=segments.segments,
-        route=route, status=DeliveryStatus.REJECTED, error_class="policy" if refusal.http_status == 422 else "limit",
-        error_code=refusal.reason, error_text=str(refusal.message)[:300], valid_until=now, finished_at=now,
-    )
+    with transaction.atomic():
+        delivery = Delivery.objects.create(
+            account=account, kind=kind, phone=phone, text=text, encoding=segments.encoding,
+            segments=segments.segments, route=route, status=DeliveryStatus.REJECTED,
+            error_class="policy" if refusal.http_status == 422 else "limit", error_code=refusal.reason,
+            error_text=str(refusal.message)[:300], valid_until=now, finished_at=now,
+        )
+        stats.delivery_created(delivery=delivery)
+        stats.delivery_recount(delivery_id=delivery.pk)
     logger.warning("delivery refused by the abuse guard: %s", refusal.reason,
                    extra={"delivery_id": str(delivery.pk), "account_id": account.pk, "phone": phone_mask(phone)})
     metrics.delivery_status(DeliveryStatus.REJECTED, "")
@@ -363,6 +368,7 @@ def _finish(delivery: Delivery, status: str, *, error_class="", code="", text=""
         values["finished_at"] = now
     if Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(**values):
         metrics.delivery_status(status, delivery.provider)
+    stats.delivery_recount(delivery_id=delivery.pk)
     logger.info("delivery %s", status, extra={"delivery_id": str(delivery.pk), "error_class": error_class})
     return status
 
@@ -451,6 +457,7 @@ def _record_sent(delivery: Delivery, choice: RouteChoice, result: SendResult):
         metrics.delivery_status(DeliveryStatus.SENT, choice.provider)
     else:
         Delivery.objects.filter(pk=delivery.pk).update(**common)
+    stats.delivery_recount(delivery_id=delivery.pk)
     if result.status != ReportStatus.SENT:
         delivery_status_apply(delivery=delivery, status=result.status, source=StatusEvent.Source.SYSTEM,
                               raw=None)
@@ -541,6 +548,7 @@ def _on_ambiguous(delivery, choice, attempt, exc, latency, raw, error) -> SendOu
     Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.UNKNOWN).update(
         route=choice.route, provider=choice.provider,
         next_poll_at=now + timedelta(seconds=settings.SMSGATE_POLL_INTERVAL) if provider.supports_reconcile else None)
+    stats.delivery_recount(delivery_id=delivery.pk)
     return SendOutcome(outcome, kind=delivery.kind)
 
 
@@ -560,6 +568,7 @@ def _schedule_retry(delivery: Delivery, exc: ProviderTemporaryError, error: dict
         enqueued_at=now, claimed_at=None,
         error_class=error["error_class"], error_code=error["code"][:50], error_text=error["text"][:300],
     )
+    stats.delivery_recount(delivery_id=delivery.pk)
     logger.info("delivery will retry in %.1f s", delay, extra={"delivery_id": str(delivery.pk)})
     return SendOutcome(DeliveryStatus.PENDING, retry_in=delay, kind=delivery.kind)
 
@@ -606,6 +615,7 @@ def delivery_status_apply(
         applied = bool(Delivery.objects.filter(pk=delivery.pk, status__in=lower).update(**values))
         StatusEvent.objects.create(delivery=delivery, source=source, status=status, provider_code=str(provider_code)[:50],
                                    error_class=error_class, occurred_at=occurred_at, applied=applied, raw=raw)
+        stats.delivery_recount(delivery_id=delivery.pk)
     if applied:
         metrics.delivery_status(status, delivery.provider)
     return applied
@@ -629,9 +639,13 @@ def delivery_sweep(*, batch: int = 500) -> SweepResult:
     """
     result = SweepResult()
     now = timezone.now()
-    result.expired = Delivery.objects.filter(status=DeliveryStatus.PENDING, valid_until__lte=now).update(
-        status=DeliveryStatus.EXPIRED, finished_at=now, updated_at=now, next_attempt_at=None,
-        error_class="validity", error_text="not sent before its validity deadline")
+    for delivery_id in (Delivery.objects.filter(status=DeliveryStatus.PENDING, valid_until__lte=now)
+                        .values_list("pk", flat=True)[:batch]):
+        if Delivery.objects.filter(pk=delivery_id, status=DeliveryStatus.PENDING).update(
+                status=DeliveryStatus.EXPIRED, finished_at=now, updated_at=now, next_attempt_at=None,
+                error_class="validity", error_text="not sent before its validity deadline"):
+            stats.delivery_recount(delivery_id=delivery_id)
+            result.expired += 1
     if result.expired:
         metrics.delivery_status(DeliveryStatus.EXPIRED, "", result.expired)
 
@@ -685,10 +699,12 @@ def _resolve_stale_claim(delivery: Delivery) -> int:
                 next_poll_at=now + timedelta(seconds=settings.SMSGATE_POLL_INTERVAL) if reconcilable else None)
             if moved:
                 metrics.delivery_status(DeliveryStatus.UNKNOWN, last.provider)
+                stats.delivery_recount(delivery_id=delivery.pk)
             return moved
     moved = claim.update(status=DeliveryStatus.PENDING, claimed_at=None, next_attempt_at=None, enqueued_at=now,
                          updated_at=now)
     if moved:
+        stats.delivery_recount(delivery_id=delivery.pk)
         delivery_enqueue(delivery_id=delivery.pk, kind=delivery.kind)
     return moved
 # --- delivery reports: webhooks, polling, reconciliation, the report horizon -----------------------------
@@ -933,6 +949,7 @@ def _reconcile_unknown(provider: Provider, delivery: Delivery, result: PollResul
             error_text="the provider never received it: sending again"):
         StatusEvent.objects.create(delivery=delivery, source=StatusEvent.Source.SYSTEM, status=DeliveryStatus.PENDING,
                                    applied=True, raw={"reconciled": "not_found"})
+        stats.delivery_recount(delivery_id=delivery.pk)
         transaction.on_commit(lambda: delivery_enqueue(delivery_id=delivery.pk, kind=full.kind))
         return
     if delivery_status_apply(delivery=delivery, status=DeliveryStatus.FAILED, source=StatusEvent.Source.SYSTEM,
@@ -955,3 +972,99 @@ def deliveries_close_without_report(*, limit: int = 1000) -> int:
                                                   next_poll_at=None)
             closed += 1
     return closed
+
+
+
+# --- staff actions: retry and cancel ----------------------------------------------------------------
+class DeliveryActionRefused(Exception):
+    """A retry or cancel the policy does not allow; `message` tells staff why."""
+
+    def __init__(self, message):
+        self.message = message
+        super().__init__(str(message))
+
+
+RETRYABLE_STATUSES = (DeliveryStatus.FAILED, DeliveryStatus.EXPIRED)
+# error_class of a delivery that staff canceled.
+CANCELED = "canceled"
+# A test or bulk SMS can be retried this long after it was created; a login code only while valid.
+RETRY_MAX_AGE = timedelta(days=1)
+
+
+def delivery_retry(*, delivery: Delivery, by: str = "") -> Delivery:
+    """Give a failed or expired delivery another attempt, when the policy allows it:
+
+    - only `failed` or `expired`: `rejected` would be refused again, `unknown` may have been sent,
+      and a canceled delivery stays canceled;
+    - a system SMS (a login code) only inside its validity window: a late code is useless, the
+      user asks amoCRM for a new one;
+    - a test or bulk SMS up to RETRY_MAX_AGE after it was created, with a fresh validity window
+      as long as its first one;
+    - the account is active and a route is left to try (routes that failed on this delivery with
+      an auth or funds error are not tried again: send a test SMS once the route is fixed).
+
+    The delivery goes back to `pending` with a conditional UPDATE (two clicks make one retry),
+    the retry is recorded as a status event, and it is queued once committed.
+    """
+    delivery = Delivery.objects.select_related("account").get(pk=delivery.pk)
+    now = timezone.now()
+    refusal = delivery_retry_refusal(delivery=delivery, now=now)
+    if refusal:
+        raise DeliveryActionRefused(refusal)
+    if delivery.kind == DeliveryKind.SYSTEM:
+        valid_until = delivery.valid_until
+    else:
+        valid_until = now + max(delivery.valid_until - delivery.created_at, timedelta(minutes=1))
+    with transaction.atomic():
+        moved = (Delivery.objects.filter(pk=delivery.pk, status__in=RETRYABLE_STATUSES).exclude(error_class=CANCELED)
+                 .update(status=DeliveryStatus.PENDING, valid_until=valid_until, next_attempt_at=None,
+                         finished_at=None, error_class="", error_code="", error_text="", updated_at=now))
+        if not moved:
+            raise DeliveryActionRefused(_("The delivery changed meanwhile; reload the page."))
+        StatusEvent.objects.create(delivery=delivery, source=StatusEvent.Source.SYSTEM, status=DeliveryStatus.PENDING,
+                                   occurred_at=now, applied=True, raw={"action": "retry", "by": by})
+        stats.delivery_recount(delivery_id=delivery.pk)
+        transaction.on_commit(lambda: delivery_enqueue(delivery_id=delivery.pk, kind=delivery.kind))
+    logger.info("delivery retried by staff", extra={"delivery_id": str(delivery.pk)})
+    delivery.refresh_from_db()
+    return delivery
+
+
+def delivery_retry_refusal(*, delivery: Delivery, now=None):
+    """Why the retry policy (see delivery_retry) refuses this delivery now, or None if it allows it."""
+    now = now or timezone.now()
+    if delivery.status not in RETRYABLE_STATUSES or delivery.error_class == CANCELED:
+        return _("Only a failed or expired delivery that was not canceled can be retried.")
+    if delivery.kind == DeliveryKind.SYSTEM and now >= delivery.valid_until:
+        return _("This login code is past its validity window: a late code is useless, the user should ask "
+                 "for a new one.")
+    if delivery.kind != DeliveryKind.SYSTEM and now - delivery.created_at > RETRY_MAX_AGE:
+        return _("This SMS is more than a day old and can no longer be retried.")
+    if not delivery.account.is_active:
+        return _("The account is disabled.")
+    if not _route_candidates(delivery):
+        return _("No route is left to try: every route of the account failed on this delivery or is broken or "
+                 "inactive. Fix the route, then send a test SMS.")
+    return None
+
+
+def delivery_cancel(*, delivery: Delivery, by: str = "") -> Delivery:
+    """Stop a pending delivery (also one waiting for a retry): it ends `failed` with the reason
+    `canceled` and is never sent. The conditional UPDATE races the worker's claim (pending ->
+    sending), so exactly one of them wins; a delivery already `sending` cannot be canceled, as the
+    provider call may be under way."""
+    now = timezone.now()
+    with transaction.atomic():
+        moved = Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.PENDING).update(
+            status=DeliveryStatus.FAILED, error_class=CANCELED, error_code="", error_text="canceled by staff",
+            finished_at=now, next_attempt_at=None, updated_at=now)
+        if not moved:
+            raise DeliveryActionRefused(_("Only a pending delivery can be canceled; this one is already on its way "
+                                          "or finished."))
+        StatusEvent.objects.create(delivery=delivery, source=StatusEvent.Source.SYSTEM, status=DeliveryStatus.FAILED,
+                                   error_class=CANCELED, occurred_at=now, applied=True,
+                                   raw={"action": "cancel", "by": by})
+        stats.delivery_recount(delivery_id=delivery.pk)
+    logger.info("delivery canceled by staff", extra={"delivery_id": str(delivery.pk)})
+    delivery.refresh_from_db()
+    return delivery

@@ -1,0 +1,351 @@
+"""Delivery counters for the dashboard and the accounts list, kept up to date incrementally.
+
+Every delivery is counted exactly once, under the key of its current state: its creation day,
+account, provider, status (pending and sending count together as pending), failure reason, and
+for delivered ones a time-to-delivered bucket. `Delivery.stats_key` remembers the key a delivery
+is counted under; `delivery_recount` compares it with the row's current state under the row's
+lock and moves the count (-1 old key, +1 new key) with `INSERT ... ON CONFLICT DO UPDATE`
+increments. So a call after any status change keeps the counters exact, concurrent changes of one
+delivery serialise on its row, repeated calls change nothing, and a missed call is repaired by
+the next one or by `stats_rebuild` (`manage.py rebuild_delivery_stats`), which recomputes days
+from the raw table.
+
+Lock order, to stay free of deadlocks: the delivery row first, then counter rows in sorted key
+order (day counters before hour counters).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from django.db import connection, transaction
+from django.db.models import Case, CharField, Count, DurationField, ExpressionWrapper, F, OuterRef, Q, Subquery, Sum
+from django.db.models import Value, When
+from django.db.models.functions import Coalesce, Concat, TruncHour
+from django.db.models.lookups import LessThanOrEqual
+from django.utils import timezone
+
+from .models import Delivery, DeliveryDayStat, DeliveryHourCount, DeliveryStatus
+
+# Upper bounds (seconds) of the time-to-delivered buckets; slower ones go to LATENCY_OVER.
+LATENCY_BUCKETS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1800, 3600, 86400)
+LATENCY_OVER = 2**31 - 1
+IN_PROGRESS = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
+# Statuses that count as "did not get through"; their error class is kept as the reason.
+UNSUCCESSFUL = (DeliveryStatus.UNDELIVERED, DeliveryStatus.EXPIRED, DeliveryStatus.REJECTED,
+                DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN)
+# Final statuses a delivery rate is computed over (sent and unknown are still open).
+RATE_BASE = (DeliveryStatus.DELIVERED, DeliveryStatus.UNDELIVERED, DeliveryStatus.EXPIRED,
+             DeliveryStatus.REJECTED, DeliveryStatus.FAILED)
+
+
+@dataclass(frozen=True, order=True)
+class StatKey:
+    provider: str
+    status: str
+    error_class: str = ""
+    latency_le: int = 0
+
+    def encode(self) -> str:
+        return f"{self.provider}|{self.status}|{self.error_class}|{self.latency_le}"
+
+    @classmethod
+    def decode(cls, text: str) -> StatKey:
+        provider, status, rest = text.split("|", 2)
+        error_class, latency_le = rest.rsplit("|", 1)
+        return cls(provider, status, error_class, int(latency_le))
+
+
+PENDING_KEY = StatKey("", DeliveryStatus.PENDING.value)
+
+
+def latency_bucket(seconds: float) -> int:
+    """The bucket (its upper bound in seconds) a time to delivered falls in."""
+    index = bisect.bisect_left(LATENCY_BUCKETS, seconds)
+    return LATENCY_BUCKETS[index] if index < len(LATENCY_BUCKETS) else LATENCY_OVER
+
+
+def key_of(*, status, provider, error_class, created_at, finished_at) -> StatKey:
+    """The key a delivery in this state is counted under (mirrored in SQL by `key_expression`)."""
+    if status in IN_PROGRESS:
+        return PENDING_KEY
+    if status == DeliveryStatus.DELIVERED:
+        latency = latency_bucket((finished_at - created_at).total_seconds()) if finished_at else 0
+        return StatKey(provider, str(status), "", latency)
+    if status in UNSUCCESSFUL:
+        return StatKey(provider, str(status), error_class or "", 0)
+    return StatKey(provider, str(status))
+
+
+def key_expression():
+    """`key_of` as a database expression, for rebuilding and seeding in SQL."""
+    latency = ExpressionWrapper(F("finished_at") - F("created_at"), output_field=DurationField())
+    latency_text = Case(
+        When(finished_at__isnull=True, then=Value("0")),
+        *[When(LessThanOrEqual(latency, Value(timedelta(seconds=bound), output_field=DurationField())),
+               then=Value(str(bound))) for bound in LATENCY_BUCKETS],
+        default=Value(str(LATENCY_OVER)),
+        output_field=CharField(),
+    )
+    return Case(
+        When(status__in=IN_PROGRESS, then=Value(PENDING_KEY.encode())),
+        When(status=DeliveryStatus.DELIVERED,
+             then=Concat(F("provider"), Value("|delivered||"), latency_text, output_field=CharField())),
+        When(status__in=UNSUCCESSFUL,
+             then=Concat(F("provider"), Value("|"), F("status"), Value("|"), F("error_class"), Value("|0"),
+                         output_field=CharField())),
+        default=Concat(F("provider"), Value("|"), F("status"), Value("||0"), output_field=CharField()),
+        output_field=CharField(),
+    )
+
+
+def _hour_of(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+# --- writing --------------------------------------------------------------------------------------
+def _upsert(model, key_columns: tuple[str, ...], rows: list[tuple]):
+    """Add counts to counter rows, creating them as needed: one INSERT ... ON CONFLICT DO UPDATE.
+    PostgreSQL and SQLite (3.24+) both speak it. Rows come sorted, so locks are taken in order."""
+    if not rows:
+        return
+    table = connection.ops.quote_name(model._meta.db_table)
+    columns = [connection.ops.quote_name(c) for c in (*key_columns, "count")]
+    count = connection.ops.quote_name("count")
+    placeholders = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(rows))
+    sql = (f"INSERT INTO {table} ({', '.join(columns)}) VALUES {placeholders} "
+           f"ON CONFLICT ({', '.join(columns[:-1])}) DO UPDATE SET {count} = {table}.{count} + EXCLUDED.{count}")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [value for row in rows for value in row])
+
+
+def _apply(day_deltas: Counter, hour_deltas: Counter):
+    day_rows = sorted((day, account_id, key.provider, key.status, key.error_class, key.latency_le, delta)
+                      for (day, account_id, key), delta in day_deltas.items() if delta)
+    _upsert(DeliveryDayStat, ("day", "account_id", "provider", "status", "error_class", "latency_le"), day_rows)
+    hour_rows = sorted((account_id, hour, delta) for (account_id, hour), delta in hour_deltas.items() if delta)
+    _upsert(DeliveryHourCount, ("account_id", "hour"), hour_rows)
+
+
+def delivery_created(*, delivery: Delivery):
+    """Count a new delivery (pending). Call inside the transaction that inserts it."""
+    with transaction.atomic(savepoint=False):  # all or nothing with the caller's transaction
+        Delivery.objects.filter(pk=delivery.pk, stats_key__isnull=True).update(stats_key=PENDING_KEY.encode())
+        day = timezone.localdate(delivery.created_at)
+        _apply(Counter({(day, delivery.account_id, PENDING_KEY): 1}),
+               Counter({(delivery.account_id, _hour_of(delivery.created_at)): 1}))
+
+
+def delivery_recount(*, delivery_id) -> bool:
+    """Move a delivery's count to the key of its current state; True if anything changed.
+    Safe to call after any change, any number of times, from any process."""
+    with transaction.atomic(savepoint=False):
+        row = (Delivery.objects.select_for_update().filter(pk=delivery_id)
+               .values("account_id", "created_at", "status", "provider", "error_class", "finished_at", "stats_key")
+               .first())
+        if row is None:
+            return False
+        key = key_of(status=row["status"], provider=row["provider"], error_class=row["error_class"],
+                     created_at=row["created_at"], finished_at=row["finished_at"])
+        if row["stats_key"] == key.encode():
+            return False
+        day = timezone.localdate(row["created_at"])
+        day_deltas, hour_deltas = Counter(), Counter()
+        day_deltas[(day, row["account_id"], key)] += 1
+        if row["stats_key"] is None:  # never counted: it joins the hourly volume too
+            hour_deltas[(row["account_id"], _hour_of(row["created_at"]))] += 1
+        else:
+            day_deltas[(day, row["account_id"], StatKey.decode(row["stats_key"]))] -= 1
+        _apply(day_deltas, hour_deltas)
+        Delivery.objects.filter(pk=delivery_id).update(stats_key=key.encode())
+        return True
+
+
+@dataclass
+class RebuildResult:
+    days: int = 0
+    deliveries: int = 0
+    keys_corrected: int = 0
+
+
+def _day_bounds(day: date) -> tuple[datetime, datetime]:
+    zone = timezone.get_current_timezone()
+    start = timezone.make_aware(datetime.combine(day, time.min), zone)
+    end = timezone.make_aware(datetime.combine(day + timedelta(days=1), time.min), zone)
+    return start, end
+
+
+def stats_rebuild(*, since: date, until: date, check_keys: bool = True, progress=None) -> RebuildResult:
+    """Recompute the counters of the days since..until (inclusive) from the deliveries table.
+
+    One short transaction per day: first every delivery of the day gets the key of its current
+    state, then the counters are locked, deleted and recounted from those keys. Status changes
+    that land meanwhile are applied on top by their own `delivery_recount`, so the result stays
+    exact under traffic. `check_keys=False` skips the first step, for rows whose keys were just
+    written by `key_expression` itself (the seed command).
+    """
+    result = RebuildResult()
+    key = key_expression()
+    day = since
+    while day <= until:
+        start, end = _day_bounds(day)
+        with transaction.atomic():
+            corrected = 0
+            if check_keys:
+                corrected = (Delivery.objects.filter(created_at__gte=start, created_at__lt=end)
+                             .filter(Q(stats_key__isnull=True) | ~Q(stats_key=key)).update(stats_key=key))
+            if connection.vendor == "postgresql":
+                tables = ", ".join(connection.ops.quote_name(m._meta.db_table)
+                                   for m in (DeliveryDayStat, DeliveryHourCount))
+                with connection.cursor() as cursor:
+                    cursor.execute(f"LOCK TABLE {tables} IN SHARE ROW EXCLUSIVE MODE")
+            DeliveryDayStat.objects.filter(day=day).delete()
+            # Whole hours overlapping the day (a day may start mid-hour in some time zones).
+            first_hour, last_hour = _hour_of(start), _hour_of(end - timedelta(microseconds=1)) + timedelta(hours=1)
+            DeliveryHourCount.objects.filter(hour__gte=first_hour, hour__lt=last_hour).delete()
+            if connection.vendor == "postgresql":
+                result.deliveries += _recount_day_in_sql(day, start, end, first_hour, last_hour)
+            else:
+                result.deliveries += _recount_day_in_python(day, start, end, first_hour, last_hour)
+        result.days += 1
+        result.keys_corrected += corrected
+        if progress:
+            progress(day, corrected)
+        day += timedelta(days=1)
+    return result
+
+
+def _recount_day_in_python(day, start, end, first_hour, last_hour) -> int:
+    counted = Delivery.objects.filter(created_at__gte=start, created_at__lt=end, stats_key__isnull=False)
+    day_rows, total = [], 0
+    for item in counted.values("account_id", "stats_key").annotate(n=Count("pk")).order_by():
+        k = StatKey.decode(item["stats_key"])
+        day_rows.append(DeliveryDayStat(day=day, account_id=item["account_id"], provider=k.provider, status=k.status,
+                                        error_class=k.error_class, latency_le=k.latency_le, count=item["n"]))
+        total += item["n"]
+    DeliveryDayStat.objects.bulk_create(day_rows, batch_size=1000)
+    hours = (Delivery.objects.filter(created_at__gte=first_hour, created_at__lt=last_hour, stats_key__isnull=False)
+             .annotate(h=TruncHour("created_at", tzinfo=UTC)).values("account_id", "h")
+             .annotate(n=Count("pk")).order_by())
+    DeliveryHourCount.objects.bulk_create(
+        [DeliveryHourCount(account_id=i["account_id"], hour=i["h"], count=i["n"]) for i in hours], batch_size=1000)
+    return total
+
+
+def _recount_day_in_sql(day, start, end, first_hour, last_hour) -> int:
+    """The same as _recount_day_in_python, in two statements (millions of rows on PostgreSQL):
+    the key is split as StatKey.decode does."""
+    quote = connection.ops.quote_name
+    deliveries, days, hours = (quote(m._meta.db_table) for m in (Delivery, DeliveryDayStat, DeliveryHourCount))
+    with connection.cursor() as cursor:
+        cursor.execute(rf"""
+            INSERT INTO {days} (day, account_id, provider, status, error_class, latency_le, count)
+            SELECT %s, account_id, part[1], part[2], part[3], part[4]::int, n
+            FROM (SELECT account_id, regexp_match(stats_key, '^([^|]*)\|([^|]*)\|(.*)\|([0-9]+)$') AS part,
+                         count(*) AS n
+                  FROM {deliveries}
+                  WHERE created_at >= %s AND created_at < %s AND stats_key IS NOT NULL
+                  GROUP BY account_id, stats_key) grouped
+            RETURNING count
+        """, [day, start, end])
+        total = sum(row[0] for row in cursor.fetchall())
+        cursor.execute(f"""
+            INSERT INTO {hours} (account_id, hour, count)
+            SELECT account_id, date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', count(*)
+            FROM {deliveries}
+            WHERE created_at >= %s AND created_at < %s AND stats_key IS NOT NULL
+            GROUP BY 1, 2
+        """, [first_hour, last_hour])
+    return total
+
+
+# --- reading --------------------------------------------------------------------------------------
+def volume_24h_subquery():
+    """Deliveries an account created in the last 24 hours, as a subquery for an Account queryset:
+    a sum over at most 25 hourly counter rows, never a count over the deliveries table."""
+    since = _hour_of(timezone.now()) - timedelta(hours=23)
+    total = (DeliveryHourCount.objects.filter(account=OuterRef("pk"), hour__gte=since)
+             .values("account").annotate(total=Sum("count")).values("total"))
+    return Coalesce(Subquery(total), 0)
+
+
+def summary_rows(*, since: date, until: date, account_id=None) -> list[dict]:
+    """The counters of a date range summed over accounts (or for one account): one grouped query
+    whose few thousand rows feed every number of the dashboard."""
+    rows = DeliveryDayStat.objects.filter(day__gte=since, day__lte=until)
+    if account_id is not None:
+        rows = rows.filter(account_id=account_id)
+    return list(rows.values("day", "provider", "status", "error_class", "latency_le")
+                .annotate(n=Sum("count")).order_by())
+
+
+def daily_by_status(*, since: date, until: date, account_id=None, rows=None) -> dict[date, dict[str, int]]:
+    """{day: {status: deliveries}} for every day of the range (empty days included)."""
+    days = {since + timedelta(days=i): defaultdict(int) for i in range((until - since).days + 1)}
+    for row in rows if rows is not None else summary_rows(since=since, until=until, account_id=account_id):
+        if row["n"]:
+            days[row["day"]][row["status"]] += row["n"]
+    return {day: {status: n for status, n in counts.items() if n} for day, counts in days.items()}
+
+
+@dataclass
+class ProviderSummary:
+    provider: str
+    total: int = 0
+    delivered: int = 0
+    finished: int = 0  # final outcomes the rate is computed over
+    latency: Counter | None = None
+
+    @property
+    def delivery_rate(self) -> float | None:
+        return self.delivered / self.finished if self.finished else None
+
+    @property
+    def median_seconds(self) -> float | None:
+        return histogram_median(self.latency or Counter())
+
+
+def histogram_median(histogram: Counter) -> float | None:
+    """The median from bucket counts ({upper bound: n}), interpolated linearly inside its bucket."""
+    total = sum(histogram.values())
+    if not total:
+        return None
+    half, seen = total / 2, 0
+    for bound in sorted(histogram):
+        n = histogram[bound]
+        if n and seen + n >= half:
+            index = bisect.bisect_left(LATENCY_BUCKETS, bound)
+            lower = float(LATENCY_BUCKETS[index - 1]) if index > 0 else 0.0
+            upper = float(bound if bound != LATENCY_OVER else LATENCY_BUCKETS[-1] * 2)
+            return lower + (upper - lower) * (half - seen) / n
+        seen += n
+    return None
+
+
+def provider_summaries(*, since: date, until: date, account_id=None, rows=None) -> list[ProviderSummary]:
+    """Per provider: deliveries, delivery rate over final outcomes, time-to-delivered histogram."""
+    summaries: dict[str, ProviderSummary] = {}
+    for row in rows if rows is not None else summary_rows(since=since, until=until, account_id=account_id):
+        summary = summaries.setdefault(row["provider"], ProviderSummary(row["provider"], latency=Counter()))
+        summary.total += row["n"]
+        if row["status"] in RATE_BASE:
+            summary.finished += row["n"]
+        if row["status"] == DeliveryStatus.DELIVERED:
+            summary.delivered += row["n"]
+            if row["latency_le"]:
+                summary.latency[row["latency_le"]] += row["n"]
+    return sorted(summaries.values(), key=lambda s: (-s.total, s.provider))
+
+
+def top_failure_reasons(*, since: date, until: date, account_id=None, limit: int = 10, rows=None) -> list[dict]:
+    """The most frequent (status, error class) pairs among deliveries that did not get through."""
+    reasons = Counter()
+    for row in rows if rows is not None else summary_rows(since=since, until=until, account_id=account_id):
+        if row["status"] in UNSUCCESSFUL:
+            reasons[(row["status"], row["error_class"])] += row["n"]
+    ranked = sorted(((n, status, error) for (status, error), n in reasons.items() if n > 0),
+                    key=lambda item: (-item[0], item[1], item[2]))
+    return [{"status": status, "error_class": error, "n": n} for n, status, error in ranked[:limit]]
