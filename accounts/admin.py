@@ -10,18 +10,19 @@ from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.formats import date_format, number_format
-from django.utils.timezone import localtime
 from django.utils.html import format_html
+from django.utils.timezone import localtime
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from deliveries import stats
+from deliveries.guard import forget_limits
 from deliveries.providers import PROVIDERS
 from deliveries.redaction import redact, secret_values
 from deliveries.services import DeliveryRefused, delivery_create_test, route_balance, route_callback_url
 
-from .forms import IntegrationForm, SendTestSmsForm, credential_form_field_names, route_form_class
-from .models import Account, Integration, ProviderRoute
+from .forms import AccountLimitsForm, IntegrationForm, SendTestSmsForm, credential_form_field_names, route_form_class
+from .models import Account, AccountLimits, Integration, ProviderRoute
 from .services import route_save
 
 ROUTE_FIELDS = ("provider", "priority", "sender", "is_active")
@@ -214,6 +215,16 @@ def _route_count(**conditions):
     return Coalesce(Subquery(counts), 0)
 
 
+class AccountLimitsInline(admin.StackedInline):
+    """Abuse limits of one account (deliveries.guard); empty fields use the deployment defaults."""
+
+    model = AccountLimits
+    form = AccountLimitsForm
+    extra = 0
+    max_num = 1
+    verbose_name_plural = _("abuse limits (empty: the default, 0: no limit)")
+
+
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
     list_display = ("subdomain", "domain", "amo_id", "integration", "is_active", "deliveries_24h", "routes_health",
@@ -225,7 +236,7 @@ class AccountAdmin(admin.ModelAdmin):
     fields = ("integration", "amo_id", "subdomain", "domain", "is_active", "disabled_reason", "first_seen_at",
               "last_seen_at", "deliveries_24h", "dashboard_link")
     readonly_fields = ("first_seen_at", "last_seen_at", "deliveries_24h", "dashboard_link")
-    inlines = [ProviderRouteInline]
+    inlines = [ProviderRouteInline, AccountLimitsInline]
 
     def get_queryset(self, request):
         # The 24-hour volume comes from the hourly counters, never from a count over deliveries.
@@ -258,6 +269,10 @@ class AccountAdmin(admin.ModelAdmin):
                            account.pk, gettext("dashboard"))
 
     def save_formset(self, request, form, formset, change):
+        if formset.model is AccountLimits:
+            super().save_formset(request, form, formset, change)
+            forget_limits(form.instance.pk)  # this process applies them at once, others within seconds
+            return None
         if formset.model is not ProviderRoute:
             return super().save_formset(request, form, formset, change)
         formset.save(commit=False)  # collects new/changed/deleted objects for the history message

@@ -7,10 +7,10 @@ Every query starts from `request.user.account`, so one account never reaches ano
 import logging
 
 from django.http import Http404
-from phonenumbers import SUPPORTED_REGIONS
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from phonenumbers import SUPPORTED_REGIONS
 from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response

@@ -6,10 +6,11 @@ from django.utils.functional import lazy
 from django.utils.text import capfirst, format_lazy
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
+from phonenumbers import SUPPORTED_REGIONS
 
 from deliveries.providers import PROVIDERS
 
-from .models import Integration, ProviderRoute
+from .models import AccountLimits, Integration, ProviderRoute
 
 KEEP_HELP = _("Stored. Leave empty to keep it; type a new value to replace it.")
 NOT_SET_HELP = _("Not set yet.")
@@ -135,3 +136,22 @@ class IntegrationForm(forms.ModelForm):
 class SendTestSmsForm(forms.Form):
     phone = forms.CharField(label=_("phone"), max_length=40,
                             help_text=_("The number to send the test SMS to, e.g. +79123456789."))
+
+
+class AccountLimitsForm(forms.ModelForm):
+    """The account's abuse limits in the admin: empty = the deployment default, 0 = no limit."""
+
+    class Meta:
+        model = AccountLimits
+        fields = ["phone_cooldown_seconds", "phone_per_hour", "phone_per_day", "account_per_hour", "account_per_day",
+                  "prefix_distinct_max", "prefix_window_seconds", "allowed_countries"]
+
+    def clean_allowed_countries(self):
+        raw = self.cleaned_data["allowed_countries"].strip()
+        if raw in ("", "*"):
+            return raw
+        codes = sorted({code.strip().upper() for code in raw.replace(";", ",").split(",") if code.strip()})
+        unknown = [code for code in codes if code not in SUPPORTED_REGIONS]
+        if unknown:
+            raise forms.ValidationError(_("Unknown country codes: %(codes)s.") % {"codes": ", ".join(unknown)})
+        return ",".join(codes)

@@ -49,7 +49,9 @@ def inline_post(account, routes, **extra_route_fields):
     data = {"integration": account.integration_id, "amo_id": account.amo_id, "subdomain": account.subdomain,
             "domain": account.domain, "is_active": "on", "disabled_reason": "",
             "routes-TOTAL_FORMS": str(len(routes)), "routes-INITIAL_FORMS": str(sum(1 for r in routes if r.get("id"))),
-            "routes-MIN_NUM_FORMS": "0", "routes-MAX_NUM_FORMS": "1000"}
+            "routes-MIN_NUM_FORMS": "0", "routes-MAX_NUM_FORMS": "1000",
+            "limits-TOTAL_FORMS": "0", "limits-INITIAL_FORMS": "0", "limits-MIN_NUM_FORMS": "0",
+            "limits-MAX_NUM_FORMS": "1"}
     for i, route in enumerate(routes):
         for key, value in route.items():
             data[f"routes-{i}-{key}"] = value
@@ -269,3 +271,31 @@ def test_a_wrong_credential_shows_as_a_balance_error(superuser, route, fake_smsr
     response = superuser.get(reverse("admin:accounts_providerroute_balance", args=[route.pk]), follow=True)
     text = " ".join(str(m) for m in response.context["messages"])
     assert "auth" in text and ROUTE_SECRET not in text
+
+
+@pytest.mark.guard
+def test_staff_set_an_accounts_abuse_limits(superuser, account, client, make_token):
+    from accounts.models import AccountLimits
+    from deliveries.guard import limits_for
+
+    ProviderRoute.objects.create(account=account, provider="console")
+    data = inline_post(account, [], **{"limits-TOTAL_FORMS": "1", "limits-0-phone_per_hour": "1",
+                                       "limits-0-phone_cooldown_seconds": "0", "limits-0-allowed_countries": "ru, by",
+                                       "limits-0-account": account.pk})
+    response = superuser.post(account_url(account), data)
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    limits = AccountLimits.objects.get(account=account)
+    assert (limits.phone_per_hour, limits.allowed_countries, limits.phone_per_day) == (1, "BY,RU", None)
+    assert limits_for(account).allowed_countries == frozenset({"RU", "BY"})
+    post = lambda: client.post("/amocrm/sms", {"phone": "+375291234567", "text": "x", "token": make_token()})  # noqa: E731
+    assert [post().status_code, post().status_code] == [200, 429]
+
+
+def test_unknown_country_codes_are_refused_in_the_admin(superuser, account):
+    from accounts.models import AccountLimits
+
+    data = inline_post(account, [], **{"limits-TOTAL_FORMS": "1", "limits-0-allowed_countries": "RU,XX",
+                                       "limits-0-account": account.pk})
+    response = superuser.post(account_url(account), data)
+    assert response.status_code == 200 and "XX" in response.content.decode()
+    assert not AccountLimits.objects.exists()
