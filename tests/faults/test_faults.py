@@ -110,7 +110,7 @@ def test_a_redis_down_while_100_sms_arrive(stack, private_redis, smsru_route, ma
         started = time.monotonic()
         wait_for(lambda: Delivery.objects.filter(status=DeliveryStatus.SENT).count() == 120, 120,
                  lambda: f"not all sent after Redis came back: {status_counts()}\n"
-                         f"beat log:\n{stack.processes[-1].log()[-3000:]}", interval=0.5)
+                         f"worker log:\n{stack.processes[-2].log()[-6000:]}", interval=0.5)
         received = Counter(m["to"] for m in fake.messages.values())
         print(f"(a) Redis back: all sent {time.monotonic() - started:.1f} s later; provider received "
               f"{sum(received.values())} messages, max {max(received.values())} per number")
