@@ -2,8 +2,10 @@
 
 import os
 
+import redis
 from celery import Celery
 from kombu import Queue
+from kombu.transport import redis as kombu_redis
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "smsgate.settings")
 
@@ -36,3 +38,20 @@ app.conf.update(
 )
 app.autodiscover_tasks()
 
+
+def _connection_error_when_closed(connparams):
+    """Celery 5.7 + kombu 5.7 on Redis: when the broker goes away the consumer closes the broken
+    connection while tasks still run; their acks, and the close itself, then reach a channel whose
+    connection is gone and fail with AttributeError, which kills the worker (tests/faults, Redis
+    stopped). Raising a connection error instead lets Celery log it and reconnect as it does for any
+    lost connection; an unacknowledged message is redelivered and the claim keeps it from sending twice."""
+
+    def patched(self, *args, **kwargs):
+        if self.connection.client is None:
+            raise redis.exceptions.ConnectionError("the broker connection was closed")
+        return connparams(self, *args, **kwargs)
+
+    return patched
+
+
+kombu_redis.Channel._connparams = _connection_error_when_closed(kombu_redis.Channel._connparams)

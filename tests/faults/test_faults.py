@@ -2,10 +2,11 @@
 SMS.ru. Each prints its counts (run with -s to see them).
 
 (a) Redis stopped while 100 SMS arrive: all answered 200, all sent once Redis is back, none twice.
-(b) the worker SIGKILLed five times during 500 SMS to a slow provider: every delivery resolved, the
-    provider got each at most once except those marked ambiguous.
-(c) a provider answering 30 % 5xx and 10 % timeouts: every delivery resolved, retries bounded by
-    the validity deadline.
+(b) the worker SIGKILLed five times during 500 SMS to a slow provider: every delivery final (its
+    delivery report polled back), except ambiguous ones left `unknown`; the provider got each at
+    most once except those marked ambiguous.
+(c) a provider answering 30 % 5xx and 10 % timeouts: every delivery final (or `unknown` after two
+    ambiguous attempts), retries bounded by the validity deadline.
 (d) PostgreSQL stopped: the endpoint answers 503 fast, and recovers when it is back.
 """
 
@@ -23,7 +24,7 @@ import jwt
 import pytest
 from django.db.models import Count, Max
 
-from deliveries.models import Attempt, AttemptOutcome, Delivery, DeliveryStatus
+from deliveries.models import FINAL_STATUSES, Attempt, AttemptOutcome, Delivery, DeliveryStatus
 from tests.e2e.stack import Stack, ensure_services, stack_env, wait_for
 from tests.fakes.base import FakeResponse
 from tests.fakes.smsru import FakeSmsRu
@@ -32,8 +33,8 @@ from .servers import PrivatePostgres, PrivateRedis
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
-RESOLVED = {DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.UNDELIVERED, DeliveryStatus.EXPIRED,
-            DeliveryStatus.REJECTED, DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN}
+# Delivery reports come back by polling the fake SMS.ru every second (no callback grace).
+FAST_REPORTS = {"SMSGATE_POLL_INTERVAL": 1, "SMSGATE_POLL_CALLBACK_GRACE": 0}
 
 
 def phones(n: int) -> list[str]:
@@ -68,8 +69,10 @@ def status_counts() -> dict:
     return dict(Counter(Delivery.objects.values_list("status", flat=True)))
 
 
-def unresolved() -> int:
-    return Delivery.objects.exclude(status__in=RESOLVED).count()
+def not_final() -> int:
+    """Deliveries still waiting for something; `unknown` (the provider may or may not have it, and
+    SMS.ru cannot be asked by our id) waits for the report horizon, so it counts as settled here."""
+    return Delivery.objects.exclude(status__in=FINAL_STATUSES | {DeliveryStatus.UNKNOWN}).count()
 
 
 @pytest.fixture
@@ -107,7 +110,7 @@ def test_a_redis_down_while_100_sms_arrive(stack, private_redis, smsru_route, ma
         started = time.monotonic()
         wait_for(lambda: Delivery.objects.filter(status=DeliveryStatus.SENT).count() == 120, 120,
                  lambda: f"not all sent after Redis came back: {status_counts()}\n"
-                         f"beat log:\n{stack.processes[-1].log()[-3000:]}", interval=0.5)
+                         f"worker log:\n{stack.processes[-2].log()[-6000:]}", interval=0.5)
         received = Counter(m["to"] for m in fake.messages.values())
         print(f"(a) Redis back: all sent {time.monotonic() - started:.1f} s later; provider received "
               f"{sum(received.values())} messages, max {max(received.values())} per number")
@@ -118,7 +121,7 @@ def test_a_redis_down_while_100_sms_arrive(stack, private_redis, smsru_route, ma
 def test_b_worker_killed_five_times_during_500_sms(stack, private_redis, smsru_route, make_token):
     with FakeSmsRu(latency=0.3, status_delays=(0.05, 0.05)) as fake:
         _fast_recovery_env(stack, private_redis.url, fake.url, SMSGATE_PROVIDER_TIMEOUT=2,
-                           SMSGATE_STALE_CLAIM_SECONDS=4, SMSGATE_LOST_MESSAGE_SECONDS=8)
+                           SMSGATE_STALE_CLAIM_SECONDS=4, SMSGATE_LOST_MESSAGE_SECONDS=8, **FAST_REPORTS)
         smsru_route()
         stack.start_web(workers=2)
         worker = stack.start_worker(concurrency=8)
@@ -135,7 +138,8 @@ def test_b_worker_killed_five_times_during_500_sms(stack, private_redis, smsru_r
             results = posting.result()
         assert Counter(status for status, _ in results) == {200: 500}
 
-        wait_for(lambda: unresolved() == 0, 180, f"deliveries left unresolved: {status_counts()}", interval=0.5)
+        wait_for(lambda: not_final() == 0, 180, lambda: f"deliveries not final: {status_counts()}", interval=0.5)
+        unknown = set(Delivery.objects.filter(status=DeliveryStatus.UNKNOWN).values_list("phone", flat=True))
         ambiguous = set(Attempt.objects.filter(outcome=AttemptOutcome.AMBIGUOUS)
                         .values_list("delivery__phone", flat=True))
         received = Counter("+" + m["to"] for m in fake.messages.values())
@@ -145,6 +149,7 @@ def test_b_worker_killed_five_times_during_500_sms(stack, private_redis, smsru_r
               f"{len(ambiguous)}; sent twice {len(twice)} (all of them ambiguous: {twice <= ambiguous})")
         assert len(received) == 500
         assert twice <= ambiguous  # at most once, except where the claim shows a call was in flight
+        assert unknown <= ambiguous  # only an ambiguous delivery may stay without a final status
         assert max(received.values()) <= 2
 
 
@@ -174,7 +179,8 @@ def test_c_provider_with_5xx_and_timeouts(stack, smsru_route, make_token):
     validity = 20
     with ChaosSmsRu(status_delays=(0.05, 0.05)) as fake:
         stack.env.update(SMSGATE_PROVIDER_BASE_URLS=f"smsru={fake.url}", SMSGATE_PROVIDER_TIMEOUT="1",
-                         SMSGATE_SYSTEM_SMS_VALIDITY=str(validity), SMSGATE_SWEEP_INTERVAL="1")
+                         SMSGATE_SYSTEM_SMS_VALIDITY=str(validity), SMSGATE_SWEEP_INTERVAL="1",
+                         **{k: str(v) for k, v in FAST_REPORTS.items()})
         smsru_route()
         stack.start_web()
         stack.start_worker(concurrency=16)
@@ -182,14 +188,16 @@ def test_c_provider_with_5xx_and_timeouts(stack, smsru_route, make_token):
         results = post_many(stack.web_url, make_token, phones(200))
         assert Counter(status for status, _ in results) == {200: 200}
 
-        wait_for(lambda: unresolved() == 0, validity + 60, f"unresolved: {status_counts()}", interval=0.5)
+        wait_for(lambda: not_final() == 0, validity + 90, lambda: f"not final: {status_counts()}", interval=0.5)
         late = [a for a in Attempt.objects.select_related("delivery") if a.started_at > a.delivery.valid_until]
         per_delivery = Delivery.objects.annotate(n=Count("attempts")).aggregate(max=Max("n"))["max"]
         print(f"\n(c) provider outcomes {dict(fake.outcomes)}; statuses {status_counts()}; attempts "
               f"{Attempt.objects.count()} (at most {per_delivery} per delivery); attempts after the deadline: "
               f"{len(late)}")
         assert late == []
-        assert Delivery.objects.filter(status=DeliveryStatus.SENT).count() > 150
+        assert Delivery.objects.filter(status=DeliveryStatus.DELIVERED).count() > 150
+        unknown = Delivery.objects.filter(status=DeliveryStatus.UNKNOWN)
+        assert all(d.attempts.filter(outcome=AttemptOutcome.AMBIGUOUS).exists() for d in unknown)
 
 
 def _token(client_uuid: str, secret: str, audience: str) -> str:
