@@ -382,10 +382,11 @@ def _finish(delivery: Delivery, status: str, *, error_class="", code="", text=""
 def delivery_send(*, delivery_id) -> SendOutcome | None:
     """Claim a pending delivery and send it through its routes. None when there was nothing to do
     (another worker has it, or it is already past `pending`)."""
-    if not delivery_claim(delivery_id=delivery_id):
-        logger.debug("delivery not claimable", extra={"delivery_id": str(delivery_id)})
-        return None
-    delivery = Delivery.objects.select_related("account").get(pk=delivery_id)
+    with transaction.atomic():  # one commit for the claim and the read
+        if not delivery_claim(delivery_id=delivery_id):
+            logger.debug("delivery not claimable", extra={"delivery_id": str(delivery_id)})
+            return None
+        delivery = Delivery.objects.select_related("account").get(pk=delivery_id)
     kind = delivery.kind
     metrics.queue_latency(kind, (delivery.claimed_at - (delivery.next_attempt_at or delivery.created_at)))
 
@@ -442,10 +443,11 @@ def _attempt(delivery: Delivery, choice: RouteChoice, *, has_next_route: bool) -
 
     latency = int((time.monotonic() - clock) * 1000)
     metrics.provider_call(choice.provider, "ok", latency)
-    _close_attempt(attempt, AttemptOutcome.SENT, latency, message_id=result.provider_message_id, raw=result.raw,
-                   cost=result.cost, parts=result.parts)
-    _route_healthy(choice)
-    _record_sent(delivery, choice, result)
+    with transaction.atomic():  # the attempt, the delivery and its counters: one commit
+        _close_attempt(attempt, AttemptOutcome.SENT, latency, message_id=result.provider_message_id,
+                       raw=result.raw, cost=result.cost, parts=result.parts)
+        _route_healthy(choice)
+        _record_sent(delivery, choice, result)
     logger.info("delivery sent", extra={"delivery_id": str(delivery.pk), "provider": choice.provider,
                                         "latency_ms": latency})
     return SendOutcome(DeliveryStatus.SENT, kind=delivery.kind)
