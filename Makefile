@@ -34,7 +34,7 @@ run: migrate
 	$(PY) manage.py seed_demo
 	@$(MAKE) --no-print-directory demo-curl
 	rm -rf var/prometheus && mkdir -p var/prometheus
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --procfile Procfile --env .env web worker beat
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --procfile Procfile --env .env web worker-system worker-bulk beat
 
 demo-curl:
 	@echo
@@ -59,8 +59,13 @@ $(BROWSER_DEPS): tests/browser/package.json tests/browser/package-lock.json
 test: $(VENV)/.dev-installed $(BROWSER_DEPS)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: $(VENV)/.dev-installed
-	$(PY) bench/run.py
+## make bench: the real stack under load (PostgreSQL, Redis, wrk needed; see bench/README.md).
+$(VENV)/.bench-installed: requirements/bench.txt $(VENV)/.dev-installed
+	$(BIN)/pip install -q -r requirements/bench.txt
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 messages: install
 	$(PY) manage.py makemessages -l ru --no-location --ignore '.venv/*' --ignore 'var/*'

@@ -16,6 +16,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from deliveries import stats
+from accounts.selectors import forget_account
 from deliveries.guard import forget_limits
 from deliveries.providers import PROVIDERS
 from deliveries.redaction import redact, secret_values
@@ -268,6 +269,10 @@ class AccountAdmin(admin.ModelAdmin):
         return format_html('<a href="{}?account={}">{}</a>', reverse("admin:deliveries_delivery_dashboard"),
                            account.pk, gettext("dashboard"))
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        forget_account(obj.pk)  # e.g. disabled: this process refuses its SMS at once, others within seconds
+
     def save_formset(self, request, form, formset, change):
         if formset.model is AccountLimits:
             super().save_formset(request, form, formset, change)
@@ -278,6 +283,7 @@ class AccountAdmin(admin.ModelAdmin):
         formset.save(commit=False)  # collects new/changed/deleted objects for the history message
         for route in formset.deleted_objects:
             route.delete()
+        forget_account(form.instance.pk)  # this process sees the change at once, others within seconds
         for route_form in formset.forms:
             if route_form in formset.deleted_forms or not route_form.has_changed():
                 continue

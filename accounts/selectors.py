@@ -44,6 +44,15 @@ class _TTLCache:
         with self._lock:
             self._data.clear()
 
+    def pop(self, key):
+        with self._lock:
+            self._data.pop(key, None)
+
+    def pop_where(self, predicate):
+        with self._lock:
+            for key in [k for k, (_expires, value) in self._data.items() if predicate(value)]:
+                del self._data[key]
+
 
 _integration_cache = _TTLCache()
 
@@ -84,6 +93,43 @@ def _is_settings_integration(client_uuid: uuid.UUID) -> bool:
         return bool(settings.AMO_CLIENT_SECRET) and uuid.UUID(settings.AMO_CLIENT_ID) == client_uuid
     except ValueError:
         return False
+
+
+# The SMS endpoint reads the account and whether it has an active route on every request; a few
+# seconds of per-process caching save two queries per request (issue 7). Writes in this process
+# forget the entry at once (`forget_account`); other processes see a change within this many seconds.
+ACCOUNT_CACHE_SECONDS = 5.0
+_account_cache = _TTLCache(maxsize=10_000)
+_route_cache = _TTLCache(maxsize=10_000)
+
+
+def account_cached(*, integration_id: int, amo_id: int) -> Account | None:
+    hit = _account_cache.get((integration_id, amo_id))
+    return hit[1] if hit else None
+
+
+def account_remember(account: Account):
+    _account_cache.put((account.integration_id, account.amo_id), account, ACCOUNT_CACHE_SECONDS)
+
+
+def account_has_active_route(*, account: Account) -> bool:
+    """Whether the account has an active route; only a yes is cached (a new route counts at once)."""
+    if _route_cache.get(account.pk):
+        return True
+    exists = ProviderRoute.objects.filter(account=account, is_active=True).exists()
+    if exists:
+        _route_cache.put(account.pk, True, ACCOUNT_CACHE_SECONDS)
+    return exists
+
+
+def forget_account(account_id: int | None = None):
+    """Drop cached reads of one account (or of all): call after changing an account or its routes."""
+    if account_id is None:
+        _account_cache.clear()
+        _route_cache.clear()
+        return
+    _route_cache.pop(account_id)
+    _account_cache.pop_where(lambda account: account.pk == account_id)
 
 
 def account_get(*, integration_id: int, amo_id: int) -> Account | None:

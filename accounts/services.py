@@ -13,6 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from . import selectors
 from .models import Account, AccountLimits, AmoToken, Integration, ProviderRoute
 from .tokens import TokenClaims
 
@@ -52,6 +53,10 @@ def integration_sync_from_settings() -> Integration | None:
 def account_register(*, claims: TokenClaims) -> Account:
     """The account a valid token speaks for; created on its first token, kept current after."""
     now = timezone.now()
+    cached = selectors.account_cached(integration_id=claims.integration_id, amo_id=claims.account_id)
+    if (cached is not None and cached.subdomain == claims.subdomain and cached.domain == claims.domain
+            and now - cached.last_seen_at <= LAST_SEEN_RESOLUTION):
+        return cached
     account = Account.objects.filter(integration_id=claims.integration_id, amo_id=claims.account_id).first()
     if account is None:
         try:
@@ -75,6 +80,7 @@ def account_register(*, claims: TokenClaims) -> Account:
         Account.objects.filter(pk=account.pk).update(**changes)
         for field, value in changes.items():
             setattr(account, field, value)
+    selectors.account_remember(account)
     return account
 
 
@@ -113,6 +119,7 @@ def route_save(
     if is_active is not None:
         route.is_active = is_active
     route.save()
+    selectors.forget_account(route.account_id)
     return route
 
 
@@ -195,6 +202,7 @@ def account_install(*, code, referer, client_id=None) -> Account:
             "expires_at": now + pair.lifetime, "api_domain": pair.api_domain, "refreshed_at": None,
             "refresh_lease": "", "refresh_lease_until": None, "needs_reinstall": False, "last_error": "",
         })
+    selectors.forget_account(account.pk)
     account.refresh_from_db()
     logger.info("account installed", extra={"account_id": account.pk, "amo_id": amo_id, "new_account": created})
     return account
@@ -278,6 +286,7 @@ def account_uninstall(*, client_uuid, account_id, signature) -> Account | None:
             logger.info("uninstall of an unknown account", extra={"amo_id": account_id})
             return None
         Account.objects.filter(pk=account.pk).update(is_active=False, disabled_reason=UNINSTALLED_REASON)
+        selectors.forget_account(account.pk)
         AmoToken.objects.filter(account=account).delete()
     logger.info("account uninstalled", extra={"account_id": account.pk})
     account.refresh_from_db()
@@ -292,6 +301,7 @@ def route_delete(*, route: ProviderRoute) -> None:
     """Remove a route. Its past deliveries and attempts keep their history (route set to NULL)."""
     logger.info("route deleted", extra={"account_id": route.account_id, "route_id": route.pk})
     route.delete()
+    selectors.forget_account(route.account_id)
 
 
 def routes_reorder(*, account: Account, route_ids: list[int]) -> list[ProviderRoute]:

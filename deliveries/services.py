@@ -9,13 +9,13 @@ from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Account, ProviderRoute
-from accounts.selectors import routes_active
+from accounts.selectors import account_has_active_route, routes_active
 from smsgate.celery import QUEUE_BULK, QUEUE_SYSTEM
 
 from .models import (
@@ -145,7 +145,7 @@ def _recipient(raw, *, account: Account) -> Phone:
 def account_has_route(account: Account) -> bool:
     if settings.SMSGATE_DEFAULT_ROUTE:
         return True
-    return ProviderRoute.objects.filter(account=account, is_active=True).exists()
+    return account_has_active_route(account=account)
 
 
 def delivery_create(
@@ -196,28 +196,31 @@ def delivery_create(
 
     validity = validity_seconds or settings.SMSGATE_SYSTEM_SMS_VALIDITY
     now = timezone.now()
+    delivery = Delivery(
+        account=account,
+        kind=kind,
+        phone=e164,
+        text=text,
+        encoding=segments.encoding,
+        segments=segments.segments,
+        jti=jti,
+        route=route,
+        valid_until=now + timedelta(seconds=validity),
+        enqueued_at=now,  # optimistic: cleared if publishing fails, so the sweeper takes it
+    )
     try:
-        with transaction.atomic():
-            delivery = Delivery.objects.create(
-                account=account,
-                kind=kind,
-                phone=e164,
-                text=text,
-                encoding=segments.encoding,
-                segments=segments.segments,
-                jti=jti,
-                route=route,
-                valid_until=now + timedelta(seconds=validity),
-                enqueued_at=now,  # optimistic: cleared if publishing fails, so the sweeper takes it
-            )
-            stats.delivery_created(delivery=delivery)
-            transaction.on_commit(lambda: delivery_enqueue(delivery_id=delivery.pk, kind=kind))
+        if connection.in_atomic_block:  # a savepoint, so a repeated jti leaves the caller's transaction usable
+            with transaction.atomic():
+                stats.delivery_insert_counted(delivery=delivery)
+        else:  # one statement: the row and its counters are committed together (PostgreSQL)
+            stats.delivery_insert_counted(delivery=delivery)
     except IntegrityError:
         if jti is None:
             raise
         existing = Delivery.objects.get(account=account, jti=jti)
         logger.info("replayed token: returning the existing delivery", extra={"delivery_id": str(existing.pk)})
         return CreateResult(existing, created=False)
+    transaction.on_commit(lambda: delivery_enqueue(delivery_id=delivery.pk, kind=kind))
     logger.info(
         "delivery accepted",
         extra={"delivery_id": str(delivery.pk), "account_id": account.pk, "phone": phone_mask(e164)},
@@ -308,8 +311,9 @@ def _default_route() -> RouteChoice | None:
                        settings.SMSGATE_DEFAULT_ROUTE_SENDER)
 
 
-def _route_candidates(delivery: Delivery) -> list[RouteChoice]:
-    """Routes still worth trying for this delivery, best first."""
+def _route_candidates(delivery: Delivery, *, no_attempts_yet: bool = False) -> list[RouteChoice]:
+    """Routes still worth trying for this delivery, best first. `no_attempts_yet` (the first try of
+    a first claim) skips looking for routes that gave up on it: there are none."""
     if delivery.kind == DeliveryKind.TEST and delivery.route_id:  # a test of one route uses only it
         routes = [r for r in routes_active(account=delivery.account) if r.pk == delivery.route_id]
         return [RouteChoice(r, r.provider, r.credentials, r.sender) for r in routes
@@ -320,6 +324,8 @@ def _route_candidates(delivery: Delivery) -> list[RouteChoice]:
     else:
         default = _default_route()
         candidates = [default] if default else []
+    if no_attempts_yet:
+        return candidates
     given_up = set(
         Attempt.objects.filter(delivery=delivery, outcome=AttemptOutcome.NEXT_ROUTE).values_list("route_id", flat=True)
     )
@@ -376,13 +382,15 @@ def _finish(delivery: Delivery, status: str, *, error_class="", code="", text=""
 def delivery_send(*, delivery_id) -> SendOutcome | None:
     """Claim a pending delivery and send it through its routes. None when there was nothing to do
     (another worker has it, or it is already past `pending`)."""
-    if not delivery_claim(delivery_id=delivery_id):
-        logger.debug("delivery not claimable", extra={"delivery_id": str(delivery_id)})
-        return None
-    delivery = Delivery.objects.select_related("account").get(pk=delivery_id)
+    with transaction.atomic():  # one commit for the claim and the read
+        if not delivery_claim(delivery_id=delivery_id):
+            logger.debug("delivery not claimable", extra={"delivery_id": str(delivery_id)})
+            return None
+        delivery = Delivery.objects.select_related("account").get(pk=delivery_id)
     kind = delivery.kind
     metrics.queue_latency(kind, (delivery.claimed_at - (delivery.next_attempt_at or delivery.created_at)))
 
+    first_try = delivery.attempt_count == 1  # claimed for the first time: no attempt exists yet
     while True:
         if timezone.now() >= delivery.valid_until:
             return SendOutcome(_finish(delivery, DeliveryStatus.EXPIRED, error_class="validity",
@@ -390,7 +398,8 @@ def delivery_send(*, delivery_id) -> SendOutcome | None:
         if not delivery.account.is_active:
             return SendOutcome(_finish(delivery, DeliveryStatus.FAILED, error_class="account_disabled",
                                        text="the account is disabled"), kind=kind)
-        candidates = _route_candidates(delivery)
+        candidates = _route_candidates(delivery, no_attempts_yet=first_try)
+        first_try = False
         if not candidates:
             return SendOutcome(_finish(delivery, DeliveryStatus.FAILED, error_class="no_route",
                                        code=delivery.error_code, text=delivery.error_text or "no usable route"),
@@ -415,9 +424,11 @@ def _attempt(delivery: Delivery, choice: RouteChoice, *, has_next_route: bool) -
         validity_seconds=max(int((delivery.valid_until - started).total_seconds()), 60),
         callback_url=route_callback_url(choice.route) if choice.route else None,
     )
+    provider = build_provider(choice)
+    _release_pooled_connection()
     clock = time.monotonic()
     try:
-        result = build_provider(choice).send(request)  # outside any transaction, no row locked
+        result = provider.send(request)  # outside any transaction, no row locked
     except ProviderError as exc:
         latency = int((time.monotonic() - clock) * 1000)
         metrics.provider_call(choice.provider, str(exc.error_class), latency)
@@ -432,13 +443,22 @@ def _attempt(delivery: Delivery, choice: RouteChoice, *, has_next_route: bool) -
 
     latency = int((time.monotonic() - clock) * 1000)
     metrics.provider_call(choice.provider, "ok", latency)
-    _close_attempt(attempt, AttemptOutcome.SENT, latency, message_id=result.provider_message_id, raw=result.raw,
-                   cost=result.cost, parts=result.parts)
-    _route_healthy(choice)
-    _record_sent(delivery, choice, result)
+    with transaction.atomic():  # the attempt, the delivery and its counters: one commit
+        _close_attempt(attempt, AttemptOutcome.SENT, latency, message_id=result.provider_message_id,
+                       raw=result.raw, cost=result.cost, parts=result.parts)
+        _route_healthy(choice)
+        _record_sent(delivery, choice, result)
     logger.info("delivery sent", extra={"delivery_id": str(delivery.pk), "provider": choice.provider,
                                         "latency_ms": latency})
     return SendOutcome(DeliveryStatus.SENT, kind=delivery.kind)
+
+
+def _release_pooled_connection():
+    """With a connection pool (DB_POOL_MAX_SIZE), give the connection back before a slow provider
+    call: a hundred threads waiting on providers then share a few connections. The next query takes
+    one from the pool again. Without a pool this does nothing (reconnecting would cost more)."""
+    if connection.settings_dict.get("OPTIONS", {}).get("pool") and not connection.in_atomic_block:
+        connection.close()
 
 
 def _record_sent(delivery: Delivery, choice: RouteChoice, result: SendResult):

@@ -17,15 +17,18 @@ order (day counters before hour counters).
 from __future__ import annotations
 
 import bisect
+import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 
 from django.db import connection, transaction
 from django.db.models import Case, CharField, Count, DurationField, ExpressionWrapper, F, OuterRef, Q, Subquery, Sum
 from django.db.models import Value, When
 from django.db.models.functions import Coalesce, Concat, TruncHour
 from django.db.models.lookups import LessThanOrEqual
+from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
 from .models import Delivery, DeliveryDayStat, DeliveryHourCount, DeliveryStatus
@@ -139,9 +142,60 @@ def delivery_created(*, delivery: Delivery):
                Counter({(delivery.account_id, _hour_of(delivery.created_at)): 1}))
 
 
+def delivery_insert_counted(*, delivery: Delivery) -> Delivery:
+    """INSERT a new (pending) delivery and count it. On PostgreSQL this is one statement (the row and
+    both counter increments in data-modifying CTEs), so in autocommit it is its own transaction and
+    the hot counter rows stay locked only while the server runs it: no client round trip, no thread
+    waiting for the GIL, holds them. Elsewhere: an ORM INSERT and `delivery_created`. The caller
+    decides the transaction; an IntegrityError (a repeated jti) leaves nothing behind either way."""
+    delivery.stats_key = PENDING_KEY.encode()
+    if connection.vendor != "postgresql":
+        with transaction.atomic(savepoint=False):
+            delivery.save(force_insert=True)
+            delivery_created(delivery=delivery)
+        return delivery
+    query = InsertQuery(Delivery)
+    query.insert_values(Delivery._meta.local_concrete_fields, [delivery])
+    (insert_sql, insert_params), = query.get_compiler(connection=connection).as_sql()  # sets created_at
+    quote = connection.ops.quote_name
+    days, hours = quote(DeliveryDayStat._meta.db_table), quote(DeliveryHourCount._meta.db_table)
+    sql = f"""
+        WITH new_delivery AS ({insert_sql} RETURNING 1),
+        day_count AS (
+            INSERT INTO {days} (day, account_id, provider, status, error_class, latency_le, count)
+            SELECT %s, %s, %s, %s, %s, %s, 1 FROM new_delivery
+            ON CONFLICT (day, account_id, provider, status, error_class, latency_le)
+            DO UPDATE SET count = {days}.count + EXCLUDED.count)
+        INSERT INTO {hours} (account_id, hour, count) SELECT %s, %s, 1 FROM new_delivery
+        ON CONFLICT (account_id, hour) DO UPDATE SET count = {hours}.count + EXCLUDED.count
+    """
+    key = PENDING_KEY
+    params = [*insert_params, timezone.localdate(delivery.created_at), delivery.account_id, key.provider, key.status,
+              key.error_class, key.latency_le, delivery.account_id, _hour_of(delivery.created_at)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+    delivery._state.adding = False
+    delivery._state.db = connection.alias
+    return delivery
+
+
+def deliveries_created(*, deliveries: list[Delivery]):
+    """Count many new deliveries (pending) at once, e.g. after a bulk INSERT: one statement per
+    counter table. Call inside the transaction that inserts them, with their stats_key already set
+    to the pending key."""
+    day_deltas, hour_deltas = Counter(), Counter()
+    for delivery in deliveries:
+        day_deltas[(timezone.localdate(delivery.created_at), delivery.account_id, PENDING_KEY)] += 1
+        hour_deltas[(delivery.account_id, _hour_of(delivery.created_at))] += 1
+    with transaction.atomic(savepoint=False):
+        _apply(day_deltas, hour_deltas)
+
+
 def delivery_recount(*, delivery_id) -> bool:
     """Move a delivery's count to the key of its current state; True if anything changed.
     Safe to call after any change, any number of times, from any process."""
+    if connection.vendor == "postgresql":
+        return _recount_in_one_statement(delivery_id)
     with transaction.atomic(savepoint=False):
         row = (Delivery.objects.select_for_update().filter(pk=delivery_id)
                .values("account_id", "created_at", "status", "provider", "error_class", "finished_at", "stats_key")
@@ -162,6 +216,64 @@ def delivery_recount(*, delivery_id) -> bool:
         _apply(day_deltas, hour_deltas)
         Delivery.objects.filter(pk=delivery_id).update(stats_key=key.encode())
         return True
+
+
+_RECOUNT_SENTINEL = uuid.UUID(int=0)
+
+
+@lru_cache(maxsize=1)
+def _recount_statement() -> tuple[str, list, int]:
+    """The SQL of `_recount_in_one_statement`, built once per process: compiling `key_expression`
+    costs several milliseconds, the statement itself a fraction of one. Returns the SQL, its
+    parameters and the position of the delivery id among them."""
+    quote = connection.ops.quote_name
+    deliveries = quote(Delivery._meta.db_table)
+    days, hours = quote(DeliveryDayStat._meta.db_table), quote(DeliveryHourCount._meta.db_table)
+    current = Delivery.objects.filter(pk=_RECOUNT_SENTINEL).annotate(new_key=key_expression()).values(
+        "id", "account_id", "created_at", "stats_key", "new_key")
+    current_sql, current_params = current.query.get_compiler(connection=connection).as_sql()
+    id_position = list(current_params).index(_RECOUNT_SENTINEL)
+    sql = rf"""
+        WITH current_row AS ({current_sql} FOR UPDATE),
+        moved AS (
+            UPDATE {deliveries} AS d SET stats_key = c.new_key FROM current_row AS c
+            WHERE d.id = c.id AND c.stats_key IS DISTINCT FROM c.new_key
+            RETURNING c.account_id, c.created_at, c.stats_key AS old_key, c.new_key),
+        deltas AS (
+            SELECT account_id, created_at, new_key AS key, 1 AS delta FROM moved
+            UNION ALL
+            SELECT account_id, created_at, old_key, -1 FROM moved WHERE old_key IS NOT NULL),
+        day_count AS (
+            INSERT INTO {days} (day, account_id, provider, status, error_class, latency_le, count)
+            SELECT day, account_id, part[1], part[2], part[3], part[4]::int, delta
+            FROM (SELECT (created_at AT TIME ZONE %s)::date AS day, account_id, delta,
+                         regexp_match(key, '^([^|]*)\|([^|]*)\|(.*)\|([0-9]+)$') AS part
+                  FROM deltas) AS split
+            ORDER BY 1, 2, 3, 4, 5, 6
+            ON CONFLICT (day, account_id, provider, status, error_class, latency_le)
+            DO UPDATE SET count = {days}.count + EXCLUDED.count),
+        hour_count AS (
+            INSERT INTO {hours} (account_id, hour, count)
+            SELECT account_id, date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', 1
+            FROM moved WHERE old_key IS NULL
+            ON CONFLICT (account_id, hour) DO UPDATE SET count = {hours}.count + EXCLUDED.count)
+        SELECT count(*) FROM moved
+    """
+    return sql, list(current_params), id_position
+
+
+def _recount_in_one_statement(delivery_id) -> bool:
+    """`delivery_recount` as one PostgreSQL statement: lock the delivery row, compute its key in SQL
+    (`key_expression`), and if it changed, store it and move the count (-1 old key, +1 new key, the
+    hourly volume for a row never counted), all in data-modifying CTEs. One round trip: the counter
+    rows, hot when many deliveries of one account move at once, are never locked across a client
+    round trip. Lock order as everywhere: the delivery row, then day counters sorted, then hours."""
+    sql, params, id_position = _recount_statement()
+    params = list(params)
+    params[id_position] = delivery_id if isinstance(delivery_id, uuid.UUID) else uuid.UUID(str(delivery_id))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, timezone.get_current_timezone_name()])
+        return bool(cursor.fetchone()[0])
 
 
 @dataclass

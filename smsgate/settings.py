@@ -107,6 +107,16 @@ else:
     _db.setdefault("CONN_HEALTH_CHECKS", True)
     _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=3))
 
+# --- Performance (issue 7): a connection pool for processes with many threads ---------------------
+# A Celery worker with a large threads pool (sized for slow provider calls) would otherwise hold one
+# PostgreSQL connection per thread. With DB_POOL_MAX_SIZE > 0 the process shares a psycopg pool of at
+# most that many connections; the send path hands its connection back before each provider call.
+DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=0)
+if DB_POOL_MAX_SIZE > 0 and _db["ENGINE"] == "django.db.backends.postgresql":
+    _db["CONN_MAX_AGE"] = 0  # Django's pool replaces persistent connections
+    _db["OPTIONS"]["pool"] = {"min_size": min(4, DB_POOL_MAX_SIZE), "max_size": DB_POOL_MAX_SIZE,
+                              "timeout": env.float("DB_POOL_TIMEOUT", default=10.0)}
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

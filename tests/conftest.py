@@ -6,7 +6,7 @@ import jwt
 import pytest
 
 from accounts.models import Account, Integration, ProviderRoute
-from accounts.selectors import clear_integration_cache
+from accounts.selectors import clear_integration_cache, forget_account
 from smsgate.celery import app as celery_app
 from tests.fakes.smsru import FakeSmsRu
 
@@ -57,8 +57,10 @@ def _abuse_guard(request, settings):
 @pytest.fixture(autouse=True)
 def _fresh_integration_cache():
     clear_integration_cache()
+    forget_account()
     yield
     clear_integration_cache()
+    forget_account()
 
 
 @pytest.fixture

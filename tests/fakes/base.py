@@ -11,8 +11,10 @@ Fault injection (constructor arguments and CLI flags), for fault tests and bench
     an answer: the message *was* received, the client cannot know (an ambiguous timeout);
   * `latency`: seconds to wait before every answer;
   * `fault_paths`: only requests to these paths get faults (e.g. only sends), default all.
-Every accepted message is kept in `received` (recipient, text, sender, reference), so a test or a
-benchmark can check that each one arrived at most once (`duplicates()`).
+Every accepted message is kept in `received` (recipient, text, sender, reference, and the time its
+request arrived, before any `latency`), so a test or a benchmark can check that each one arrived at
+most once (`duplicates()`). `record_path` (`--record FILE`) also appends each one to a JSON-lines
+file, for a benchmark that runs the fake as its own process.
 """
 
 import argparse
@@ -22,6 +24,7 @@ import json
 import logging
 import sys
 import random
+import signal
 import threading
 import time
 from collections import Counter
@@ -75,7 +78,7 @@ class ReceivedMessage:
     text: str
     sender: str = ""
     reference: str = ""  # the client's own id, where the protocol carries one (SMSC `id`)
-    received_at: float = 0.0
+    received_at: float = 0.0  # time.time() when the request arrived (before the simulated latency)
 
 
 @dataclass
@@ -161,7 +164,7 @@ class FakeProviderServer:
 
     def __init__(self, host="127.0.0.1", port=0, *, latency: float = 0.0, status_delays=(0.05, 0.1),
                  error_rate: float = 0.0, drop_rate: float = 0.0, seed: int | None = None,
-                 fault_paths=None, callback_url: str | None = None):
+                 fault_paths=None, callback_url: str | None = None, record_path: str | None = None):
         self.host, self.port = host, port
         self.latency = latency  # seconds to wait before every answer (benchmarks: a slow provider)
         self.status_delays = status_delays  # accepted -> sent -> final, seconds
@@ -177,6 +180,9 @@ class FakeProviderServer:
         self.callbacks: list[CallbackRecord] = []
         self.faults: Counter = Counter()
         self.lock = threading.Lock()
+        self._arrival = threading.local()  # when the request being handled arrived
+        self._record_file = open(record_path, "a", buffering=1 << 16) if record_path else None
+        self._record_flusher = None
         self._server = None
         self._thread = None
         self._scheduler: _Scheduler | None = None
@@ -208,6 +214,7 @@ class FakeProviderServer:
                 pass
 
             def _handle(self):
+                fake._arrival.at = time.time()
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 parts = urlsplit(self.path)
@@ -255,6 +262,10 @@ class FakeProviderServer:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"fake-{self.slug}", daemon=True)
         self._thread.start()
+        if self._record_file:
+            self._record_flusher = threading.Thread(target=self._flush_records, name=f"fake-{self.slug}-record",
+                                                    daemon=True)
+            self._record_flusher.start()
         return self
 
     def stop(self):
@@ -263,6 +274,19 @@ class FakeProviderServer:
         if self._server:
             self._server.shutdown()
             self._server.server_close()
+        if self._record_file:
+            with self.lock:
+                self._record_file.close()
+                self._record_file = None
+
+    def _flush_records(self):
+        # Buffered writes keep the hot path cheap; a reader sees them within 0.2 s.
+        while True:
+            time.sleep(0.2)
+            with self.lock:
+                if self._record_file is None:
+                    return
+                self._record_file.flush()
 
     def __enter__(self):
         return self.start()
@@ -297,9 +321,13 @@ class FakeProviderServer:
         self._scheduler.call_later(delay, fn, *args)
 
     def record_message(self, message_id, recipient, text, *, sender="", reference="") -> ReceivedMessage:
-        message = ReceivedMessage(str(message_id), recipient, text, sender or "", reference or "", time.time())
+        arrived = getattr(self._arrival, "at", None) or time.time()
+        message = ReceivedMessage(str(message_id), recipient, text, sender or "", reference or "", arrived)
         with self.lock:
             self.received.append(message)
+            if self._record_file is not None:
+                self._record_file.write(json.dumps({"message_id": message.message_id, "recipient": recipient,
+                                                    "reference": message.reference, "received_at": arrived}) + "\n")
         return message
 
     def post_callback(self, url: str, **kwargs):
@@ -360,6 +388,8 @@ def run_standalone(server_cls):
     parser.add_argument("--status-delays", default="0.5,1.0", help="seconds accepted->sent, sent->final")
     parser.add_argument("--callback-url", default=None,
                         help="account-level delivery-report URL (SMS.ru, SMSC: where the cabinet holds it)")
+    parser.add_argument("--record", default=None, metavar="FILE",
+                        help="append every received message (JSON lines, with its arrival time) to FILE")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a constructor option of this fake, e.g. --set api_id=secret")
     args = parser.parse_args()
@@ -367,11 +397,16 @@ def run_standalone(server_cls):
     delays = tuple(float(x) for x in args.status_delays.split(","))
     server = server_cls(args.host, args.port, latency=args.latency, error_rate=args.error_rate,
                         drop_rate=args.drop_rate, seed=args.seed, fault_paths=args.fault_paths, status_delays=delays,
-                        callback_url=args.callback_url, **_key_values(args.set))
+                        callback_url=args.callback_url, record_path=args.record, **_key_values(args.set))
     server.start()
     print(f"fake {server_cls.slug} listening on {server.url}", flush=True)
     print(f"base URL {server.base_url} credentials {json.dumps(server.credentials)}", flush=True)
+    stopped = threading.Event()
+    # SIGTERM stops cleanly too, so the record file is complete when the process is gone.
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:
-        threading.Event().wait()
+        while not stopped.wait(0.5):
+            pass
     except KeyboardInterrupt:
-        server.stop()
+        pass
+    server.stop()
