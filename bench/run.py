@@ -56,7 +56,6 @@ from bench.harness import (  # noqa: E402
     percentile,
     require_tools,
     tool_versions,
-    wait_for,
     write_json,
 )
 
