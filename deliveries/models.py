@@ -101,8 +101,6 @@ class Delivery(models.Model):
                          name="delivery_unredacted_fin_idx"),
             models.Index(fields=["created_at"], condition=models.Q(text_redacted_at__isnull=True),
                          name="delivery_unredacted_cre_idx"),
-            models.Index(fields=["created_at"], condition=models.Q(phone_hashed_at__isnull=True),
-                         name="delivery_phone_unhashed_idx"),
             models.Index(fields=["next_poll_at"], name="delivery_poll_due_idx",
                          condition=models.Q(status__in=["sent", "unknown"])),
             # Admin: the newest-first list and the "created" filter; an exact phone search (also the

@@ -173,10 +173,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='delivery',
-            index=models.Index(condition=models.Q(('phone_hashed_at__isnull', True)), fields=['created_at'], name='delivery_phone_unhashed_idx'),
-        ),
-        migrations.AddIndex(
-            model_name='delivery',
             index=models.Index(condition=models.Q(('status__in', ['sent', 'unknown'])), fields=['next_poll_at'], name='delivery_poll_due_idx'),
         ),
         migrations.AddIndex(

@@ -60,14 +60,20 @@ def test_other_kinds_keep_their_text_until_the_purge(make, settings):
 
 
 def test_phones_are_hashed_only_when_configured(make, settings):
-    delivery = make(created_days_ago=100)
+    recent = make(created_days_ago=91)
+    old = make(created_days_ago=100, phone="+79123456780")
     assert retention_run().phones_hashed == 0
     settings.SMSGATE_HASH_PHONE_DAYS = 90
+    # The hourly job takes the phones that crossed the cutoff in the last two days ...
     assert retention_run().phones_hashed == 1
-    delivery.refresh_from_db()
-    assert delivery.phone == phone_fingerprint("+79123456789")
-    assert delivery.phone.startswith("+7#") and "9123456789" not in delivery.phone and len(delivery.phone) <= 20
+    recent.refresh_from_db()
+    assert recent.phone == phone_fingerprint("+79123456789")
+    assert recent.phone.startswith("+7#") and "9123456789" not in recent.phone and len(recent.phone) <= 20
     assert retention_run().phones_hashed == 0
+    # ... and the command's --all-phones everything older, once, when hashing is switched on.
+    call_command("purge_deliveries", "--all-phones", stdout=io.StringIO())
+    old.refresh_from_db()
+    assert old.phone == phone_fingerprint("+79123456780")
 
 
 def test_purge_command_dry_run_changes_nothing(make):
