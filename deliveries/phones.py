@@ -24,6 +24,12 @@ class Phone:
     e164: str
     region: str | None
     number_type: int
+    country_code: int
+    national_number: int
+
+    @property
+    def masked(self) -> str:
+        return _mask(self.country_code, self.national_number)
 
 
 def phone_parse(raw, *, default_region: str | None = None) -> Phone:
@@ -48,6 +54,8 @@ def phone_parse(raw, *, default_region: str | None = None) -> Phone:
         e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
         region=phonenumbers.region_code_for_number(number),
         number_type=number_type,
+        country_code=number.country_code,
+        national_number=number.national_number,
     )
 
 
@@ -68,8 +76,12 @@ def phone_mask(e164: str) -> str:
         number = phonenumbers.parse(e164, None)
     except NumberParseException:
         return "***"
-    national = str(number.national_number)
+    return _mask(number.country_code, number.national_number)
+
+
+def _mask(country_code: int, national_number: int) -> str:
+    national = str(national_number)
     head, tail = national[:3], national[-2:]
     hidden = max(len(national) - 5, 0)
     stars = "***-**" if hidden == 5 else "*" * hidden
-    return f"+{number.country_code} {head} {stars}-{tail}"
+    return f"+{country_code} {head} {stars}-{tail}"

@@ -223,7 +223,7 @@ def delivery_create(
     transaction.on_commit(lambda: delivery_enqueue(delivery_id=delivery.pk, kind=kind))
     logger.info(
         "delivery accepted",
-        extra={"delivery_id": str(delivery.pk), "account_id": account.pk, "phone": phone_mask(e164)},
+        extra={"delivery_id": str(delivery.pk), "account_id": account.pk, "phone": recipient.masked},
     )
     metrics.delivery_status(DeliveryStatus.PENDING, "")
     return CreateResult(delivery, created=True)

@@ -27,6 +27,13 @@ def require_services() -> bool:
     return os.environ.get("SMSGATE_REQUIRE_SERVICES") == "1"
 
 
+def service_missing(message: str):
+    """A test needs a service that is not there: fail in CI, skip on a developer's machine."""
+    if require_services():
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture(autouse=True)
 def _abuse_guard(request, settings):
     """Fresh guard counters per test. Tests about other things send freely; tests marked

@@ -2,7 +2,6 @@
 
 from datetime import timedelta
 
-import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test import Client
@@ -15,13 +14,10 @@ from deliveries.models import Delivery, DeliveryHourCount, DeliveryDayStat
 def require_postgres(what: str):
     """Tests of PostgreSQL behaviour (plans, estimates, row locks) fail in CI without it, and
     are skipped on a developer's SQLite run, like the end-to-end tests."""
-    from tests.conftest import require_services
+    from tests.conftest import service_missing
 
     if connection.vendor != "postgresql":
-        message = f"{what} needs PostgreSQL: set DATABASE_URL=postgres://..."
-        if require_services():
-            pytest.fail(message)
-        pytest.skip(message)
+        service_missing(f"{what} needs PostgreSQL: set DATABASE_URL=postgres://...")
 
 
 def staff_client(*permissions: str, username="staff", superuser=False) -> tuple[Client, User]:

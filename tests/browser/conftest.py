@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 from django.db import connections
 
-from tests.conftest import require_services
+from tests.conftest import service_missing
 from tests.e2e.stack import Stack, ensure_services, stack_env
 
 ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts"
@@ -29,10 +29,7 @@ def chromium(monkeypatch):
     """A headless Chromium browser for one test."""
     executable = chromium_path()
     if executable is None:
-        message = "browser tests need Debian's chromium (apt-get install chromium) or CHROMIUM_PATH"
-        if require_services():
-            pytest.fail(message)
-        pytest.skip(message)
+        service_missing("browser tests need Debian's chromium (apt-get install chromium) or CHROMIUM_PATH")
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are fine.

@@ -7,7 +7,7 @@ from accounts.models import AccountLimits, ProviderRoute
 from deliveries import guard
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services import DeliveryRefused, delivery_create_test
-from tests.conftest import require_services
+from tests.conftest import service_missing
 
 URL = "/amocrm/sms"
 pytestmark = [pytest.mark.django_db, pytest.mark.guard]
@@ -23,9 +23,7 @@ def counters(request, settings):
         try:
             redis.Redis.from_url(url, socket_connect_timeout=1).ping()
         except redis.RedisError as exc:
-            if require_services():
-                pytest.fail(f"Redis is needed for the guard tests: {exc}")
-            pytest.skip(f"Redis not reachable at {url}")
+            service_missing(f"the guard tests need Redis at {url}: {exc}")
         settings.SMSGATE_REDIS_URL = url
         client = redis.Redis.from_url(url)
         stale = client.keys("sg:guard:*")

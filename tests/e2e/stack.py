@@ -16,12 +16,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
-import pytest
 import redis
 from django.conf import settings
 from django.db import connection
 
-from tests.conftest import E2E_BROKER_URL, require_services
+from tests.conftest import E2E_BROKER_URL, service_missing
 
 ROOT = Path(settings.BASE_DIR)
 
@@ -54,10 +53,8 @@ def ensure_services():
         except redis.RedisError as exc:
             problems.append(f"Redis is not reachable: {exc}")
     if problems:
-        message = "end-to-end tests need PostgreSQL and Redis: " + "; ".join(problems)
-        if require_services():
-            pytest.fail(message)
-        pytest.skip(message + " (set them as .ci/run does)")
+        service_missing("end-to-end tests need PostgreSQL and Redis (set them as .ci/run does): "
+                        + "; ".join(problems))
 
 
 @dataclass
