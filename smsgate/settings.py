@@ -23,6 +23,11 @@ if _env_file and not RUNNING_TESTS and Path(_env_file).is_file():
 
 env = environ.Env()
 
+# prometheus_client writes its per-process files there from the first metric on; a missing folder
+# (a fresh clone with .env copied, a one-off manage.py command) must not turn requests into 500s.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
 DEBUG = env.bool("DEBUG", default=False)
 # Development-only defaults (a fixed secret key, a derived encryption key) are allowed only here.
 DEV_DEFAULTS = DEBUG or RUNNING_TESTS
