@@ -4,6 +4,7 @@ import uuid
 
 import jwt
 import pytest
+from django.core.cache import cache
 
 from accounts.models import Account, Integration, ProviderRoute
 from accounts.selectors import clear_integration_cache, forget_account
@@ -65,9 +66,11 @@ def _abuse_guard(request, settings):
 def _fresh_integration_cache():
     clear_integration_cache()
     forget_account()
+    cache.clear()  # Django's per-process cache (the dashboard's past days)
     yield
     clear_integration_cache()
     forget_account()
+    cache.clear()
 
 
 @pytest.fixture

@@ -40,11 +40,18 @@ def test_seeded_deliveries_look_real_and_are_counted_exactly():
     assert counted == rebuilt_snapshot()
 
 
+def test_seeded_counters_use_local_days(settings):
+    settings.TIME_ZONE = "Asia/Yekaterinburg"  # UTC+5: a local day starts at 19:00 UTC
+    seed(1500)
+    assert counters_snapshot() == rebuilt_snapshot()
+
+
 def test_seeding_twice_adds_to_what_is_there():
     seed(500)
     seed(700, seed=7)
     assert Delivery.objects.count() == 1200
     assert sum(DeliveryDayStat.objects.values_list("count", flat=True)) == 1200
+    assert counters_snapshot() == rebuilt_snapshot()
 
 
 def test_rebuild_command_repairs_counters():

@@ -238,6 +238,23 @@ def test_dashboard_numbers_from_the_counters(account, integration):
     assert days[today - timedelta(days=2)] == {}
 
 
+def test_past_days_of_the_deployment_wide_summary_are_cached_today_is_live(account):
+    today = timezone.localdate()
+    since = today - timedelta(days=29)
+    put(account, today - timedelta(days=3), "smsru", "delivered", 2, latency_le=2)
+    put(account, today, "smsru", "delivered", 1, latency_le=2)
+    assert stats.daily_by_status(since=since, until=today)[today - timedelta(days=3)] == {"delivered": 2}
+
+    DeliveryDayStat.objects.filter(day=today - timedelta(days=3)).update(count=5)
+    DeliveryDayStat.objects.filter(day=today).update(count=4)
+    days = stats.daily_by_status(since=since, until=today)
+    assert days[today - timedelta(days=3)] == {"delivered": 2}  # kept for PAST_DAYS_CACHE_SECONDS
+    assert days[today] == {"delivered": 4}
+    # One account's numbers are cheap to read (its own rows only) and always live.
+    assert stats.daily_by_status(since=since, until=today, account_id=account.pk)[today - timedelta(days=3)] == {
+        "delivered": 5}
+
+
 def test_histogram_median():
     assert stats.histogram_median(Counter()) is None
     assert stats.histogram_median(Counter({5: 1})) == pytest.approx(4.0)  # halfway into (3, 5]
