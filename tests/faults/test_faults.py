@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import jwt
+import psycopg
 import pytest
 from django.db.models import Count, Max
 
@@ -223,6 +224,9 @@ def test_d_postgres_down_gives_fast_503_and_recovers(tmp_path):
 
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], env=stack.env, check=True)
         stack.start_web()
+        stack.env["PGAPPNAME"] = "smsgate-worker"  # libpq names the worker's database sessions
+        stack.start_worker(concurrency=2)
+        del stack.env["PGAPPNAME"]
 
         def post():
             started = time.monotonic()
@@ -230,6 +234,19 @@ def test_d_postgres_down_gives_fast_503_and_recovers(tmp_path):
                 "phone": "+79123456789", "text": "Код", "token": _token(client_uuid, secret, "https://gate.example.com")})
             return response, time.monotonic() - started
 
+        def worker_sends(count: int) -> set:
+            """Posts `count` SMS, waits until the worker has sent them; the database sessions that
+            claimed them (the worker keeps its connections between tasks)."""
+            ids = [post()[0].json()["id"] for _ in range(count)]
+            with psycopg.connect(postgres.url, autocommit=True) as db:
+                wait_for(lambda: db.execute("SELECT count(*) FROM deliveries_delivery WHERE id = ANY(%s) "
+                                            "AND status = 'sent'", [ids]).fetchone()[0] == count, 30,
+                         lambda: f"worker did not send: {stack.processes[-1].log()[-3000:]}")
+                return {pid for (pid,) in db.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'smsgate-worker'")}
+
+        sessions_before = worker_sends(6)
+        assert sessions_before and sessions_before == worker_sends(6)
         assert post()[0].status_code == 200
         postgres.stop()
         down = [post() for _ in range(10)]
@@ -243,6 +260,12 @@ def test_d_postgres_down_gives_fast_503_and_recovers(tmp_path):
         started = time.monotonic()
         wait_for(lambda: post()[0].status_code == 200, 30, "no recovery after PostgreSQL came back", interval=0.2)
         print(f"(d) PostgreSQL back: answering 200 again after {time.monotonic() - started:.2f} s")
+        # The worker's connections died with the server: each is checked before its next use and
+        # replaced, and then kept again (not a new session per task).
+        sessions_after = worker_sends(6)
+        assert sessions_after and sessions_after == worker_sends(6)
+        print(f"(d) the worker sent again; {len(sessions_before)} database sessions before the restart, "
+              f"{len(sessions_after)} after, the same ones across the next tasks")
     finally:
         stack.stop()
         postgres.cleanup()
