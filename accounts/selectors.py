@@ -101,6 +101,7 @@ def _is_settings_integration(client_uuid: uuid.UUID) -> bool:
 ACCOUNT_CACHE_SECONDS = 5.0
 _account_cache = _TTLCache(maxsize=10_000)
 _route_cache = _TTLCache(maxsize=10_000)
+_routes_cache = _TTLCache(maxsize=10_000)  # the send path's active routes of an account
 
 
 def account_cached(*, integration_id: int, amo_id: int) -> Account | None:
@@ -127,8 +128,10 @@ def forget_account(account_id: int | None = None):
     if account_id is None:
         _account_cache.clear()
         _route_cache.clear()
+        _routes_cache.clear()
         return
     _route_cache.pop(account_id)
+    _routes_cache.pop(account_id)
     _account_cache.pop_where(lambda account: account.pk == account_id)
 
 
@@ -137,8 +140,16 @@ def account_get(*, integration_id: int, amo_id: int) -> Account | None:
 
 
 def routes_active(*, account: Account) -> list[ProviderRoute]:
-    """The routes to try, in order: active ones by ascending priority."""
-    return list(ProviderRoute.objects.filter(account=account, is_active=True).order_by("priority", "id"))
+    """The routes to try, in order: active ones by ascending priority. Read for every SMS a worker
+    sends, so kept per process like the account (credentials decrypted once, not per message); the
+    instances are shared between threads and only read. A route marked broken or changed elsewhere
+    counts here within ACCOUNT_CACHE_SECONDS."""
+    hit = _routes_cache.get(account.pk)
+    if hit:
+        return hit[1]
+    routes = list(ProviderRoute.objects.filter(account=account, is_active=True).order_by("priority", "id"))
+    _routes_cache.put(account.pk, routes, ACCOUNT_CACHE_SECONDS)
+    return routes
 
 
 def route_by_callback_token(*, provider: str, token: str) -> ProviderRoute | None:

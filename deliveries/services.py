@@ -6,6 +6,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import lru_cache
 
 from celery import current_app
 from django.conf import settings
@@ -15,7 +16,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Account, ProviderRoute
-from accounts.selectors import account_has_active_route, routes_active
+from accounts.selectors import account_has_active_route, forget_account, routes_active
 from smsgate.celery import QUEUE_BULK, QUEUE_SYSTEM
 
 from .models import (
@@ -603,11 +604,14 @@ def _route_failed(choice: RouteChoice, exc: ProviderError):
         pk=choice.route.pk, consecutive_failures__gte=ROUTE_BROKEN_AFTER, is_broken=False
     ).update(is_broken=True, broken_at=timezone.now(),
              broken_reason=f"{exc.error_class}: {exc.code} {exc.message}"[:200])
+    forget_account(choice.route.account_id)  # this process reads the new counts at once
 
 
 def _route_healthy(choice: RouteChoice):
-    if choice.route is not None and choice.route.consecutive_failures:
-        ProviderRoute.objects.filter(pk=choice.route.pk).update(consecutive_failures=0)
+    # Conditional, not read from the (cached) route: another process may have counted a failure.
+    if choice.route is not None:
+        ProviderRoute.objects.filter(pk=choice.route.pk, consecutive_failures__gt=0).update(consecutive_failures=0)
+
 
 
 # --- status reports ------------------------------------------------------------------------------------
@@ -777,6 +781,20 @@ def _delivery_for_report(route: ProviderRoute, provider_message_id: str) -> Deli
             .only("pk", "status").first())
 
 
+@lru_cache(maxsize=1)
+def _any_held_statement() -> str:
+    table = connection.ops.quote_name(UnmatchedReport._meta.db_table)
+    return f"SELECT 1 FROM {table} WHERE provider = %s AND provider_message_id = %s LIMIT 1"
+
+
+def _any_held(provider: str, provider_message_id: str) -> bool:
+    """Whether any report waits for this id: asked after every send and almost always "no", so it is
+    one prepared-once statement on the (provider, provider message id) index, not an ORM query."""
+    with connection.cursor() as cursor:
+        cursor.execute(_any_held_statement(), [provider, provider_message_id])
+        return cursor.fetchone() is not None
+
+
 def _claim_held(held_id) -> bool:
     """Whoever deletes a held report applies it: the webhook or the worker, never both."""
     return UnmatchedReport.objects.filter(pk=held_id).delete()[0] > 0
@@ -814,6 +832,8 @@ def delivery_reports_apply(*, route: ProviderRoute, reports: list[StatusReport],
 def unmatched_reports_replay(*, route: ProviderRoute | None, provider: str, delivery: Delivery,
                              provider_message_id: str) -> int:
     """Apply the reports that arrived for this provider id before the delivery recorded it."""
+    if not _any_held(provider, provider_message_id):
+        return 0
     applied = 0
     held = UnmatchedReport.objects.filter(route=route, provider=provider, provider_message_id=provider_message_id)
     for report in held.order_by("received_at", "id"):

@@ -78,6 +78,29 @@ def test_repeated_auth_failures_mark_the_route_broken_until_credentials_change(f
     assert not route.is_broken and route.consecutive_failures == 0
 
 
+def test_routes_are_read_once_per_process_and_a_failure_counted_elsewhere_still_resets(
+        fake_smsru, smsru_route, create):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from accounts.selectors import ACCOUNT_CACHE_SECONDS, routes_active
+
+    route = smsru_route()
+    delivery_send(delivery_id=create(phone="+79123456780").pk)  # reads and keeps the routes
+    assert routes_active(account=route.account)[0].consecutive_failures == 0
+    # Another worker process counts an auth failure; this one still holds the route it read.
+    ProviderRoute.objects.filter(pk=route.pk).update(consecutive_failures=1)
+    delivery = create()
+    with CaptureQueriesContext(connection) as captured:
+        delivery_send(delivery_id=delivery.pk)
+    routes_table = f'"{ProviderRoute._meta.db_table}"'
+    assert not [q for q in captured if q["sql"].startswith("SELECT") and f"FROM {routes_table}" in q["sql"]]
+    delivery.refresh_from_db()
+    route.refresh_from_db()
+    assert delivery.status == DeliveryStatus.SENT and route.consecutive_failures == 0
+    assert ACCOUNT_CACHE_SECONDS <= 10  # how long another process's change can go unseen
+
+
 def test_broken_routes_are_skipped(fake_smsru, smsru_route, create):
     smsru_route(priority=1).__class__.objects.filter(priority=1).update(is_broken=True)
     healthy = smsru_route(priority=2)
