@@ -108,6 +108,10 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
+    # Tests on SQLite use a file as the app does, not Django's in-memory shared cache: its table
+    # locks fail at once ("database table is locked") where a file waits for the busy timeout.
+    _db.setdefault("TEST", {}).setdefault("NAME", str(VAR_DIR / "test-smsgate.sqlite3"))
+    VAR_DIR.mkdir(exist_ok=True)
 else:
     _db.setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
     _db.setdefault("CONN_HEALTH_CHECKS", True)
