@@ -102,6 +102,7 @@ ACCOUNT_CACHE_SECONDS = 5.0
 _account_cache = _TTLCache(maxsize=10_000)
 _route_cache = _TTLCache(maxsize=10_000)
 _routes_cache = _TTLCache(maxsize=10_000)  # the send path's active routes of an account
+_account_by_pk_cache = _TTLCache(maxsize=10_000)  # the send path's account of a delivery
 
 
 def account_cached(*, integration_id: int, amo_id: int) -> Account | None:
@@ -129,10 +130,23 @@ def forget_account(account_id: int | None = None):
         _account_cache.clear()
         _route_cache.clear()
         _routes_cache.clear()
+        _account_by_pk_cache.clear()
         return
     _route_cache.pop(account_id)
     _routes_cache.pop(account_id)
+    _account_by_pk_cache.pop(account_id)
     _account_cache.pop_where(lambda account: account.pk == account_id)
+
+
+def account_by_pk(account_id: int) -> Account:
+    """A delivery's account for the send path, kept per process like the routes: shared between
+    threads, only read. Disabling an account takes effect for queued SMS within the cache time."""
+    hit = _account_by_pk_cache.get(account_id)
+    if hit:
+        return hit[1]
+    account = Account.objects.get(pk=account_id)
+    _account_by_pk_cache.put(account_id, account, ACCOUNT_CACHE_SECONDS)
+    return account
 
 
 def account_get(*, integration_id: int, amo_id: int) -> Account | None:

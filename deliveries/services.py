@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Account, ProviderRoute
-from accounts.selectors import account_has_active_route, forget_account, routes_active
+from accounts.selectors import account_by_pk, account_has_active_route, forget_account, routes_active
 from smsgate.celery import QUEUE_BULK, QUEUE_SYSTEM
 
 from .models import (
@@ -356,14 +356,31 @@ def backoff_seconds(attempt_number: int, retry_after: float | None = None) -> fl
     return max(delay, retry_after or 0.0)
 
 
-def delivery_claim(*, delivery_id) -> bool:
-    """pending -> sending, atomically: only one worker ever gets a delivery."""
+@lru_cache(maxsize=1)
+def _claim_statement() -> str:
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in Delivery._meta.concrete_fields)
+    return (f"UPDATE {quote(Delivery._meta.db_table)} SET status = %s, attempt_count = attempt_count + 1, "
+            f"updated_at = %s, claimed_at = %s WHERE id = %s AND status = %s "
+            f"AND (next_attempt_at IS NULL OR next_attempt_at <= %s) RETURNING {columns}")
+
+
+def delivery_claim_and_read(*, delivery_id) -> Delivery | None:
+    """pending -> sending, atomically: only one worker ever gets a delivery. One statement (UPDATE ...
+    RETURNING, PostgreSQL and SQLite 3.35+) claims it and reads it back: no transaction to hold
+    open while this thread waits for its turn in the interpreter."""
     now = timezone.now()
-    return bool(
-        Delivery.objects.filter(pk=delivery_id, status=DeliveryStatus.PENDING)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + timedelta(seconds=1)))
-        .update(status=DeliveryStatus.SENDING, attempt_count=F("attempt_count") + 1, updated_at=now, claimed_at=now)
-    )
+    adapt = connection.ops.adapt_datetimefield_value
+    claimed = list(Delivery.objects.raw(_claim_statement(), [
+        DeliveryStatus.SENDING.value, adapt(now), adapt(now),
+        Delivery._meta.pk.get_db_prep_value(delivery_id, connection), DeliveryStatus.PENDING.value,
+        adapt(now + timedelta(seconds=1)),
+    ]))
+    return claimed[0] if claimed else None
+
+
+def delivery_claim(*, delivery_id) -> bool:
+    return delivery_claim_and_read(delivery_id=delivery_id) is not None
 
 
 def _finish(delivery: Delivery, status: str, *, error_class="", code="", text="") -> str:
@@ -383,11 +400,11 @@ def _finish(delivery: Delivery, status: str, *, error_class="", code="", text=""
 def delivery_send(*, delivery_id) -> SendOutcome | None:
     """Claim a pending delivery and send it through its routes. None when there was nothing to do
     (another worker has it, or it is already past `pending`)."""
-    with transaction.atomic():  # one commit for the claim and the read
-        if not delivery_claim(delivery_id=delivery_id):
-            logger.debug("delivery not claimable", extra={"delivery_id": str(delivery_id)})
-            return None
-        delivery = Delivery.objects.select_related("account").get(pk=delivery_id)
+    delivery = delivery_claim_and_read(delivery_id=delivery_id)
+    if delivery is None:
+        logger.debug("delivery not claimable", extra={"delivery_id": str(delivery_id)})
+        return None
+    delivery.account = account_by_pk(delivery.account_id)  # per process, read-only, like its routes
     kind = delivery.kind
     metrics.queue_latency(kind, (delivery.claimed_at - (delivery.next_attempt_at or delivery.created_at)))
 
