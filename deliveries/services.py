@@ -624,10 +624,18 @@ def _route_failed(choice: RouteChoice, exc: ProviderError):
     forget_account(choice.route.account_id)  # this process reads the new counts at once
 
 
+@lru_cache(maxsize=1)
+def _route_healthy_statement() -> str:
+    table = connection.ops.quote_name(ProviderRoute._meta.db_table)
+    return f"UPDATE {table} SET consecutive_failures = 0 WHERE id = %s AND consecutive_failures > 0"
+
+
 def _route_healthy(choice: RouteChoice):
     # Conditional, not read from the (cached) route: another process may have counted a failure.
+    # Run after every successful send, so one prepared-once statement rather than an ORM update.
     if choice.route is not None:
-        ProviderRoute.objects.filter(pk=choice.route.pk, consecutive_failures__gt=0).update(consecutive_failures=0)
+        with connection.cursor() as cursor:
+            cursor.execute(_route_healthy_statement(), [choice.route.pk])
 
 
 
