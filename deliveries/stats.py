@@ -64,6 +64,8 @@ class StatKey:
 
 
 PENDING_KEY = StatKey("", DeliveryStatus.PENDING.value)
+# StatKey.decode in SQL: regexp_match(key, KEY_PARTS) gives provider, status, error class, bucket.
+KEY_PARTS = r"'^([^|]*)\|([^|]*)\|(.*)\|([0-9]+)$'"
 
 
 def latency_bucket(seconds: float) -> int:
@@ -248,7 +250,7 @@ def _recount_statement() -> tuple[str, list, int]:
             INSERT INTO {days} (day, account_id, provider, status, error_class, latency_le, count)
             SELECT day, account_id, part[1], part[2], part[3], part[4]::int, delta
             FROM (SELECT (created_at AT TIME ZONE %s)::date AS day, account_id, delta,
-                         regexp_match(key, '^([^|]*)\|([^|]*)\|(.*)\|([0-9]+)$') AS part
+                         regexp_match(key, {KEY_PARTS}) AS part
                   FROM deltas) AS split
             ORDER BY 1, 2, 3, 4, 5, 6
             ON CONFLICT (day, account_id, provider, status, error_class, latency_le)
@@ -357,7 +359,7 @@ def _recount_day_in_sql(day, start, end, first_hour, last_hour) -> int:
         cursor.execute(rf"""
             INSERT INTO {days} (day, account_id, provider, status, error_class, latency_le, count)
             SELECT %s, account_id, part[1], part[2], part[3], part[4]::int, n
-            FROM (SELECT account_id, regexp_match(stats_key, '^([^|]*)\|([^|]*)\|(.*)\|([0-9]+)$') AS part,
+            FROM (SELECT account_id, regexp_match(stats_key, {KEY_PARTS}) AS part,
                          count(*) AS n
                   FROM {deliveries}
                   WHERE created_at >= %s AND created_at < %s AND stats_key IS NOT NULL
@@ -388,7 +390,7 @@ counted_days AS (
     INSERT INTO {days} AS counter (day, account_id, provider, status, error_class, latency_le, count)
     SELECT day, account_id, part[1], part[2], part[3], part[4]::int, n
     FROM (SELECT (created_at AT TIME ZONE %s)::date AS day, account_id,
-                 regexp_match(stats_key, '^([^|]*)\|([^|]*)\|(.*)\|([0-9]+)$') AS part, count(*) AS n
+                 regexp_match(stats_key, {KEY_PARTS}) AS part, count(*) AS n
           FROM {source} WHERE stats_key IS NOT NULL
           GROUP BY 1, 2, stats_key) grouped
     ORDER BY 1, 2, 3, 4, 5, 6

@@ -10,11 +10,15 @@ from django.conf import settings
 from django.db import connections
 
 from tests.conftest import service_missing
-from tests.e2e.stack import Stack, ensure_services, stack_env
+from tests.e2e.conftest import stack  # noqa: F401  (the same processes as the end-to-end tests)
 
 ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts"
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
+               "--disable-component-update", "--disable-sync", "--no-first-run",
+               # The widget test's imitation amoCRM page is "public" and the API under test listens
+               # on 127.0.0.1: Chromium's private-network checks would block those calls.
+               "--disable-features=PrivateNetworkAccessSendPreflights,PrivateNetworkAccessRespectPreflightResults,"
+               "BlockInsecurePrivateNetworkRequests,LocalNetworkAccessChecks"]
 
 
 def chromium_path() -> str | None:
@@ -40,16 +44,10 @@ def chromium(monkeypatch):
         try:
             yield browser
         finally:
+            # A connection opened while Playwright's loop runs lives in that loop's context, where
+            # pytest-django's cleanup never looks, and would keep the test database from being
+            # dropped: close those here, inside the loop, and the thread's own ones after it.
+            connections.close_all()
             browser.close()
-    # A connection opened while Playwright's loop runs is invisible to pytest-django's cleanup
-    # (it lives in another context) and would keep the test database from being dropped: tests
-    # create their data before requesting this fixture, and anything opened meanwhile is closed.
     connections.close_all()
 
-
-@pytest.fixture
-def stack(transactional_db, tmp_path):
-    ensure_services()
-    processes = Stack(env=stack_env(), tmp=tmp_path)
-    yield processes
-    processes.stop()

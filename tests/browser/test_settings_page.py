@@ -8,14 +8,12 @@ the fake SMS.ru. Screenshots go to test-artifacts/browser/.
 
 import io
 import mimetypes
-import os
 import zipfile
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connections
 
 from accounts.models import ProviderRoute
 from deliveries.models import Delivery, DeliveryKind
@@ -32,11 +30,6 @@ VENDOR = {
 }
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 AMO_ORIGIN = "https://acme.amocrm.ru"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 # The imitation page is "public" and the API under test listens on 127.0.0.1.
-                 "--disable-features=PrivateNetworkAccessSendPreflights,PrivateNetworkAccessRespectPreflightResults,"
-                 "BlockInsecurePrivateNetworkRequests,LocalNetworkAccessChecks"]
 
 
 def built_widget(base_url, tmp_path) -> dict[str, bytes]:
@@ -63,21 +56,6 @@ def serve_amocrm(page, widget_files):
         route.fulfill(status=200, body=files[path], headers={"Content-Type": content_type})
 
     page.route(f"{AMO_ORIGIN}/**", handle)
-
-
-@pytest.fixture
-def chromium():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop here
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"), args=CHROMIUM_ARGS)
-        yield browser
-        # Queries made while Playwright's loop runs get connections of their own: close them here,
-        # or the test database cannot be dropped at the end of the session.
-        connections.close_all()
-        browser.close()
-    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
 def test_settings_page_saves_a_route_and_sends_a_test_sms(stack, chromium, make_token, account, tmp_path):
