@@ -207,7 +207,7 @@ class ProcessTable:
                 roles[pid] = "postgres-shared"
             elif cmd.startswith("wrk ") or "/wrk " in cmd:
                 roles[pid] = "loadgen"
-            elif "locust" in cmd and "bench/loadgen" in cmd:
+            elif "bench/loadgen" in cmd:
                 roles[pid] = "loadgen"
         return roles
 
@@ -311,7 +311,6 @@ def tool_versions() -> dict:
 
     return {
         "wrk": _version(["wrk", "-v"], r"wrk (\S+)"),
-        "locust": package("locust"),
         "gunicorn": package("gunicorn"),
         "celery": package("celery"),
         "django": package("django"),

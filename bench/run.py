@@ -7,10 +7,10 @@ chosen response latency, then runs:
 1. acceptance  - wrk (closed loop) on POST /amocrm/sms and on the bench-only baseline view
                  (one HS256 verification + one INSERT), at 8 and 64 connections; workers stopped,
                  so the web tier alone is measured (publishing to the broker included)
-2. steady      - locust (open loop) at 50 SMS/s for 30 s; end-to-end latency
+2. steady      - a fixed-rate open-loop generator at 50 SMS/s for 30 s; end-to-end latency
 3. dispatch    - the provider answers after 100 ms; deliveries arrive in simultaneous waves
                  (every 100 ms) at 600/s for 20 s; throughput and end-to-end latency
-4. overload    - locust at 400 SMS/s for 30 s against a fast provider
+4. overload    - the open-loop generator at 400 SMS/s for 30 s against a fast provider
 5. isolation   - 20,000 bulk SMS queued at once; login codes at 10/s through HTTP meanwhile
 6. memory      - peak resident size of every web and worker process (sampled all along)
 
@@ -24,7 +24,6 @@ See bench/README.md for how to read the figures.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import resource
@@ -181,12 +180,12 @@ def seed(accounts: int):
     return integration, created
 
 
-def write_bodies(path: Path, integration, accounts, block: str, count: int) -> Path:
+def write_bodies(path: Path, integration, accounts, block: str, count: int, start: int = 0) -> Path:
     """One urlencoded form body per line, as amoCRM sends them: a fresh token (jti) each."""
     from accounts.tokens import issue_token
 
     with open(path, "w") as handle:
-        for n in range(count):
+        for n in range(start, start + count):
             account = accounts[n % len(accounts)]
             token = issue_token(integration=integration, account_id=account.amo_id, subdomain=account.subdomain,
                                 ttl=3600, jti=f"{block}-{n}")
@@ -221,33 +220,15 @@ def run_wrk(url: str, bodies: Path, *, connections: int, seconds: int, threads: 
     }
 
 
-def run_locust(host: str, bodies: Path, *, rate: int, seconds: int, tmp: Path, name: str) -> dict:
-    """Open loop: `users` users, each pacing itself to rate/users requests per second."""
-    users = min(rate, 100)
-    prefix = tmp / f"locust-{name}"
-    env = {**os.environ, "BENCH_BODIES": str(bodies), "BENCH_USER_RATE": str(rate / users)}
-    started = time.time()
-    out = subprocess.run([PY, "-m", "locust", "-f", str(LOADGEN / "locustfile.py"), "--headless", "-u", str(users),
-                          "-r", str(users), "-t", f"{seconds}s", "--host", host, "--csv", str(prefix),
-                          "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "5"],
-                         capture_output=True, text=True, env=env, timeout=seconds + 90)
-    finished = time.time()
-    stats = {}
-    with open(f"{prefix}_stats.csv") as handle:
-        for row in csv.DictReader(handle):
-            if row["Name"] == "Aggregated":
-                stats = row
-    if not stats:
-        raise RuntimeError(f"locust gave no result:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
-    return {
-        "users": users,
-        "offered_per_second_target": rate,
-        "requests": int(stats["Request Count"]),
-        "failures": int(stats["Failure Count"]),
-        "client_p50_ms": float(stats["50%"]),
-        "client_p99_ms": float(stats["99%"]),
-        "wall_seconds": round(finished - started, 1),
-    }
+def run_openloop(host: str, bodies: Path, *, rate: int, seconds: int) -> dict:
+    """Open loop at a fixed rate: request i leaves at start + i/rate whatever the answers take
+    (bench/loadgen/openloop.py; why not locust is said there)."""
+    out = subprocess.run([PY, str(LOADGEN / "openloop.py"), "--url", f"{host}/amocrm/sms", "--bodies", str(bodies),
+                          "--rate", str(rate), "--seconds", str(seconds)],
+                         capture_output=True, text=True, timeout=seconds + 90, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"the open-loop generator failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout)
 
 
 # --- measuring ---------------------------------------------------------------------------------------
@@ -329,11 +310,24 @@ def e2e(receipts: Receipts, block: str) -> dict:
             load_seconds=round(window, 2),
             accepted_per_second=round(len(rows) / window, 1),
             delivered_per_second_during_load=round(during / window, 1),
-            delivered_share_of_offered_during_load=round(during / len(rows), 3),
+            delivered_share_of_accepted_during_load=round(during / len(rows), 3),
         )
         if arrivals:
             result["drained_seconds_after_load"] = round(max(arrivals) - last, 2)
     return result
+
+
+def reached_while_offered(receipts: Receipts, block: str, load: dict) -> dict:
+    """What the generator offered against what reached the provider while it was offering: a web
+    tier that accepts slower than offered, or a queue that grows, both show up here."""
+    start = load["started_at_epoch"]
+    end = start + load["sending_seconds"]
+    low, high = (int(p.lstrip("+")) for p in phone_range(block))
+    arrivals = [min(times) for p, times in receipts.load().items() if low <= int(p) <= high]
+    during = sum(1 for t in arrivals if start <= t <= end)
+    return {"offered": load["requests"],
+            "reached_provider_while_offered": during,
+            "delivered_share_of_offered_during_load": round(during / load["requests"], 3)}
 
 
 def _round(value, digits=1):
@@ -361,7 +355,7 @@ class CpuWindow:
         busy0, total0 = self.machine_before
         busy1, total1 = machine_cpu_ticks()
         self.result = cpu_by_role(self.before, self.table.snapshot(), seconds)
-        # wrk and locust are children of this process: their CPU time comes from getrusage.
+        # wrk and the open-loop generator are children of this process: their CPU time comes from getrusage.
         self.result["loadgen"] = round((_children_cpu() - self.children_before) / seconds, 2)
         self.result["machine_busy_share"] = round((busy1 - busy0) / max(total1 - total0, 1), 2)
 
@@ -379,6 +373,7 @@ class Bench:
         self.receipts = Receipts(self.fake_record)
         self.fake = None
         self.workers = []
+        self.warmups = 0
 
     @property
     def web_url(self) -> str:
@@ -433,6 +428,22 @@ class Bench:
         self.flush_broker()  # what the last scenario left queued stays counted there as missing
         self.fake = self.stack.start_fake(self.fake_port, latency=latency, record=self.fake_record)
         self.workers = [self.stack.start_worker("worker-system"), self.stack.start_worker("worker-bulk")]
+        self.warm_delivery_side()
+
+    def warm_delivery_side(self, count: int = 200):
+        """Steady state is measured, not a cold start: fresh workers open their database connections
+        (one per thread), read and decrypt routes, and build their statements on the first SMS of
+        each thread. `count` login codes through HTTP and `count` bulk SMS go first, unmeasured."""
+        self.warmups += 1
+        start = 100_000 * self.warmups  # phones never used before: the guard's per-phone limits hold
+        bodies = write_bodies(self.tmp / f"bodies-warmup-{self.warmups}.txt", self.integration, self.accounts,
+                              "warmup", count, start=start)
+        run_openloop(self.web_url, bodies, rate=100, seconds=count / 100)
+        feed(self.accounts, block="warmup", rate=count, seconds=1, waves_per_second=1, start=start + count)
+        wanted = {phone("warmup", n).lstrip("+") for n in range(start, start + 2 * count)}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not wanted <= self.receipts.load().keys():
+            time.sleep(0.3)
 
     # 1 -------------------------------------------------------------------------------------------------
     def acceptance(self):
@@ -465,10 +476,11 @@ class Bench:
         rate, seconds = 50, 30
         bodies = self.bodies("steady", rate * seconds * 2)
         with CpuWindow(self.table) as window:
-            load = run_locust(self.web_url, bodies, rate=rate, seconds=seconds, tmp=self.tmp, name="steady")
+            load = run_openloop(self.web_url, bodies, rate=rate, seconds=seconds)
         wait_delivered(self.receipts, "steady", timeout=20)
         self.results["steady"] = {"provider_latency_ms": 0, "offered_per_second": rate, "loadgen": load,
-                                  **e2e(self.receipts, "steady"), "cpu_cores_by_role": window.result}
+                                  **e2e(self.receipts, "steady"), **reached_while_offered(self.receipts, "steady", load),
+                                  "cpu_cores_by_role": window.result}
 
     # 3 -------------------------------------------------------------------------------------------------
     def dispatch(self):
@@ -489,13 +501,13 @@ class Bench:
         rate, seconds = 400, 30
         bodies = self.bodies("overload", rate * seconds * 2)
         with CpuWindow(self.table) as window:
-            load = run_locust(self.web_url, bodies, rate=rate, seconds=seconds, tmp=self.tmp, name="overload")
+            load = run_openloop(self.web_url, bodies, rate=rate, seconds=seconds)
         waited = wait_delivered(self.receipts, "overload", timeout=40)
-        offered = load["requests"] / seconds
         result = {"provider_latency_ms": 0, "offered_per_second_target": rate, "loadgen": load,
                   "waited_for_drain_seconds": waited, **e2e(self.receipts, "overload"),
+                  **reached_while_offered(self.receipts, "overload", load),
                   "cpu_cores_by_role": window.result}
-        result["offered_per_second_measured"] = round(offered, 1)
+        result["offered_per_second_measured"] = load["sent_per_second"]
         self.results["overload"] = result
 
     # 5 -------------------------------------------------------------------------------------------------
@@ -507,7 +519,7 @@ class Bench:
         fed = feed(self.accounts, block="isolation-bulk", rate=backlog, seconds=1, waves_per_second=1)
         queued_in = time.time() - started
         with CpuWindow(self.table) as window:
-            load = run_locust(self.web_url, bodies, rate=rate, seconds=seconds, tmp=self.tmp, name="isolation")
+            load = run_openloop(self.web_url, bodies, rate=rate, seconds=seconds)
         wait_delivered(self.receipts, "isolation-system", timeout=20)
         wait_delivered(self.receipts, "isolation-bulk", timeout=60)
         bulk = e2e(self.receipts, "isolation-bulk")
@@ -565,7 +577,7 @@ class Bench:
         print(f"\nwritten: {self.args.out}  (process logs: {self.tmp})")
 
 
-def feed(accounts, *, block: str, rate: int, seconds: int, waves_per_second: int) -> dict:
+def feed(accounts, *, block: str, rate: int, seconds: int, waves_per_second: int, start: int = 0) -> dict:
     """Deliveries arriving together: every 1/waves_per_second s a wave of rate/waves_per_second bulk
     deliveries is recorded (one transaction, counters included) and queued, as a bulk import would."""
     from django.db import connection
@@ -574,11 +586,11 @@ def feed(accounts, *, block: str, rate: int, seconds: int, waves_per_second: int
 
     per_wave = rate // waves_per_second
     interval = 1.0 / waves_per_second
-    start = time.monotonic()
+    began = time.monotonic()
     late = 0.0
-    n = 0
+    n = start
     for wave in range(seconds * waves_per_second):
-        due = start + wave * interval
+        due = began + wave * interval
         now = time.monotonic()
         if now < due:
             time.sleep(due - now)
@@ -590,7 +602,8 @@ def feed(accounts, *, block: str, rate: int, seconds: int, waves_per_second: int
         for delivery_id in record_bulk(messages):
             delivery_enqueue(delivery_id=delivery_id, kind="bulk")
     connection.close()
-    return {"deliveries": n, "seconds": round(time.monotonic() - start, 2), "max_wave_late_ms": round(late * 1000, 1)}
+    return {"deliveries": n - start, "seconds": round(time.monotonic() - began, 2),
+            "max_wave_late_ms": round(late * 1000, 1)}
 
 
 def record_bulk(messages: list[tuple]) -> list:

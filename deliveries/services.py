@@ -432,8 +432,7 @@ def delivery_send(*, delivery_id) -> SendOutcome | None:
 def _attempt(delivery: Delivery, choice: RouteChoice, *, has_next_route: bool) -> SendOutcome | None:
     """One provider call; returns the outcome, or None to go on with the next route."""
     started = timezone.now()
-    attempt = Attempt.objects.create(delivery=delivery, route=choice.route, provider=choice.provider,
-                                     started_at=started)
+    attempt = _attempt_open(delivery, choice, started)
     request = SendRequest(
         phone=delivery.phone,
         text=delivery.text,
@@ -461,11 +460,7 @@ def _attempt(delivery: Delivery, choice: RouteChoice, *, has_next_route: bool) -
 
     latency = int((time.monotonic() - clock) * 1000)
     metrics.provider_call(choice.provider, "ok", latency)
-    with transaction.atomic():  # the attempt, the delivery and its counters: one commit
-        _close_attempt(attempt, AttemptOutcome.SENT, latency, message_id=result.provider_message_id,
-                       raw=result.raw, cost=result.cost, parts=result.parts)
-        _route_healthy(choice)
-        _record_sent(delivery, choice, result)
+    _record_sent(delivery, choice, result, attempt=attempt, latency_ms=latency)
     logger.info("delivery sent", extra={"delivery_id": str(delivery.pk), "provider": choice.provider,
                                         "latency_ms": latency})
     return SendOutcome(DeliveryStatus.SENT, kind=delivery.kind)
@@ -479,28 +474,107 @@ def _release_pooled_connection():
         connection.close()
 
 
-def _record_sent(delivery: Delivery, choice: RouteChoice, result: SendResult):
-    """The provider has the message: record its id, then apply any report that came before the id."""
-    now = timezone.now()
-    common = dict(route=choice.route, provider=choice.provider, provider_message_id=result.provider_message_id,
-                  sent_at=now, updated_at=now, next_attempt_at=None, next_poll_at=None, poll_count=0)
+@lru_cache(maxsize=1)
+def _attempt_open_statement() -> str:
+    table = connection.ops.quote_name(Attempt._meta.db_table)
+    return (f"INSERT INTO {table} (delivery_id, route_id, provider, started_at, outcome, error_class, provider_code, "
+            f"error_text, provider_message_id) VALUES (%s, %s, %s, %s, %s, '', '', '', '') RETURNING id")
+
+
+def _attempt_open(delivery: Delivery, choice: RouteChoice, started) -> Attempt:
+    """The attempt's row, written before the provider call, so a worker that dies mid-call leaves
+    evidence for the sweeper. Run for every SMS: one prepared-once INSERT, not an ORM create."""
+    with connection.cursor() as cursor:
+        cursor.execute(_attempt_open_statement(), [
+            Delivery._meta.pk.get_db_prep_value(delivery.pk, connection), choice.route_id, choice.provider,
+            connection.ops.adapt_datetimefield_value(started), AttemptOutcome.IN_FLIGHT.value,
+        ])
+        attempt_id = cursor.fetchone()[0]
+    return Attempt(pk=attempt_id, delivery=delivery, route=choice.route, provider=choice.provider, started_at=started)
+
+
+@lru_cache(maxsize=1)
+def _sent_statements() -> dict[str, str]:
+    quote = connection.ops.quote_name
+    attempts, deliveries = quote(Attempt._meta.db_table), quote(Delivery._meta.db_table)
+    common = ("route_id = %s, provider = %s, provider_message_id = %s, sent_at = %s, updated_at = %s, "
+              "next_attempt_at = NULL, next_poll_at = %s, poll_count = 0")
+    return {
+        "attempt": (f"UPDATE {attempts} SET outcome = %s, finished_at = %s, latency_ms = %s, error_class = '', "
+                    f"provider_code = '', error_text = '', provider_message_id = %s, raw_response = %s, cost = %s, "
+                    f"parts = %s WHERE id = %s"),
+        # sending -> sent; RETURNING tells whether it moved (for the metric).
+        "moved": (f"UPDATE {deliveries} SET status = %s, error_class = '', error_code = '', error_text = '', "
+                  f"{common} WHERE id = %s AND status = %s RETURNING id"),
+        # A report, staff or the sweeper moved it on meanwhile: keep its status, still record the id.
+        # Runs right after "moved", which set sent_at to this very value if it moved the row.
+        "kept": f"UPDATE {deliveries} SET {common} WHERE id = %s AND (sent_at IS NULL OR sent_at <> %s)",
+    }
+
+
+def _record_sent(delivery: Delivery, choice: RouteChoice, result: SendResult, *, attempt: Attempt | None = None,
+                 latency_ms: int | None = None):
+    """The provider has the message: with the `attempt` that got it, close that attempt and clear the
+    route's failure count; record the provider's id on the delivery (`sent`, unless something moved
+    it on meanwhile), move its counters, then apply any report that came before the id.
+
+    This runs for every SMS, so its statements are built once and, on PostgreSQL, sent in one
+    round trip: a multi-statement query runs as one implicit transaction, all or nothing, in order.
+    Elsewhere (SQLite) they run one by one in one transaction."""
+    ops = connection.ops
+    now, delivery_pk = ops.adapt_datetimefield_value(timezone.now()), Delivery._meta.pk.get_db_prep_value(
+        delivery.pk, connection)
     first_poll = poll_first_delay(provider_class(choice.provider))
-    if first_poll is not None:
-        common["next_poll_at"] = now + first_poll
-    # A delivery report may already have moved it on (it can arrive before this line runs).
-    moved = Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(
-        status=DeliveryStatus.SENT, error_class="", error_code="", error_text="", **common
-    )
+    next_poll = ops.adapt_datetimefield_value(timezone.now() + first_poll) if first_poll is not None else None
+    common = [choice.route_id, choice.provider, result.provider_message_id, now, now, next_poll]
+    sql = _sent_statements()
+    batch = [
+        (sql["moved"], [DeliveryStatus.SENT.value, *common, delivery_pk, DeliveryStatus.SENDING.value]),
+        (sql["kept"], [*common, delivery_pk, now]),
+    ]
+    if attempt is not None:
+        batch.append((sql["attempt"], [
+            AttemptOutcome.SENT.value, now, latency_ms, result.provider_message_id,
+            Attempt._meta.get_field("raw_response").get_db_prep_save(
+                result.raw if isinstance(result.raw, (dict, list)) else None, connection),
+            Attempt._meta.get_field("cost").get_db_prep_save(result.cost, connection), result.parts, attempt.pk]))
+        if choice.route is not None:
+            batch.append((_route_healthy_statement(), [choice.route.pk]))
+    if connection.vendor == "postgresql":
+        batch.append(stats.recount_query(delivery.pk))
+    batch.append((_any_held_statement(), [choice.provider, result.provider_message_id]))
+    moved, held = _run_in_order(batch, rows_of=(0, len(batch) - 1))
+    if connection.vendor != "postgresql":
+        stats.delivery_recount(delivery_id=delivery.pk)
     if moved:
         metrics.delivery_status(DeliveryStatus.SENT, choice.provider)
-    else:
-        Delivery.objects.filter(pk=delivery.pk).update(**common)
-    stats.delivery_recount(delivery_id=delivery.pk)
     if result.status != ReportStatus.SENT:
         delivery_status_apply(delivery=delivery, status=result.status, source=StatusEvent.Source.SYSTEM,
                               raw=None)
-    unmatched_reports_replay(route=choice.route, provider=choice.provider, delivery=delivery,
-                             provider_message_id=result.provider_message_id)
+    if held:
+        unmatched_reports_replay(route=choice.route, provider=choice.provider, delivery=delivery,
+                                 provider_message_id=result.provider_message_id)
+
+
+def _run_in_order(batch: list[tuple[str, list]], *, rows_of: tuple[int, ...]) -> list[list]:
+    """Run statements in order in one transaction; the rows of the statements at `rows_of`. On
+    PostgreSQL with client-side binding (Django's default) in one round trip."""
+    rows = {}
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql" and not connection.settings_dict["OPTIONS"].get("server_side_binding"):
+            cursor.execute(";\n".join(statement for statement, _ in batch), [p for _, params in batch for p in params])
+            for index in range(len(batch)):
+                if index in rows_of:
+                    rows[index] = cursor.fetchall()
+                if index < len(batch) - 1:
+                    cursor.nextset()
+        else:
+            with transaction.atomic():
+                for index, (statement, params) in enumerate(batch):
+                    cursor.execute(statement, params)
+                    if index in rows_of:
+                        rows[index] = cursor.fetchall()
+    return [rows[index] for index in rows_of]
 
 
 def _close_attempt(attempt: Attempt, outcome, latency_ms, *, error_class="", code="", text="", message_id="",

@@ -271,12 +271,19 @@ def _recount_in_one_statement(delivery_id) -> bool:
     hourly volume for a row never counted), all in data-modifying CTEs. One round trip: the counter
     rows, hot when many deliveries of one account move at once, are never locked across a client
     round trip. Lock order as everywhere: the delivery row, then day counters sorted, then hours."""
+    sql, params = recount_query(delivery_id)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return bool(cursor.fetchone()[0])
+
+
+def recount_query(delivery_id) -> tuple[str, list]:
+    """The SQL and parameters of `_recount_in_one_statement` (PostgreSQL), for callers that send it
+    together with other statements in one round trip. Its one row: whether the count moved."""
     sql, params, id_position = _recount_statement()
     params = list(params)
     params[id_position] = delivery_id if isinstance(delivery_id, uuid.UUID) else uuid.UUID(str(delivery_id))
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, timezone.get_current_timezone_name()])
-        return bool(cursor.fetchone()[0])
+    return sql, [*params, timezone.get_current_timezone_name()]
 
 
 @dataclass

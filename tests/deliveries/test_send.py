@@ -10,7 +10,15 @@ from django.utils import timezone
 from accounts.models import ProviderRoute
 from deliveries import tasks
 from deliveries.models import Attempt, AttemptOutcome, Delivery, DeliveryStatus, StatusEvent
-from deliveries.services import delivery_claim, delivery_create, delivery_send, delivery_status_apply
+from deliveries.providers.base import SendResult
+from deliveries.services import (
+    RouteChoice,
+    _record_sent,
+    delivery_claim,
+    delivery_create,
+    delivery_send,
+    delivery_status_apply,
+)
 from tests.deliveries.test_endpoint import queued_task_ids
 
 pytestmark = pytest.mark.django_db
@@ -38,6 +46,23 @@ def test_success_records_provider_id_and_attempt(fake_smsru, smsru_route, create
     assert attempt.provider_message_id == delivery.provider_message_id
     [message] = fake_smsru.sent_to("79123456789")
     assert message["msg"] == "Код: 1234" and message["from"] == "ACME"
+
+
+def test_a_status_that_moved_on_during_the_call_is_kept_and_the_provider_id_still_recorded(smsru_route, create):
+    # The worker records a success in one batch of statements; a delivery that a report, staff or the
+    # sweeper moved on meanwhile keeps its status, but still gets the provider's id, route and time.
+    route = smsru_route()
+    moved_on, claimed = create(phone="+79123456780"), create(phone="+79123456781")
+    Delivery.objects.filter(pk=moved_on.pk).update(status=DeliveryStatus.DELIVERED)
+    Delivery.objects.filter(pk=claimed.pk).update(status=DeliveryStatus.SENDING)
+    choice = RouteChoice(route, "smsru", {}, "")
+    for delivery, message_id in ((moved_on, "id-1"), (claimed, "id-2")):
+        _record_sent(delivery, choice, SendResult(provider_message_id=message_id))
+    moved_on.refresh_from_db()
+    claimed.refresh_from_db()
+    assert (moved_on.status, moved_on.provider_message_id, moved_on.route_id) == ("delivered", "id-1", route.pk)
+    assert (claimed.status, claimed.provider_message_id, claimed.route_id) == ("sent", "id-2", route.pk)
+    assert moved_on.sent_at is not None and claimed.sent_at is not None
 
 
 def test_claim_is_exclusive_and_a_second_run_sends_nothing(fake_smsru, smsru_route, create):
