@@ -114,7 +114,9 @@ class Stack:
         raise KeyError(f"no {name!r} in the Procfile")
 
     def start_procfile(self, name: str, *, env: dict | None = None) -> Proc:
-        proc = self.spawn(name, ["/bin/bash", "-c", self.procfile_command(name)], env=env)
+        # "worker-system-2" plays the role "worker-system": figures are per role, not per Procfile line.
+        role = name[:-2] if name[-2:] == "-2" else name
+        proc = self.spawn(role, ["/bin/bash", "-c", self.procfile_command(name)], env=env)
         return proc
 
     def start_web(self, port: int) -> Proc:

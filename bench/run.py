@@ -59,6 +59,7 @@ from bench.harness import (  # noqa: E402
 )
 
 LOADGEN = ROOT / "bench" / "loadgen"
+WORKERS = ("worker-system", "worker-system-2", "worker-bulk")  # the Procfile's worker processes
 TEXT = "Код для входа: {code:06d}"
 SUBDOMAIN = "bench{n}"
 AMO_ID_BASE = 70000
@@ -401,7 +402,7 @@ class Bench:
         self.results["tools"] = tool_versions()
         self.results["config"] = {
             "accounts": self.args.accounts,
-            "procfile": {name: self.stack.procfile_command(name) for name in ("web", "worker-system", "worker-bulk")},
+            "procfile": {name: self.stack.procfile_command(name) for name in ("web", *WORKERS)},
             "database": "fresh PostgreSQL database, migrated; synchronous_commit as configured on the server",
             "provider": "tests/fakes/smsru.py (fake SMS.ru over HTTP on 127.0.0.1), its own process",
         }
@@ -427,7 +428,7 @@ class Bench:
             proc.stop()
         self.flush_broker()  # what the last scenario left queued stays counted there as missing
         self.fake = self.stack.start_fake(self.fake_port, latency=latency, record=self.fake_record)
-        self.workers = [self.stack.start_worker("worker-system"), self.stack.start_worker("worker-bulk")]
+        self.workers = [self.stack.start_worker(name) for name in WORKERS]
         self.warm_delivery_side()
 
     def warm_delivery_side(self, count: int = 200):

@@ -18,3 +18,10 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):
+    # The SMS endpoint sheds requests that waited too long for a thread (smsgate/webqueue.py).
+    from smsgate import webqueue
+
+    webqueue.install(worker)

@@ -291,6 +291,10 @@ SMSGATE_STALE_CLAIM_SECONDS = env.float("SMSGATE_STALE_CLAIM_SECONDS", default=S
 SMSGATE_REDACT_SYSTEM_TEXT_HOURS = env.int("SMSGATE_REDACT_SYSTEM_TEXT_HOURS", default=24)
 SMSGATE_PURGE_TEXT_DAYS = env.int("SMSGATE_PURGE_TEXT_DAYS", default=30)
 SMSGATE_HASH_PHONE_DAYS = env.int("SMSGATE_HASH_PHONE_DAYS", default=0)
+# Overload: a request that waited longer than this for a web thread (gunicorn gthread) gets 503 with
+# Retry-After at once, before any work: amoCRM (~2 s budget) has likely given up on it, and an SMS
+# recorded for a sender that is gone would only be late. 0 turns it off.
+SMSGATE_WEB_MAX_QUEUE_WAIT = env.float("SMSGATE_WEB_MAX_QUEUE_WAIT", default=2.0)
 # /metrics: a bearer token, or client addresses allowed without one.
 SMSGATE_METRICS_TOKEN = env.str("SMSGATE_METRICS_TOKEN", default="")
 SMSGATE_METRICS_ALLOWED_IPS = env.list("SMSGATE_METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
