@@ -32,12 +32,3 @@ def queue_latency(kind, delay: timedelta):
 
 def provider_call(provider: str, outcome: str, latency_ms: int):
     PROVIDER_LATENCY.labels(provider, outcome).observe(latency_ms / 1000)
-
-
-WEB_SHED = Counter(
-    "smsgate_web_shed_total", "SMS requests answered 503 at once: they waited too long for a web thread",
-)
-
-
-def web_shed():
-    WEB_SHED.inc()

@@ -2,9 +2,7 @@
 
 import json
 import logging
-import time
 
-from django.conf import settings
 from django.http import JsonResponse
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
@@ -12,9 +10,6 @@ from django.views.decorators.csrf import csrf_exempt
 from accounts.services import account_register
 from accounts.tokens import TokenError, verify_token
 
-from smsgate import webqueue
-
-from . import metrics
 from .services import DeliveryRefused, delivery_create
 
 logger = logging.getLogger(__name__)
@@ -32,21 +27,6 @@ def refusal_response(exc: DeliveryRefused) -> JsonResponse:
     response = error_response(exc.http_status, exc.code, exc.message, **extra)
     if exc.retry_after:
         response["Retry-After"] = str(exc.retry_after)
-    return response
-
-
-_overload_logged_at = 0.0
-
-
-def overloaded_response(waited: float) -> JsonResponse:
-    """503 before any work: nothing recorded, nothing counted, so amoCRM may simply try again."""
-    global _overload_logged_at
-    metrics.web_shed()
-    if time.monotonic() - _overload_logged_at > 1.0:  # one line a second per process, not one per request
-        _overload_logged_at = time.monotonic()
-        logger.warning("overloaded: a request waited %.1f s for a web thread; answering 503", waited)
-    response = error_response(503, "overloaded", _("The service is overloaded. Try again in a few seconds."))
-    response["Retry-After"] = "2"
     return response
 
 
@@ -77,9 +57,6 @@ def amocrm_sms(request):
         response = error_response(405, "method_not_allowed", _("Use POST."))
         response["Allow"] = "GET, HEAD, POST"
         return response
-    waited = webqueue.waited_seconds()
-    if 0 < settings.SMSGATE_WEB_MAX_QUEUE_WAIT < waited:
-        return overloaded_response(waited)
     try:
         data = _read_body(request)
     except BadBody:

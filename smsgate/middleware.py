@@ -1,13 +1,50 @@
 import logging
+import time
 
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
+from django.urls import reverse
+from django.utils import translation
 from django.utils.translation import gettext as _
 from prometheus_client import Counter
 
 from accounts.crypto import DecryptionError
+from smsgate import webqueue
 
 logger = logging.getLogger(__name__)
+
+
+class OverloadSheddingMiddleware:
+    """An SMS request that waited longer than SMSGATE_WEB_MAX_QUEUE_WAIT for a web thread (see
+    smsgate/webqueue.py) is answered 503 with Retry-After before anything else runs: nothing is
+    recorded, so amoCRM may simply try again. First in MIDDLEWARE, because under overload most
+    requests end here and each must cost as little as possible."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.sms_path = reverse("amocrm-sms").rstrip("/")
+        self.logged_at = 0.0
+
+    def __call__(self, request):
+        limit = settings.SMSGATE_WEB_MAX_QUEUE_WAIT
+        if limit > 0 and request.method == "POST" and request.path_info.rstrip("/") == self.sms_path:
+            waited = webqueue.waited_seconds()
+            if waited > limit:
+                return self.overloaded(request, waited)
+        return self.get_response(request)
+
+    def overloaded(self, request, waited: float) -> JsonResponse:
+        _SHED.inc()
+        if time.monotonic() - self.logged_at > 1.0:  # a line a second per process, not one per request
+            self.logged_at = time.monotonic()
+            logger.warning("overloaded: a request waited %.1f s for a web thread; answering 503", waited)
+        with translation.override(translation.get_language_from_request(request)):
+            response = JsonResponse(
+                {"detail": _("The service is overloaded. Try again in a few seconds."), "code": "overloaded"},
+                status=503, json_dumps_params={"ensure_ascii": False})
+        response["Retry-After"] = "2"
+        return response
 
 
 class DatabaseUnavailableMiddleware:
@@ -48,3 +85,4 @@ class RequestMetricsMiddleware:
 
 _REQUESTS = Counter("smsgate_http_requests_total", "HTTP requests answered, by view and status code",
                     ["view", "status"])
+_SHED = Counter("smsgate_web_shed_total", "SMS requests answered 503 at once: they waited too long for a web thread")
