@@ -687,10 +687,10 @@ def print_table(results: dict):
     checks = []
     for name in ("steady", "dispatch", "overload"):
         part = results.get(name) or {}
-        checks.append(f"{name}: missing {part.get('missing')}, duplicates {part.get('duplicates')}")
+        checks.append(f"{name}: not at the provider {part.get('missing')}, duplicates {part.get('duplicates')}")
     iso = results.get("isolation") or {}
-    checks.append(f"isolation: bulk missing {iso.get('bulk_missing')}, duplicates {iso.get('bulk_duplicates')}; "
-                  f"login codes missing {iso.get('system_missing')}")
+    checks.append(f"isolation: bulk not at the provider {iso.get('bulk_missing')}, duplicates "
+                  f"{iso.get('bulk_duplicates')}; login codes not at the provider {iso.get('system_missing')}")
     print("\n" + "; ".join(checks))
     if results.get("errors"):
         print("errors in: " + ", ".join(results["errors"]))
