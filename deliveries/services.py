@@ -540,12 +540,14 @@ def _record_sent(delivery: Delivery, choice: RouteChoice, result: SendResult, *,
             Attempt._meta.get_field("cost").get_db_prep_save(result.cost, connection), result.parts, attempt.pk]))
         if choice.route is not None:
             batch.append((_route_healthy_statement(), [choice.route.pk]))
+    held_check = (_any_held_statement(), [choice.provider, result.provider_message_id])
     if connection.vendor == "postgresql":
-        batch.append(stats.recount_query(delivery.pk))
-    batch.append((_any_held_statement(), [choice.provider, result.provider_message_id]))
-    moved, held = _run_in_order(batch, rows_of=(0, len(batch) - 1))
-    if connection.vendor != "postgresql":
-        stats.delivery_recount(delivery_id=delivery.pk)
+        batch += [stats.recount_query(delivery.pk), held_check]
+        moved, held = _run_in_order(batch, rows_of=(0, len(batch) - 1))
+    else:
+        with transaction.atomic():
+            moved, held = _run_in_order([*batch, held_check], rows_of=(0, len(batch)))
+            stats.delivery_recount(delivery_id=delivery.pk)
     if moved:
         metrics.delivery_status(DeliveryStatus.SENT, choice.provider)
     if result.status != ReportStatus.SENT:
