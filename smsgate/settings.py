@@ -333,7 +333,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        # The message, then the call's `extra` ids as key=value (smsgate/logs.py).
+        "plain": {"()": "smsgate.logs.ContextFormatter", "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
@@ -343,6 +344,10 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         # filesystem:// has no host and kombu warns about it on every publish.
         "kombu.connection": {"level": "ERROR" if CELERY_BROKER_URL.startswith("filesystem://") else "WARNING"},
+        # One line per SMS is ours ("delivery sent delivery_id=..."); Celery's "received" and
+        # "succeeded" lines per task only repeat it. Failures are still logged (ERROR).
+        "celery.worker.strategy": {"level": "WARNING"},
+        "celery.app.trace": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
     },

@@ -34,6 +34,10 @@ def test_system_sms_goes_from_amocrm_to_the_provider(stack, smsru_route, make_to
         assert message["msg"] == "Код для входа: 834622" and message["from"] == "ACME"
         worker_log = stack.processes[-1].log()
         assert "834622" not in worker_log and "+79123456789" not in worker_log
+        # One line per SMS, with the ids to follow it (Celery's own per-task lines are off).
+        [sent_line] = [line for line in worker_log.splitlines() if "delivery sent" in line]
+        assert f"delivery_id={body['id']}" in sent_line and "provider=smsru" in sent_line
+        assert "succeeded in" not in worker_log
 
 
 def test_replay_and_bad_token_over_real_http(stack, smsru_route, make_token):
