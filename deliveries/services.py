@@ -542,12 +542,12 @@ def _record_sent(delivery: Delivery, choice: RouteChoice, result: SendResult, *,
             batch.append((_route_healthy_statement(), [choice.route.pk]))
     held_check = (_any_held_statement(), [choice.provider, result.provider_message_id])
     if connection.vendor == "postgresql":
-        batch += [stats.recount_query(delivery.pk), held_check]
-        moved, held = _run_in_order(batch, rows_of=(0, len(batch) - 1))
+        results = _run_in_order([*batch, stats.recount_query(delivery.pk), held_check])
     else:
         with transaction.atomic():
-            moved, held = _run_in_order([*batch, held_check], rows_of=(0, len(batch)))
+            results = _run_in_order([*batch, held_check])
             stats.delivery_recount(delivery_id=delivery.pk)
+    moved, held = results[0], results[-1]
     if moved:
         metrics.delivery_status(DeliveryStatus.SENT, choice.provider)
     if result.status != ReportStatus.SENT:
@@ -558,25 +558,25 @@ def _record_sent(delivery: Delivery, choice: RouteChoice, result: SendResult, *,
                                  provider_message_id=result.provider_message_id)
 
 
-def _run_in_order(batch: list[tuple[str, list]], *, rows_of: tuple[int, ...]) -> list[list]:
-    """Run statements in order in one transaction; the rows of the statements at `rows_of`. On
+def _run_in_order(batch: list[tuple[str, list]]) -> list[list]:
+    """Run statements in order in one transaction; each one's rows ([] when it returns none). On
     PostgreSQL with client-side binding (Django's default) in one round trip."""
-    rows = {}
+    def rows(cursor):
+        return cursor.fetchall() if cursor.description is not None else []
+
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql" and not connection.settings_dict["OPTIONS"].get("server_side_binding"):
             cursor.execute(";\n".join(statement for statement, _ in batch), [p for _, params in batch for p in params])
-            for index in range(len(batch)):
-                if index in rows_of:
-                    rows[index] = cursor.fetchall()
-                if index < len(batch) - 1:
-                    cursor.nextset()
-        else:
-            with transaction.atomic():
-                for index, (statement, params) in enumerate(batch):
-                    cursor.execute(statement, params)
-                    if index in rows_of:
-                        rows[index] = cursor.fetchall()
-    return [rows[index] for index in rows_of]
+            results = [rows(cursor)]
+            while cursor.nextset():
+                results.append(rows(cursor))
+            return results
+        with transaction.atomic():
+            results = []
+            for statement, params in batch:
+                cursor.execute(statement, params)
+                results.append(rows(cursor))
+            return results
 
 
 def _close_attempt(attempt: Attempt, outcome, latency_ms, *, error_class="", code="", text="", message_id="",

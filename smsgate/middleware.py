@@ -39,10 +39,10 @@ class OverloadSheddingMiddleware:
         if time.monotonic() - self.logged_at > 1.0:  # a line a second per process, not one per request
             self.logged_at = time.monotonic()
             logger.warning("overloaded: a request waited %.1f s for a web thread; answering 503", waited)
+        from deliveries.views import error_response  # the SMS endpoint's own answer shape
+
         with translation.override(translation.get_language_from_request(request)):
-            response = JsonResponse(
-                {"detail": _("The service is overloaded. Try again in a few seconds."), "code": "overloaded"},
-                status=503, json_dumps_params={"ensure_ascii": False})
+            response = error_response(503, "overloaded", _("The service is overloaded. Try again in a few seconds."))
         response["Retry-After"] = "2"
         return response
 

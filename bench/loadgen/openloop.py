@@ -6,7 +6,7 @@ Each line of FILE is one urlencoded form body (a fresh amoCRM token each), poste
 connection (`Connection: close`), as independent amoCRM servers would. Nothing waits for an answer
 before sending the next request, so a slow server gets more requests in flight, never fewer
 requests: latency is counted from each request's *scheduled* time (no coordinated omission).
-One asyncio process; prints one JSON object.
+One asyncio process on the standard library (and bench/harness.py); prints one JSON object.
 
 Why not locust: its users pace themselves (`constant_throughput`), so the offered rate falls
 when answers slow down, and on this 2-core machine 50 users at 1/s each arrived in bursts (client
@@ -18,16 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 from urllib.parse import urlsplit
 
-
-def percentile(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.harness import percentile  # standard library only, like this script
 
 
 async def post(host: str, port: int, request_head: bytes, body: bytes, timeout: float) -> int:
