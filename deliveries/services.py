@@ -33,6 +33,7 @@ from .models import (
 from . import metrics, stats
 from .guard import GuardRefusal, guard_check
 from .phones import Phone, PhoneError, phone_mask, phone_parse
+from .publisher import redis_publisher
 from .providers import provider_class
 from .providers.http import default_client
 from .providers.base import (
@@ -272,8 +273,12 @@ def delivery_enqueue(*, delivery_id, kind: str, countdown: float | None = None) 
     global _broker_skip_until
     if time.monotonic() >= _broker_skip_until:
         try:
-            current_app.send_task(SEND_TASK, args=[str(delivery_id)], queue=queue_for_kind(kind),
-                                  countdown=countdown)
+            publisher = redis_publisher(current_app, SEND_TASK) if not countdown else None
+            if publisher is not None:  # one LPUSH of the same message (deliveries/publisher.py)
+                publisher.publish([str(delivery_id)], queue_for_kind(kind))
+            else:
+                current_app.send_task(SEND_TASK, args=[str(delivery_id)], queue=queue_for_kind(kind),
+                                      countdown=countdown)
             return True
         except Exception as exc:  # kombu raises many types for a broker that is down
             _broker_skip_until = time.monotonic() + BROKER_RETRY_AFTER_FAILURE

@@ -296,6 +296,9 @@ SMSGATE_HASH_PHONE_DAYS = env.int("SMSGATE_HASH_PHONE_DAYS", default=0)
 # Retry-After at once, before any work: amoCRM (~2 s budget) has likely given up on it, and an SMS
 # recorded for a sender that is gone would only be late. 0 turns it off.
 SMSGATE_WEB_MAX_QUEUE_WAIT = env.float("SMSGATE_WEB_MAX_QUEUE_WAIT", default=2.0)
+# On a Redis broker the send task is written with one LPUSH of Celery's own message format
+# (deliveries/publisher.py), a fifth of the web tier's CPU per SMS less; off: Celery's send_task.
+SMSGATE_DIRECT_PUBLISH = env.bool("SMSGATE_DIRECT_PUBLISH", default=True)
 # /metrics: a bearer token, or client addresses allowed without one.
 SMSGATE_METRICS_TOKEN = env.str("SMSGATE_METRICS_TOKEN", default="")
 SMSGATE_METRICS_ALLOWED_IPS = env.list("SMSGATE_METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
