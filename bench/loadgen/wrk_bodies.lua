@@ -1,6 +1,7 @@
 -- wrk script: POST one pre-made form body per request (a distinct token each time).
 -- BENCH_BODIES names a file with one urlencoded body per line; thread i of n sends lines
--- i, i+n, i+2n ... and counts a wrap-around (a repeated token) in `reused`.
+-- i, i+n, i+2n ... and counts a wrap-around (a repeated token) in `reused`. BENCH_SKIP lines at the
+-- start are left out (used by an earlier run on the same file).
 -- At the end it prints one JSON line with the figures bench/run.py reads.
 
 local counter = 0
@@ -15,10 +16,11 @@ end
 function init(args)
 
   local total = tonumber(os.getenv("BENCH_THREADS") or "1")
+  local skip = tonumber(os.getenv("BENCH_SKIP") or "0")
   bodies = {}
   local i = 0
   for line in io.lines(os.getenv("BENCH_BODIES")) do
-    if i % total == id then
+    if i >= skip and (i - skip) % total == id then
       bodies[#bodies + 1] = line
     end
     i = i + 1
