@@ -602,10 +602,11 @@ class Bench:
 
 def feed(accounts, *, block: str, rate: int, seconds: int, waves_per_second: int, start: int = 0) -> dict:
     """Deliveries arriving together: every 1/waves_per_second s a wave of rate/waves_per_second bulk
-    deliveries is recorded (one transaction, counters included) and queued, as a bulk import would."""
+    deliveries is recorded (one transaction, counters included) and queued in batches
+    (SMSGATE_SEND_BATCH_SIZE per message, deliveries/bulk.py), as a bulk import would."""
     from django.db import connection
 
-    from deliveries.services import delivery_enqueue
+    from deliveries.bulk import deliveries_enqueue_bulk
 
     per_wave = rate // waves_per_second
     interval = 1.0 / waves_per_second
@@ -622,8 +623,7 @@ def feed(accounts, *, block: str, rate: int, seconds: int, waves_per_second: int
         messages = [(accounts[(n + i) % len(accounts)], phone(block, n + i), TEXT.format(code=(n + i) % 1_000_000))
                     for i in range(per_wave)]
         n += per_wave
-        for delivery_id in record_bulk(messages):
-            delivery_enqueue(delivery_id=delivery_id, kind="bulk")
+        deliveries_enqueue_bulk(delivery_ids=record_bulk(messages))
     connection.close()
     return {"deliveries": n - start, "seconds": round(time.monotonic() - began, 2),
             "max_wave_late_ms": round(late * 1000, 1)}

@@ -267,23 +267,32 @@ BROKER_RETRY_AFTER_FAILURE = 3.0
 _broker_skip_until = 0.0
 
 
+def task_publish(task_name: str, args: list, *, queue: str, countdown: float | None = None,
+                 log_extra: dict | None = None) -> bool:
+    """Hand a task to the broker; False when the broker is down (then, for a few seconds, at once)."""
+    global _broker_skip_until
+    if time.monotonic() < _broker_skip_until:
+        return False
+    try:
+        publisher = redis_publisher(current_app, task_name) if not countdown else None
+        if publisher is not None:  # one LPUSH of the same message (deliveries/publisher.py)
+            publisher.publish(args, queue)
+        else:
+            current_app.send_task(task_name, args=args, queue=queue, countdown=countdown)
+        return True
+    except Exception as exc:  # kombu and redis-py raise many types for a broker that is down
+        _broker_skip_until = time.monotonic() + BROKER_RETRY_AFTER_FAILURE
+        logger.warning("could not enqueue %s (%s); it stays pending for the sweeper", task_name, type(exc).__name__,
+                       extra=log_extra)
+        return False
+
+
 def delivery_enqueue(*, delivery_id, kind: str, countdown: float | None = None) -> bool:
     """Hand the delivery to a worker. A broker outage is not the client's problem: the row stays
     committed as `pending` with no `enqueued_at`, and the sweeper queues it again later."""
-    global _broker_skip_until
-    if time.monotonic() >= _broker_skip_until:
-        try:
-            publisher = redis_publisher(current_app, SEND_TASK) if not countdown else None
-            if publisher is not None:  # one LPUSH of the same message (deliveries/publisher.py)
-                publisher.publish([str(delivery_id)], queue_for_kind(kind))
-            else:
-                current_app.send_task(SEND_TASK, args=[str(delivery_id)], queue=queue_for_kind(kind),
-                                      countdown=countdown)
-            return True
-        except Exception as exc:  # kombu raises many types for a broker that is down
-            _broker_skip_until = time.monotonic() + BROKER_RETRY_AFTER_FAILURE
-            logger.warning("could not enqueue delivery (%s); it stays pending for the sweeper", type(exc).__name__,
-                           extra={"delivery_id": str(delivery_id)})
+    if task_publish(SEND_TASK, [str(delivery_id)], queue=queue_for_kind(kind), countdown=countdown,
+                    log_extra={"delivery_id": str(delivery_id)}):
+        return True
     Delivery.objects.filter(pk=delivery_id, status=DeliveryStatus.PENDING).update(enqueued_at=None)
     return False
 
@@ -361,26 +370,34 @@ def backoff_seconds(attempt_number: int, retry_after: float | None = None) -> fl
     return max(delay, retry_after or 0.0)
 
 
-@lru_cache(maxsize=1)
-def _claim_statement() -> str:
+@lru_cache(maxsize=64)
+def _claim_statement(count: int = 1) -> str:
     quote = connection.ops.quote_name
     columns = ", ".join(quote(f.column) for f in Delivery._meta.concrete_fields)
+    ids = "id = %s" if count == 1 else f"id IN ({', '.join(['%s'] * count)})"
     return (f"UPDATE {quote(Delivery._meta.db_table)} SET status = %s, attempt_count = attempt_count + 1, "
-            f"updated_at = %s, claimed_at = %s WHERE id = %s AND status = %s "
+            f"updated_at = %s, claimed_at = %s WHERE {ids} AND status = %s "
             f"AND (next_attempt_at IS NULL OR next_attempt_at <= %s) RETURNING {columns}")
 
 
-def delivery_claim_and_read(*, delivery_id) -> Delivery | None:
+def deliveries_claim_and_read(*, delivery_ids) -> list[Delivery]:
     """pending -> sending, atomically: only one worker ever gets a delivery. One statement (UPDATE ...
-    RETURNING, PostgreSQL and SQLite 3.35+) claims it and reads it back: no transaction to hold
-    open while this thread waits for its turn in the interpreter."""
+    RETURNING, PostgreSQL and SQLite 3.35+) claims every claimable one of `delivery_ids` and reads
+    them back: no transaction to hold open while this thread waits for its turn in the interpreter."""
+    if not delivery_ids:
+        return []
     now = timezone.now()
     adapt = connection.ops.adapt_datetimefield_value
-    claimed = list(Delivery.objects.raw(_claim_statement(), [
+    prepare_id = Delivery._meta.pk.get_db_prep_value
+    return list(Delivery.objects.raw(_claim_statement(len(delivery_ids)), [
         DeliveryStatus.SENDING.value, adapt(now), adapt(now),
-        Delivery._meta.pk.get_db_prep_value(delivery_id, connection), DeliveryStatus.PENDING.value,
+        *(prepare_id(delivery_id, connection) for delivery_id in delivery_ids), DeliveryStatus.PENDING.value,
         adapt(now + timedelta(seconds=1)),
     ]))
+
+
+def delivery_claim_and_read(*, delivery_id) -> Delivery | None:
+    claimed = deliveries_claim_and_read(delivery_ids=[delivery_id])
     return claimed[0] if claimed else None
 
 
@@ -409,6 +426,11 @@ def delivery_send(*, delivery_id) -> SendOutcome | None:
     if delivery is None:
         logger.debug("delivery not claimable", extra={"delivery_id": str(delivery_id)})
         return None
+    return delivery_send_claimed(delivery)
+
+
+def delivery_send_claimed(delivery: Delivery) -> SendOutcome:
+    """Send a delivery this worker has just claimed (`sending`) through its routes."""
     delivery.account = account_by_pk(delivery.account_id)  # per process, read-only, like its routes
     kind = delivery.kind
     metrics.queue_latency(kind, (delivery.claimed_at - (delivery.next_attempt_at or delivery.created_at)))

@@ -1,8 +1,9 @@
 """Celery tasks: thin wrappers around services."""
 
 from celery import shared_task
+from celery.signals import worker_shutdown
 
-from . import retention, services
+from . import bulk, retention, services
 
 
 @shared_task(name=services.SEND_TASK, acks_late=True, ignore_result=True)
@@ -10,6 +11,13 @@ def delivery_send(delivery_id: str):
     outcome = services.delivery_send(delivery_id=delivery_id)
     if outcome is not None and outcome.retry_in is not None:
         services.delivery_enqueue(delivery_id=delivery_id, kind=outcome.kind, countdown=outcome.retry_in)
+
+
+@shared_task(name=bulk.SEND_BATCH_TASK, acks_late=True, ignore_result=True)
+def deliveries_send_batch(delivery_ids: list[str]):
+    for delivery_id, outcome in bulk.deliveries_send_batch(delivery_ids=delivery_ids):
+        if outcome.retry_in is not None:  # a retry is a single task, like any other
+            services.delivery_enqueue(delivery_id=delivery_id, kind=outcome.kind, countdown=outcome.retry_in)
 
 
 @shared_task(name="deliveries.sweep", ignore_result=True, expires=60)
@@ -24,3 +32,8 @@ def delivery_retention():
 def deliveries_poll():
     """Celery beat, every SMSGATE_POLL_INTERVAL seconds (smsgate/celery.py)."""
     services.deliveries_poll()
+
+
+@worker_shutdown.connect
+def _stop_sending_threads(**kwargs):
+    bulk.stop_sending_threads()

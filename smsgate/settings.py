@@ -287,6 +287,10 @@ SMSGATE_SWEEP_GRACE_SECONDS = env.float("SMSGATE_SWEEP_GRACE_SECONDS", default=5
 SMSGATE_LOST_MESSAGE_SECONDS = env.int("SMSGATE_LOST_MESSAGE_SECONDS", default=300)
 SMSGATE_PROVIDER_TIMEOUT = env.float("SMSGATE_PROVIDER_TIMEOUT", default=10.0)  # read timeout, seconds
 SMSGATE_STALE_CLAIM_SECONDS = env.float("SMSGATE_STALE_CLAIM_SECONDS", default=SMSGATE_PROVIDER_TIMEOUT + 30)
+# Bulk SMS are queued SMSGATE_SEND_BATCH_SIZE to a message and sent concurrently on
+# SMSGATE_SEND_THREADS threads per worker process (deliveries/bulk.py); 0 threads: one by one.
+SMSGATE_SEND_BATCH_SIZE = env.int("SMSGATE_SEND_BATCH_SIZE", default=32)
+SMSGATE_SEND_THREADS = env.int("SMSGATE_SEND_THREADS", default=64)
 # Retention: system SMS text redacted N hours after it is final; every text purged after N days;
 # phones hashed after N days (0 = never).
 SMSGATE_REDACT_SYSTEM_TEXT_HOURS = env.int("SMSGATE_REDACT_SYSTEM_TEXT_HOURS", default=24)

@@ -1,0 +1,185 @@
+"""Bulk SMS, many per task (deliveries/bulk.py): queued in batches, claimed in one statement, sent
+concurrently on a fixed set of threads, each through the single-delivery path.
+
+Provider calls are real HTTP to the local fake SMS.ru; the batches go to a real Redis."""
+
+import base64
+import json
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+from django.db import connection
+
+from deliveries import bulk, tasks
+from deliveries import publisher as publisher_module
+from deliveries.models import AttemptOutcome, Delivery, DeliveryKind, DeliveryStatus
+from deliveries.services import delivery_claim, delivery_create
+from smsgate.celery import QUEUE_BULK
+from smsgate.celery import app as smsgate_app
+from tests.conftest import E2E_BROKER_URL, service_missing
+from tests.deliveries.test_endpoint import queued_task_ids
+from tests.fakes.smsru import FakeSmsRu
+
+
+@pytest.fixture
+def create_bulk(account):
+    def create(count, *, first=0):
+        return [delivery_create(account=account, phone=f"+7912555{first + n:04d}", text=f"Скидка {n}%",
+                                kind=DeliveryKind.BULK).delivery for n in range(count)]
+
+    return create
+
+
+@pytest.fixture
+def sending_threads(settings):
+    """A fresh set of sending threads of the given size; stopped (connections closed) afterwards."""
+    def start(size):
+        settings.SMSGATE_SEND_THREADS = size
+        bulk.stop_sending_threads()
+
+    yield start
+    bulk.stop_sending_threads()
+
+
+@pytest.mark.django_db
+def test_a_batch_is_claimed_once_and_each_delivery_gets_the_single_path_outcome(fake_smsru, smsru_route, account,
+                                                                               settings):
+    settings.SMSGATE_SEND_THREADS = 0  # in the test's own transaction, one by one
+    smsru_route()
+    normal, temporary, taken = (delivery_create(account=account, phone=phone, text="Скидка 10%",
+                                                kind=DeliveryKind.BULK).delivery
+                                for phone in ("+79123456701", "+79000000220", "+79123456703"))
+    assert delivery_claim(delivery_id=taken.pk)  # another worker has this one
+
+    tasks.deliveries_send_batch([str(normal.pk), str(temporary.pk), str(taken.pk)])
+
+    statuses = dict(Delivery.objects.values_list("pk", "status"))
+    assert statuses == {normal.pk: DeliveryStatus.SENT, temporary.pk: DeliveryStatus.PENDING,
+                        taken.pk: DeliveryStatus.SENDING}
+    assert len(fake_smsru.sent_to("79123456701")) == 1 and not fake_smsru.sent_to("79123456703")
+    temporary.refresh_from_db()
+    assert temporary.next_attempt_at is not None
+    assert list(temporary.attempts.values_list("outcome", flat=True)) == [AttemptOutcome.RETRY]
+    assert not Delivery.objects.get(pk=taken.pk).attempts.exists()
+    assert queued_task_ids(QUEUE_BULK) == [str(temporary.pk)]  # its retry: a single task, on the bulk queue
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sending_threads_send_a_batch_concurrently_each_sms_once(smsru_route, create_bulk, settings,
+                                                                  sending_threads):
+    sending_threads(4)
+    with FakeSmsRu(latency=0.3) as fake:
+        settings.SMSGATE_PROVIDER_BASE_URLS = {"smsru": fake.url}
+        smsru_route()
+        deliveries = create_bulk(12)
+
+        outcomes = bulk.deliveries_send_batch(delivery_ids=[d.pk for d in deliveries])
+
+        assert sorted(delivery_id for delivery_id, _ in outcomes) == sorted(str(d.pk) for d in deliveries)
+        assert {outcome.status for _, outcome in outcomes} == {DeliveryStatus.SENT}
+        assert set(Delivery.objects.values_list("status", flat=True)) == {DeliveryStatus.SENT}
+        assert len(fake.received) == 12 and not fake.duplicates()
+        # Concurrent: some calls arrived while another was still waiting for its 0.3 s answer.
+        arrivals = sorted(m.received_at for m in fake.received)
+        assert any(later - earlier < 0.3 for earlier, later in zip(arrivals, arrivals[1:]))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_never_claims_more_than_there_are_idle_threads(smsru_route, create_bulk, settings, sending_threads):
+    """A claim must be sent at once (the sweeper takes old claims for a dead worker's): with two
+    threads, never more than two deliveries of the batch are `sending` at a time."""
+    sending_threads(2)
+    with FakeSmsRu(latency=0.2) as fake:
+        settings.SMSGATE_PROVIDER_BASE_URLS = {"smsru": fake.url}
+        smsru_route()
+        deliveries = create_bulk(8)
+        most_sending, done = 0, threading.Event()
+
+        def send_batch():  # as a worker's task thread does
+            try:
+                bulk.deliveries_send_batch(delivery_ids=[d.pk for d in deliveries])
+            finally:
+                connection.close()
+                done.set()
+
+        runner = threading.Thread(target=send_batch)
+        runner.start()
+        while not done.is_set():
+            most_sending = max(most_sending, Delivery.objects.filter(status=DeliveryStatus.SENDING).count())
+            time.sleep(0.01)
+        runner.join()
+        assert 1 <= most_sending <= 2
+        assert len(fake.received) == 8 and not fake.duplicates()
+
+
+def test_idle_threads_are_handed_out_and_waited_for():
+    idle = bulk._IdleThreads(3)
+    assert idle.take(5) == 3
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(idle.take(4)))
+    waiter.start()
+    waiter.join(0.1)
+    assert waiter.is_alive() and not got  # none idle: it waits
+    idle.give(2)
+    waiter.join(5)
+    assert got == [2]
+
+
+@pytest.fixture
+def redis_broker(broker_url, monkeypatch):
+    """The test process publishes to a real Redis under a key prefix of its own."""
+    prefix = f"test-bulk-{uuid.uuid4().hex[:8]}:"
+    monkeypatch.setattr(smsgate_app.conf, "broker_url", broker_url)
+    monkeypatch.setattr(publisher_module, "_publishers", {})
+    options = smsgate_app.conf.broker_transport_options
+    smsgate_app.conf.broker_transport_options = {"global_keyprefix": prefix}
+    client = redis.Redis.from_url(broker_url)
+    yield client, prefix
+    smsgate_app.conf.broker_transport_options = options
+    keys = list(client.scan_iter(f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def broker_url():
+    url = E2E_BROKER_URL if E2E_BROKER_URL.startswith("redis://") else "redis://127.0.0.1:6379/14"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        service_missing(f"Redis is needed at {url}: {exc}")
+    return url
+
+
+@pytest.mark.django_db
+def test_bulk_deliveries_are_queued_a_batch_per_message(redis_broker, smsru_route, create_bulk, settings):
+    client, prefix = redis_broker
+    settings.SMSGATE_SEND_BATCH_SIZE = 3
+    smsru_route()
+    ids = [str(d.pk) for d in create_bulk(7)]
+
+    assert bulk.deliveries_enqueue_bulk(delivery_ids=ids) == 7
+
+    messages = [json.loads(raw) for raw in reversed(client.lrange(prefix + QUEUE_BULK, 0, -1))]
+    assert [m["headers"]["task"] for m in messages] == [bulk.SEND_BATCH_TASK] * 3
+    batches = [json.loads(base64.b64decode(m["body"]))[0][0] for m in messages]
+    assert batches == [ids[0:3], ids[3:6], ids[6:7]]
+
+
+@pytest.mark.django_db
+def test_a_batch_the_broker_did_not_take_is_left_to_the_sweeper(smsru_route, create_bulk, monkeypatch):
+    from deliveries import services
+
+    monkeypatch.setattr(smsgate_app.conf, "broker_url", "redis://127.0.0.1:1/0")  # nothing listens there
+    monkeypatch.setattr(publisher_module, "_publishers", {})
+    monkeypatch.setattr(services, "_broker_skip_until", 0.0)
+    smsru_route()
+    deliveries = create_bulk(4)
+    assert all(d.enqueued_at is not None for d in deliveries)
+
+    assert bulk.deliveries_enqueue_bulk(delivery_ids=[d.pk for d in deliveries]) == 0
+
+    assert set(Delivery.objects.values_list("enqueued_at", flat=True)) == {None}

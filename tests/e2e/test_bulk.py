@@ -1,0 +1,47 @@
+"""End to end: bulk SMS queued in batches → Redis → a real Celery worker's sending threads → fake SMS.ru."""
+
+import pytest
+
+from deliveries import bulk
+from deliveries import publisher as publisher_module
+from deliveries.models import Delivery, DeliveryKind, DeliveryStatus
+from deliveries.services import delivery_create
+from smsgate.celery import app as smsgate_app
+from tests.conftest import E2E_BROKER_URL
+from tests.fakes.smsru import FakeSmsRu
+
+from .stack import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bulk_batches_are_sent_by_a_worker_each_sms_once(stack, smsru_route, account, settings, monkeypatch):
+    # Recorded first, while this process still publishes to its in-memory broker: the worker gets them
+    # only through the batches queued below.
+    smsru_route()
+    deliveries = [delivery_create(account=account, phone=f"+7912666{n:04d}", text=f"Скидка {n}%",
+                                  kind=DeliveryKind.BULK).delivery for n in range(40)]
+    # This process publishes to the stack's Redis, under the stack's key prefix.
+    monkeypatch.setattr(smsgate_app.conf, "broker_url", E2E_BROKER_URL)
+    monkeypatch.setattr(publisher_module, "_publishers", {})
+    options = smsgate_app.conf.broker_transport_options
+    smsgate_app.conf.broker_transport_options = {"global_keyprefix": stack.env["CELERY_BROKER_KEY_PREFIX"]}
+    settings.SMSGATE_SEND_BATCH_SIZE = 10
+    try:
+        with FakeSmsRu(latency=0.2) as fake:
+            stack.env.update(SMSGATE_PROVIDER_BASE_URLS=f"smsru={fake.url}", SMSGATE_SEND_THREADS="8")
+            stack.start_worker(concurrency=2, queues="sms-bulk")
+
+            assert bulk.deliveries_enqueue_bulk(delivery_ids=[d.pk for d in deliveries]) == 40
+
+            worker = stack.processes[-1]
+            wait_for(lambda: Delivery.objects.filter(status=DeliveryStatus.SENT).count() == 40, 60,
+                     lambda: f"not all sent: {list(Delivery.objects.values_list('status', flat=True))}\n{worker.log()}")
+            assert len(fake.received) == 40 and not fake.duplicates()
+            assert sorted(m.recipient for m in fake.received) == sorted(d.phone.lstrip("+") for d in deliveries)
+            # 40 calls of 0.2 s each on 8 threads: several were waiting for an answer at the same time.
+            arrivals = sorted(m.received_at for m in fake.received)
+            assert any(later - earlier < 0.2 for earlier, later in zip(arrivals, arrivals[1:]))
+            assert "Скидка" not in worker.log()
+    finally:
+        smsgate_app.conf.broker_transport_options = options
