@@ -137,6 +137,7 @@ def deliveries_send_batch(*, delivery_ids) -> list[tuple[str, services.SendOutco
     started: list[tuple[str, Future]] = []
     waiting = list(delivery_ids)
     while waiting:
+        services.release_pooled_connection()  # not held while waiting: the sending threads need them
         taken = idle.take(len(waiting))
         chunk, waiting = waiting[:taken], waiting[taken:]
         claimed = services.deliveries_claim_and_read(delivery_ids=chunk)
@@ -145,5 +146,6 @@ def deliveries_send_batch(*, delivery_ids) -> list[tuple[str, services.SendOutco
             future = pool.submit(_send, delivery)
             future.add_done_callback(lambda _done: idle.give())
             started.append((str(delivery.pk), future))
+    services.release_pooled_connection()
     outcomes = [(delivery_id, future.result()) for delivery_id, future in started]
     return [(delivery_id, outcome) for delivery_id, outcome in outcomes if outcome is not None]

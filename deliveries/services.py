@@ -469,7 +469,7 @@ def _attempt(delivery: Delivery, choice: RouteChoice, *, has_next_route: bool) -
         callback_url=route_callback_url(choice.route) if choice.route else None,
     )
     provider = build_provider(choice)
-    _release_pooled_connection()
+    release_pooled_connection()
     clock = time.monotonic()
     try:
         result = provider.send(request)  # outside any transaction, no row locked
@@ -493,7 +493,7 @@ def _attempt(delivery: Delivery, choice: RouteChoice, *, has_next_route: bool) -
     return SendOutcome(DeliveryStatus.SENT, kind=delivery.kind)
 
 
-def _release_pooled_connection():
+def release_pooled_connection():
     """With a connection pool (DB_POOL_MAX_SIZE), give the connection back before a slow provider
     call: a hundred threads waiting on providers then share a few connections. The next query takes
     one from the pool again. Without a pool this does nothing (reconnecting would cost more)."""
