@@ -1,4 +1,4 @@
-"""The one HTTP seam: a pooled httpx client with explicit timeouts.
+"""The one HTTP seam: pooled httpx clients with explicit timeouts.
 
 Transport failures become ProviderTemporaryError; whether the request may have reached the
 provider (`ambiguous`) decides whether a retry could send the SMS twice.
@@ -40,26 +40,25 @@ class HttpClient:
         self._client.close()
 
 
-_lock = threading.Lock()
-_clients: dict[float | None, HttpClient] = {}
-_clients_pid: int | None = None
+# A thread makes one request at a time: its own small pool keeps a connection per provider host.
+THREAD_LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_expiry=30)
+_local = threading.local()
 
 
 def default_client(read_timeout: float | None = None) -> HttpClient:
-    """One pooled client per process and read timeout (re-created after a fork: sockets must not
-    be shared between processes)."""
-    global _clients_pid
-    client = _clients.get(read_timeout) if _clients_pid == os.getpid() else None
+    """One pooled client per thread and read timeout. Not one per process: httpcore looks through
+    every connection and waiting request of a pool on each request and each response closed, which
+    with 64 sending threads on one pool was a third of a bulk worker's CPU (bench/README.md).
+    Re-created after a fork: sockets must not be shared between processes."""
+    clients = getattr(_local, "clients", None)
+    if clients is None or _local.pid != os.getpid():
+        clients = _local.clients = {}
+        _local.pid = os.getpid()
+    client = clients.get(read_timeout)
     if client is None:
-        with _lock:
-            if _clients_pid != os.getpid():
-                _clients.clear()
-                _clients_pid = os.getpid()
-            client = _clients.get(read_timeout)
-            if client is None:
-                timeout = DEFAULT_TIMEOUT if read_timeout is None else httpx.Timeout(
-                    connect=min(3.0, read_timeout), read=read_timeout, write=min(5.0, read_timeout), pool=5.0)
-                client = _clients[read_timeout] = HttpClient(timeout=timeout)
+        timeout = DEFAULT_TIMEOUT if read_timeout is None else httpx.Timeout(
+            connect=min(3.0, read_timeout), read=read_timeout, write=min(5.0, read_timeout), pool=5.0)
+        client = clients[read_timeout] = HttpClient(timeout=timeout, limits=THREAD_LIMITS)
     return client
 
 

@@ -45,6 +45,7 @@ class FakeRequest:
     body: bytes
     query: dict  # name -> list of values
     form: dict  # name -> list of values (form bodies only)
+    client_port: int = 0  # the client's TCP port: one per connection (keep-alive reuse shows here)
 
     def json(self):
         return json.loads(self.body or b"null")
@@ -222,7 +223,8 @@ class FakeProviderServer:
                 form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True) \
                     if ctype.startswith("application/x-www-form-urlencoded") else {}
                 request = FakeRequest(self.command, parts.path, {k.lower(): v for k, v in self.headers.items()},
-                                      body, parse_qs(parts.query, keep_blank_values=True), form)
+                                      body, parse_qs(parts.query, keep_blank_values=True), form,
+                                      self.client_address[1])
                 with fake.lock:
                     fake.requests.append(request)
                 if fake.latency:
