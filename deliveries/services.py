@@ -159,8 +159,10 @@ def delivery_create(
     jti: str | None = None,
     validity_seconds: int | None = None,
     route: ProviderRoute | None = None,
+    enqueue: bool = True,
 ) -> CreateResult:
-    """Validate and record a delivery, and queue it once the row is committed.
+    """Validate and record a delivery, and queue it once the row is committed (`enqueue=False`: the
+    caller queues it, as a bulk import does with `bulk.deliveries_enqueue_bulk`).
 
     The same `jti` for the same account returns the first delivery: amoCRM may retry a request,
     and a login code must not go out twice.
@@ -222,7 +224,8 @@ def delivery_create(
         existing = Delivery.objects.get(account=account, jti=jti)
         logger.info("replayed token: returning the existing delivery", extra={"delivery_id": str(existing.pk)})
         return CreateResult(existing, created=False)
-    transaction.on_commit(lambda: delivery_enqueue(delivery_id=delivery.pk, kind=kind))
+    if enqueue:
+        transaction.on_commit(lambda: delivery_enqueue(delivery_id=delivery.pk, kind=kind))
     logger.info(
         "delivery accepted",
         extra={"delivery_id": str(delivery.pk), "account_id": account.pk, "phone": recipient.masked},

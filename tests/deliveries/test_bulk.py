@@ -28,7 +28,7 @@ from tests.fakes.smsru import FakeSmsRu
 def create_bulk(account):
     def create(count, *, first=0):
         return [delivery_create(account=account, phone=f"+7912555{first + n:04d}", text=f"Скидка {n}%",
-                                kind=DeliveryKind.BULK).delivery for n in range(count)]
+                                kind=DeliveryKind.BULK, enqueue=False).delivery for n in range(count)]
 
     return create
 
@@ -183,3 +183,13 @@ def test_a_batch_the_broker_did_not_take_is_left_to_the_sweeper(smsru_route, cre
     assert bulk.deliveries_enqueue_bulk(delivery_ids=[d.pk for d in deliveries]) == 0
 
     assert set(Delivery.objects.values_list("enqueued_at", flat=True)) == {None}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bulk_import_records_without_a_task_per_sms(smsru_route, account):
+    smsru_route()
+    queued_task_ids(QUEUE_BULK)  # empty the in-memory queue
+    delivery_create(account=account, phone="+79125550001", text="Скидка", kind=DeliveryKind.BULK, enqueue=False)
+    assert queued_task_ids(QUEUE_BULK) == []
+    delivery_create(account=account, phone="+79125550002", text="Скидка", kind=DeliveryKind.BULK)
+    assert len(queued_task_ids(QUEUE_BULK)) == 1

@@ -16,11 +16,11 @@ pytestmark = pytest.mark.e2e
 
 
 def test_bulk_batches_are_sent_by_a_worker_each_sms_once(stack, smsru_route, account, settings, monkeypatch):
-    # Recorded first, while this process still publishes to its in-memory broker: the worker gets them
-    # only through the batches queued below.
+    # Recorded without a task each, as a bulk import does: the worker gets them only through the
+    # batches queued below.
     smsru_route()
     deliveries = [delivery_create(account=account, phone=f"+7912666{n:04d}", text=f"Скидка {n}%",
-                                  kind=DeliveryKind.BULK).delivery for n in range(40)]
+                                  kind=DeliveryKind.BULK, enqueue=False).delivery for n in range(40)]
     # This process publishes to the stack's Redis, under the stack's key prefix.
     monkeypatch.setattr(smsgate_app.conf, "broker_url", E2E_BROKER_URL)
     monkeypatch.setattr(publisher_module, "_publishers", {})
