@@ -336,3 +336,21 @@ def test_route_balance_asks_the_provider(fake_smsru, smsru_route):
     from deliveries.services import route_balance
 
     assert route_balance(route=smsru_route()).amount == Decimal("4122.56")
+
+
+def test_the_long_statements_of_the_send_path_are_parsed_once(smsru_route, create):
+    """psycopg keeps parsed statements up to a size (deliveries/apps.py raises it): the success batch
+    and the counter recount are over psycopg's own limits, and must come from its cache."""
+    from psycopg import _queries
+
+    from tests.staff import require_postgres
+
+    require_postgres("psycopg's statement cache")
+    route = smsru_route()
+    choice = RouteChoice(route, "smsru", {}, "")
+    first, second = create(phone="+79123456780"), create(phone="+79123456781")
+    _record_sent(first, choice, SendResult(provider_message_id="id-1"))
+    before = _queries._query2pg_client.cache_info()
+    _record_sent(second, choice, SendResult(provider_message_id="id-2"))
+    after = _queries._query2pg_client.cache_info()
+    assert after.hits > before.hits and after.misses == before.misses
