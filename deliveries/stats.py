@@ -17,12 +17,15 @@ order (day counters before hour counters).
 from __future__ import annotations
 
 import bisect
+import hashlib
 import uuid
+import weakref
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import (
@@ -304,10 +307,51 @@ def _recount_in_one_statement(delivery_id) -> bool:
 def recount_query(delivery_id) -> tuple[str, list]:
     """The SQL and parameters of `_recount_in_one_statement` (PostgreSQL), for callers that send it
     together with other statements in one round trip. Its one row: whether the count moved."""
+    delivery_id = delivery_id if isinstance(delivery_id, uuid.UUID) else uuid.UUID(str(delivery_id))
+    zone = timezone.get_current_timezone_name()
+    if settings.SMSGATE_DB_PREPARED_STATEMENTS:
+        return f"EXECUTE {_recount_prepared_here()}(%s, %s)", [delivery_id, zone]
     sql, params, id_position = _recount_statement()
     params = list(params)
-    params[id_position] = delivery_id if isinstance(delivery_id, uuid.UUID) else uuid.UUID(str(delivery_id))
-    return sql, [*params, timezone.get_current_timezone_name()]
+    params[id_position] = delivery_id
+    return sql, [*params, zone]
+
+
+# The recount runs on every status change. PostgreSQL took ~0.7 ms to parse and plan it each time
+# and 0.12 ms to run it prepared (pgbench, one connection): so each connection PREPAREs it once.
+_ID_MARK, _ZONE_MARK = "smsgate-recount-delivery-id", "smsgate-recount-time-zone"
+_prepared_on: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # psycopg connection -> names
+
+
+@lru_cache(maxsize=1)
+def _recount_prepare_statement() -> tuple[str, str]:
+    """(name, PREPARE statement): the recount with its constants as literals, $1 the delivery id
+    and $2 the time zone. The name carries a hash of the text, so a release that changes the
+    statement never runs an older one prepared on a pooled connection."""
+    sql, params, id_position = _recount_statement()
+    values = list(params)
+    values[id_position] = _ID_MARK
+    text = connection.ops.compose_sql(sql, [*values, _ZONE_MARK])
+    for mark, placeholder in ((_ID_MARK, "$1"), (_ZONE_MARK, "$2")):
+        assert text.count(f"'{mark}'") == 1, mark
+        text = text.replace(f"'{mark}'", placeholder)
+    name = "smsgate_recount_" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return name, f"PREPARE {name} (uuid, text) AS {text}"
+
+
+def _recount_prepared_here() -> str:
+    """The recount's prepared name, PREPAREd on this connection first if it is not yet (asked of
+    pg_prepared_statements once per connection; a PREPARE outlives a rolled-back transaction)."""
+    name, prepare = _recount_prepare_statement()
+    connection.ensure_connection()
+    names = _prepared_on.setdefault(connection.connection, set())
+    if name not in names:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_prepared_statements WHERE name = %s", [name])
+            if cursor.fetchone() is None:
+                cursor.execute(prepare)
+        names.add(name)
+    return name
 
 
 @dataclass

@@ -123,7 +123,9 @@ def test_rejections_and_retries_count_once_with_their_reason(fake_smsru, smsru_r
     assert counters_snapshot() == rebuilt_snapshot()
 
 
-def test_recount_is_idempotent_and_repairs_a_missed_change(create):
+@pytest.mark.parametrize("prepared", [True, False], ids=["prepared", "plain"])
+def test_recount_is_idempotent_and_repairs_a_missed_change(create, settings, prepared):
+    settings.SMSGATE_DB_PREPARED_STATEMENTS = prepared
     delivery = create()
     before = counters_snapshot()
     assert stats.delivery_recount(delivery_id=delivery.pk) is False
@@ -132,6 +134,33 @@ def test_recount_is_idempotent_and_repairs_a_missed_change(create):
     Delivery.objects.filter(pk=delivery.pk).update(status=DeliveryStatus.FAILED, error_class="no_route")
     assert stats.delivery_recount(delivery_id=delivery.pk) is True
     assert day_counts() == {("", "failed", "no_route", 0): 1}
+
+
+def test_the_recount_is_prepared_on_the_connection_and_only_when_asked(create, settings):
+    """PostgreSQL: the recount (every status change) is PREPAREd once per connection, then EXECUTEd."""
+    require_postgres("prepared statements")
+    from django.db import connection
+
+    def prepared_here():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'smsgate_recount_%%'")
+            return [row[0] for row in cursor.fetchall()]
+
+    settings.SMSGATE_DB_PREPARED_STATEMENTS = False
+    first = create(phone="+79123456781")
+    sql, params = stats.recount_query(first.pk)
+    assert not sql.startswith("EXECUTE") and first.pk in params
+
+    settings.SMSGATE_DB_PREPARED_STATEMENTS = True
+    second = create(phone="+79123456782")
+    Delivery.objects.filter(pk__in=[first.pk, second.pk]).update(status=DeliveryStatus.FAILED, error_class="no_route")
+    assert stats.delivery_recount(delivery_id=first.pk) is True
+    assert stats.delivery_recount(delivery_id=second.pk) is True
+    name, _statement = stats._recount_prepare_statement()
+    assert prepared_here() == [name]
+    sql, params = stats.recount_query(second.pk)
+    assert sql == f"EXECUTE {name}(%s, %s)" and params[0] == second.pk
+    assert day_counts() == {("", "failed", "no_route", 0): 2}
 
 
 def test_a_rebuild_repairs_drifted_counters_and_uncounted_rows(create, account):
