@@ -131,11 +131,14 @@ def deliveries_send_batch(*, delivery_ids) -> list[tuple[str, services.SendOutco
     if settings.SMSGATE_SEND_THREADS <= 0:  # in the calling thread, one by one
         claimed = services.deliveries_claim_and_read(delivery_ids=list(delivery_ids))
         outcomes = [(str(delivery.pk), _send_here(delivery)) for delivery in claimed]
-        return [(delivery_id, outcome) for delivery_id, outcome in outcomes if outcome is not None]
+    else:
+        outcomes = _send_on_threads(list(delivery_ids))
+    return [(delivery_id, outcome) for delivery_id, outcome in outcomes if outcome is not None]
 
+
+def _send_on_threads(waiting: list) -> list[tuple[str, services.SendOutcome | None]]:
     pool, idle = _sending_threads()
     started: list[tuple[str, Future]] = []
-    waiting = list(delivery_ids)
     while waiting:
         services.release_pooled_connection()  # not held while waiting: the sending threads need them
         taken = idle.take(len(waiting))
@@ -147,5 +150,4 @@ def deliveries_send_batch(*, delivery_ids) -> list[tuple[str, services.SendOutco
             future.add_done_callback(lambda _done: idle.give())
             started.append((str(delivery.pk), future))
     services.release_pooled_connection()
-    outcomes = [(delivery_id, future.result()) for delivery_id, future in started]
-    return [(delivery_id, outcome) for delivery_id, outcome in outcomes if outcome is not None]
+    return [(delivery_id, future.result()) for delivery_id, future in started]

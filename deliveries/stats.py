@@ -192,16 +192,18 @@ def delivery_insert_counted(*, delivery: Delivery) -> Delivery:
             delivery.save(force_insert=True)
             delivery_created(delivery=delivery)
         return delivery
-    fields = Delivery._meta.local_concrete_fields
-    values = [field.pre_save(delivery, add=True) for field in fields]  # sets created_at, updated_at
     # What the ORM's INSERT compiler does for plain values; a db_default left unset is DEFAULT.
-    defaulted = tuple(field.column for field, value in zip(fields, values) if hasattr(value, "resolve_expression"))
-    params = [field.get_db_prep_save(value, connection) for field, value in zip(fields, values)
-              if not hasattr(value, "resolve_expression")]
+    defaulted, params = [], []
+    for field in Delivery._meta.local_concrete_fields:
+        value = field.pre_save(delivery, add=True)  # sets created_at, updated_at
+        if hasattr(value, "resolve_expression"):
+            defaulted.append(field.column)
+        else:
+            params.append(field.get_db_prep_save(value, connection))
     key = PENDING_KEY
     params += [timezone.localdate(delivery.created_at), delivery.account_id, key.provider, key.status,
                key.error_class, key.latency_le, delivery.account_id, _hour_of(delivery.created_at)]
-    sql = _insert_counted_statement(defaulted)
+    sql = _insert_counted_statement(tuple(defaulted))
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
     delivery._state.adding = False

@@ -35,6 +35,19 @@ def service_missing(message: str):
     pytest.skip(message)
 
 
+@pytest.fixture
+def redis_broker_url():
+    """A real Redis for tests that publish: CI's broker, or a spare database of the local one."""
+    import redis
+
+    url = E2E_BROKER_URL if E2E_BROKER_URL.startswith("redis://") else "redis://127.0.0.1:6379/14"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        service_missing(f"Redis is needed at {url}: {exc}")
+    return url
+
+
 @pytest.fixture(autouse=True)
 def _abuse_guard(request, settings):
     """Fresh guard counters per test. Tests about other things send freely; tests marked

@@ -12,7 +12,8 @@ import httpx
 from .base import ErrorClass, ProviderTemporaryError
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=3.0, read=10.0, write=5.0, pool=5.0)
-DEFAULT_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30)
+# A client belongs to one thread, which makes one request at a time: a connection per provider host.
+DEFAULT_LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_expiry=30)
 USER_AGENT = "smsgate/1.0"
 # httpx's default verification (certifi's CA bundle, or SSL_CERT_FILE / SSL_CERT_DIR), built once:
 # every client building its own costs ~0.85 MB (64 sending threads: +54 MB per worker process).
@@ -43,8 +44,6 @@ class HttpClient:
         self._client.close()
 
 
-# A thread makes one request at a time: its own small pool keeps a connection per provider host.
-THREAD_LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_expiry=30)
 _local = threading.local()
 
 
@@ -61,7 +60,7 @@ def default_client(read_timeout: float | None = None) -> HttpClient:
     if client is None:
         timeout = DEFAULT_TIMEOUT if read_timeout is None else httpx.Timeout(
             connect=min(3.0, read_timeout), read=read_timeout, write=min(5.0, read_timeout), pool=5.0)
-        client = clients[read_timeout] = HttpClient(timeout=timeout, limits=THREAD_LIMITS)
+        client = clients[read_timeout] = HttpClient(timeout=timeout)
     return client
 
 

@@ -19,9 +19,9 @@ from deliveries.models import AttemptOutcome, Delivery, DeliveryKind, DeliverySt
 from deliveries.services import delivery_claim, delivery_create
 from smsgate.celery import QUEUE_BULK
 from smsgate.celery import app as smsgate_app
-from tests.conftest import E2E_BROKER_URL, service_missing
 from tests.deliveries.test_endpoint import queued_task_ids
 from tests.fakes.smsru import FakeSmsRu
+import itertools
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_sending_threads_send_a_batch_concurrently_each_sms_once(smsru_route, cr
         assert len(fake.received) == 12 and not fake.duplicates()
         # Concurrent: some calls arrived while another was still waiting for its 0.3 s answer.
         arrivals = sorted(m.received_at for m in fake.received)
-        assert any(later - earlier < 0.3 for earlier, later in zip(arrivals, arrivals[1:]))
+        assert any(later - earlier < 0.3 for earlier, later in itertools.pairwise(arrivals))
 
 
 @pytest.mark.django_db(transaction=True)
@@ -129,29 +129,20 @@ def test_idle_threads_are_handed_out_and_waited_for():
 
 
 @pytest.fixture
-def redis_broker(broker_url, monkeypatch):
+def redis_broker(redis_broker_url, monkeypatch):
     """The test process publishes to a real Redis under a key prefix of its own."""
     prefix = f"test-bulk-{uuid.uuid4().hex[:8]}:"
-    monkeypatch.setattr(smsgate_app.conf, "broker_url", broker_url)
+    monkeypatch.setattr(smsgate_app.conf, "broker_url", redis_broker_url)
     monkeypatch.setattr(publisher_module, "_publishers", {})
     options = smsgate_app.conf.broker_transport_options
     smsgate_app.conf.broker_transport_options = {"global_keyprefix": prefix}
-    client = redis.Redis.from_url(broker_url)
+    client = redis.Redis.from_url(redis_broker_url)
     yield client, prefix
     smsgate_app.conf.broker_transport_options = options
     keys = list(client.scan_iter(f"{prefix}*"))
     if keys:
         client.delete(*keys)
 
-
-@pytest.fixture
-def broker_url():
-    url = E2E_BROKER_URL if E2E_BROKER_URL.startswith("redis://") else "redis://127.0.0.1:6379/14"
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except redis.RedisError as exc:
-        service_missing(f"Redis is needed at {url}: {exc}")
-    return url
 
 
 @pytest.mark.django_db

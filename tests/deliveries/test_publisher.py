@@ -13,30 +13,20 @@ from deliveries.publisher import RedisTaskPublisher, redis_publisher
 from deliveries.services import SEND_TASK
 from smsgate.celery import QUEUE_BULK, QUEUE_SYSTEM
 from smsgate.celery import app as smsgate_app
-from tests.conftest import E2E_BROKER_URL, service_missing
 
 PER_MESSAGE = {("headers", "id"), ("headers", "root_id"), ("headers", "argsrepr"),
                ("properties", "correlation_id"), ("properties", "delivery_tag")}
 
 
-@pytest.fixture
-def broker_url():
-    url = E2E_BROKER_URL if E2E_BROKER_URL.startswith("redis://") else "redis://127.0.0.1:6379/14"
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except redis.RedisError as exc:
-        service_missing(f"Redis is needed at {url}: {exc}")
-    return url
-
 
 @pytest.fixture
-def app(broker_url):
+def app(redis_broker_url):
     """smsgate's Celery configuration on a real Redis broker, under a key prefix of its own."""
     prefix = f"test-publisher-{uuid.uuid4().hex[:8]}:"
     app = Celery("smsgate-publisher-test", set_as_current=False)
     app.conf.update(smsgate_app.conf.changes)
-    app.conf.update(broker_url=broker_url, broker_transport_options={"global_keyprefix": prefix})
-    client = redis.Redis.from_url(broker_url)
+    app.conf.update(broker_url=redis_broker_url, broker_transport_options={"global_keyprefix": prefix})
+    client = redis.Redis.from_url(redis_broker_url)
     yield app
     keys = list(client.scan_iter(f"{prefix}*"))
     if keys:
@@ -91,7 +81,7 @@ def test_kombu_reads_it_back_from_the_right_queue(app):
     assert messages[0].delivery_info["routing_key"] == QUEUE_BULK
 
 
-def test_only_a_plain_redis_broker_gets_the_direct_path(settings, broker_url, monkeypatch):
+def test_only_a_plain_redis_broker_gets_the_direct_path(settings, redis_broker_url, monkeypatch):
     monkeypatch.setattr(publisher_module, "_publishers", {})
 
     def publisher_for(url, **conf):
@@ -99,14 +89,14 @@ def test_only_a_plain_redis_broker_gets_the_direct_path(settings, broker_url, mo
         app.conf.update(broker_url=url, **conf)
         return redis_publisher(app, SEND_TASK)
 
-    assert isinstance(publisher_for(broker_url), RedisTaskPublisher)
+    assert isinstance(publisher_for(redis_broker_url), RedisTaskPublisher)
     assert publisher_for("memory://") is None
     assert publisher_for("filesystem://") is None
-    assert publisher_for(broker_url.replace("redis://", "rediss://"), broker_use_ssl={"ssl_cert_reqs": "required"}) \
+    assert publisher_for(redis_broker_url.replace("redis://", "rediss://"), broker_use_ssl={"ssl_cert_reqs": "required"}) \
         is None
     settings.SMSGATE_DIRECT_PUBLISH = False
     monkeypatch.setattr(publisher_module, "_publishers", {})
-    assert publisher_for(broker_url) is None
+    assert publisher_for(redis_broker_url) is None
 
 
 def test_a_broker_that_is_down_fails_fast_with_a_redis_error():
