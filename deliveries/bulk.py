@@ -3,10 +3,16 @@
 A bulk SMS spends most of its time waiting for the provider (100 ms and more), and one Celery
 message per SMS costs the worker more CPU than the SMS itself (receiving, tracing and
 acknowledging a message, and claiming its one row): measured in bench/README.md. So bulk
-deliveries are queued SMSGATE_SEND_BATCH_SIZE to a message; the worker claims a batch in one
-statement and sends it at once on its sending threads (SMSGATE_SEND_THREADS per process), each
-delivery through the same path as a single one (`services.delivery_send_claimed`): routes,
-failover, retries and reports behave the same.
+deliveries are queued SMSGATE_SEND_BATCH_SIZE to a message, and the worker handles a batch's
+database work together while its provider calls run at once on the sending threads
+(SMSGATE_SEND_THREADS per process):
+
+- the task's thread claims the batch (one UPDATE ... RETURNING), plans each delivery's route and
+  opens all their attempts (one INSERT);
+- a sending thread makes one provider call, nothing else: it needs no database connection;
+- the task's thread records the calls that succeeded together, as they finish (one round trip);
+- a call that failed goes on, on its sending thread, the single-delivery way
+  (`services.delivery_send_after_failure`): failover, retries and reports behave the same.
 
 A claimed delivery never waits for a thread: a batch claims only as many deliveries as there are
 idle sending threads, and waits for more before claiming the rest. (The sweeper treats a claim
@@ -46,53 +52,66 @@ def deliveries_enqueue_bulk(*, delivery_ids) -> int:
     return queued
 
 
-class _IdleThreads:
-    """How many sending threads are idle. `take(n)` waits until one is, then takes up to n."""
+class _SendingThreads:
+    """The process's sending threads, and how many are idle. Each batch takes idle threads for the
+    deliveries it claims; a thread's result lands in its batch's `done` list."""
 
     def __init__(self, size: int):
         self.size = size
-        self._idle = size
-        self._changed = threading.Condition()
+        self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="smsgate-send")
+        self.idle = size
+        self.changed = threading.Condition()
 
-    def take(self, wanted: int) -> int:
-        with self._changed:
-            while self._idle == 0:
-                self._changed.wait()
-            taken = min(wanted, self._idle)
-            self._idle -= taken
-            return taken
+    def wait(self, done: list, wanted: int) -> tuple[list, int]:
+        """Wait until some of this batch's calls finished or, if it `wanted` threads, one is idle.
+        Returns the finished results and how many threads were taken (up to `wanted`)."""
+        with self.changed:
+            self.changed.wait_for(lambda: done or (wanted and self.idle))
+            finished = done[:]
+            done.clear()
+            taken = min(wanted, self.idle)
+            self.idle -= taken
+            return finished, taken
 
-    def give(self, count: int = 1):
+    def give_back(self, count: int):
         if count:
-            with self._changed:
-                self._idle += count
-                self._changed.notify_all()
+            with self.changed:
+                self.idle += count
+                self.changed.notify_all()
+
+    def start(self, job, argument, done: list):
+        """Run job(argument) on a thread taken with `wait`; its result (None if it raised) goes to `done`."""
+        def finished(future: Future):
+            result = future.result() if future.exception() is None else None
+            with self.changed:
+                self.idle += 1
+                done.append((argument, result))
+                self.changed.notify_all()
+
+        self.executor.submit(job, argument).add_done_callback(finished)
 
 
 _lock = threading.Lock()
-_threads: tuple[ThreadPoolExecutor, _IdleThreads] | None = None
+_threads: _SendingThreads | None = None
 
 
-def _sending_threads() -> tuple[ThreadPoolExecutor, _IdleThreads]:
+def _sending_threads() -> _SendingThreads:
     global _threads
     with _lock:
         if _threads is None:
-            size = settings.SMSGATE_SEND_THREADS
-            _threads = (ThreadPoolExecutor(max_workers=size, thread_name_prefix="smsgate-send"), _IdleThreads(size))
+            _threads = _SendingThreads(settings.SMSGATE_SEND_THREADS)
     return _threads
 
 
 def stop_sending_threads(timeout: float = 10.0):
-    """Close every sending thread's database connection and stop the threads (worker shutdown,
-    tests). The next batch starts a fresh set."""
+    """Close every sending thread's database connection (a failed call goes on with one) and stop
+    the threads (worker shutdown, tests). The next batch starts a fresh set."""
     global _threads
     with _lock:
         threads, _threads = _threads, None
     if threads is None:
         return
-    pool, idle = threads
-    size = idle.size
-    everyone = threading.Barrier(size, timeout=timeout)  # one job on each thread: all must be running
+    everyone = threading.Barrier(threads.size, timeout=timeout)  # one job on each thread: all must be running
 
     def close_own_connection():
         try:
@@ -101,28 +120,9 @@ def stop_sending_threads(timeout: float = 10.0):
             pass
         connection.close()
 
-    for _ in range(size):
-        pool.submit(close_own_connection)
-    pool.shutdown(wait=True)
-
-
-def _send(delivery: Delivery):
-    """On a sending thread: what Celery does around a task for the database connection
-    (smsgate/celery.py), and no exception lost: a claim left behind is the sweeper's."""
-    close_old_connections()
-    try:
-        return _send_here(delivery)
-    finally:
-        close_old_connections()
-
-
-def _send_here(delivery: Delivery):
-    try:
-        return services.delivery_send_claimed(delivery)
-    except Exception:
-        logger.exception("sending a bulk SMS failed; the sweeper resolves its claim",
-                         extra={"delivery_id": str(delivery.pk)})
-        return None
+    for _ in range(threads.size):
+        threads.executor.submit(close_own_connection)
+    threads.executor.shutdown(wait=True)
 
 
 def deliveries_send_batch(*, delivery_ids) -> list[tuple[str, services.SendOutcome]]:
@@ -130,24 +130,80 @@ def deliveries_send_batch(*, delivery_ids) -> list[tuple[str, services.SendOutco
     finished meanwhile); returns each sent one's outcome, for retries."""
     if settings.SMSGATE_SEND_THREADS <= 0:  # in the calling thread, one by one
         claimed = services.deliveries_claim_and_read(delivery_ids=list(delivery_ids))
-        outcomes = [(str(delivery.pk), _send_here(delivery)) for delivery in claimed]
+        outcomes = [(str(delivery.pk), _guarded(services.delivery_send_claimed, delivery)) for delivery in claimed]
     else:
         outcomes = _send_on_threads(list(delivery_ids))
     return [(delivery_id, outcome) for delivery_id, outcome in outcomes if outcome is not None]
 
 
 def _send_on_threads(waiting: list) -> list[tuple[str, services.SendOutcome | None]]:
-    pool, idle = _sending_threads()
-    started: list[tuple[str, Future]] = []
-    while waiting:
-        services.release_pooled_connection()  # not held while waiting: the sending threads need them
-        taken = idle.take(len(waiting))
-        chunk, waiting = waiting[:taken], waiting[taken:]
-        claimed = services.deliveries_claim_and_read(delivery_ids=chunk)
-        idle.give(taken - len(claimed))
-        for delivery in claimed:
-            future = pool.submit(_send, delivery)
-            future.add_done_callback(lambda _done: idle.give())
-            started.append((str(delivery.pk), future))
-    services.release_pooled_connection()
-    return [(delivery_id, future.result()) for delivery_id, future in started]
+    threads = _sending_threads()
+    done: list = []  # (plan, ProviderCall or SendOutcome), filled by the sending threads
+    outcomes: list[tuple[str, services.SendOutcome | None]] = []
+    calling = 0
+    while waiting or calling:
+        finished, taken = threads.wait(done, len(waiting))
+        calling -= len(finished)
+        outcomes += _record(finished)
+        if taken:
+            chunk, waiting = waiting[:taken], waiting[taken:]
+            plans, ended = _claim_and_plan(chunk)
+            outcomes += ended
+            threads.give_back(taken - len(plans))
+            for plan in plans:
+                threads.start(_call, plan, done)
+            calling += len(plans)
+    return outcomes
+
+
+def _claim_and_plan(chunk: list) -> tuple[list[services.PlannedSend], list[tuple[str, services.SendOutcome]]]:
+    """Claim `chunk`, plan each claimed delivery's call and open the attempts, on the task's thread.
+    Deliveries that end here (expired, no route ...) come back as outcomes."""
+    plans, ended = [], []
+    try:
+        for delivery in services.deliveries_claim_and_read(delivery_ids=chunk):
+            services.delivery_claim_received(delivery)
+            plan = services.delivery_send_plan(delivery, first_try=delivery.attempt_count == 1)
+            if isinstance(plan, services.PlannedSend):
+                plans.append(plan)
+            else:
+                ended.append((str(delivery.pk), plan))
+        services.attempts_open(plans)
+    except Exception:  # a database error: nothing was sent; the sweeper re-queues these claims
+        logger.exception("claiming a bulk batch failed; the sweeper resolves its claims",
+                         extra={"deliveries": len(chunk)})
+        return [], ended
+    return plans, ended
+
+
+def _call(plan: services.PlannedSend):
+    """On a sending thread: the provider call. One that failed goes on here, the single-delivery
+    way, with a database connection of its own (what Celery does around a task for it)."""
+    call = services.provider_call(plan)
+    if call.error is None:
+        return call  # recorded by the batch, with the others
+    close_old_connections()
+    try:
+        return _guarded(services.delivery_send_after_failure, call)
+    finally:
+        close_old_connections()
+
+
+def _record(finished: list) -> list[tuple[str, services.SendOutcome | None]]:
+    """Record the calls that succeeded together; the others have their outcome already."""
+    outcomes = [(str(plan.delivery.pk), result) for plan, result in finished
+                if not isinstance(result, services.ProviderCall)]
+    sent = [result for _plan, result in finished if isinstance(result, services.ProviderCall)]
+    if sent:
+        recorded = _guarded(services.deliveries_record_sent, sent) or [None] * len(sent)
+        outcomes += [(str(call.plan.delivery.pk), outcome) for call, outcome in zip(sent, recorded)]
+    return outcomes
+
+
+def _guarded(step, argument):
+    """No exception lost, none stopping the batch: a claim left behind is the sweeper's."""
+    try:
+        return step(argument)
+    except Exception:
+        logger.exception("sending a bulk SMS failed; the sweeper resolves its claim")
+        return None

@@ -1,11 +1,12 @@
 """Business logic of deliveries: accept a system SMS, send it through the account's routes,
 apply status reports. Views, tasks and admin actions only call these."""
 
+import json
 import logging
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 from celery import current_app
@@ -434,66 +435,128 @@ def delivery_send(*, delivery_id) -> SendOutcome | None:
 
 def delivery_send_claimed(delivery: Delivery) -> SendOutcome:
     """Send a delivery this worker has just claimed (`sending`) through its routes."""
-    delivery.account = account_by_pk(delivery.account_id)  # per process, read-only, like its routes
-    kind = delivery.kind
-    metrics.queue_latency(kind, (delivery.claimed_at - (delivery.next_attempt_at or delivery.created_at)))
+    delivery_claim_received(delivery)
+    return _send_through_routes(delivery, first_try=delivery.attempt_count == 1)
 
-    first_try = delivery.attempt_count == 1  # claimed for the first time: no attempt exists yet
+
+def delivery_claim_received(delivery: Delivery):
+    """A worker has just claimed `delivery`: attach its account (per process, read-only, like its
+    routes) and count the time it waited in the queue."""
+    delivery.account = account_by_pk(delivery.account_id)
+    metrics.queue_latency(delivery.kind, (delivery.claimed_at - (delivery.next_attempt_at or delivery.created_at)))
+
+
+@dataclass
+class PlannedSend:
+    """The next provider call for a claimed delivery: its route, and the attempt row opened for it."""
+
+    delivery: Delivery
+    choice: RouteChoice
+    has_next_route: bool
+    started: datetime = field(default_factory=timezone.now)
+    attempt: Attempt | None = None
+
+
+@dataclass
+class ProviderCall:
+    """What one provider call gave: its result, or the exception it raised."""
+
+    plan: PlannedSend
+    latency_ms: int
+    result: SendResult | None = None
+    error: Exception | None = None
+
+
+def delivery_send_plan(delivery: Delivery, *, first_try: bool) -> PlannedSend | SendOutcome:
+    """The next provider call for a claimed delivery, or its outcome when there is none to make
+    (past its validity, account disabled, no usable route left). `first_try`: the first try of a
+    first claim (no attempt exists yet)."""
+    kind = delivery.kind
+    if timezone.now() >= delivery.valid_until:
+        return SendOutcome(_finish(delivery, DeliveryStatus.EXPIRED, error_class="validity",
+                                   text="not sent before its validity deadline"), kind=kind)
+    if not delivery.account.is_active:
+        return SendOutcome(_finish(delivery, DeliveryStatus.FAILED, error_class="account_disabled",
+                                   text="the account is disabled"), kind=kind)
+    candidates = _route_candidates(delivery, no_attempts_yet=first_try)
+    if not candidates:
+        return SendOutcome(_finish(delivery, DeliveryStatus.FAILED, error_class="no_route",
+                                   code=delivery.error_code, text=delivery.error_text or "no usable route"),
+                           kind=kind)
+    return PlannedSend(delivery, candidates[0], has_next_route=len(candidates) > 1)
+
+
+def _send_through_routes(delivery: Delivery, *, first_try: bool) -> SendOutcome:
     while True:
-        if timezone.now() >= delivery.valid_until:
-            return SendOutcome(_finish(delivery, DeliveryStatus.EXPIRED, error_class="validity",
-                                       text="not sent before its validity deadline"), kind=kind)
-        if not delivery.account.is_active:
-            return SendOutcome(_finish(delivery, DeliveryStatus.FAILED, error_class="account_disabled",
-                                       text="the account is disabled"), kind=kind)
-        candidates = _route_candidates(delivery, no_attempts_yet=first_try)
+        plan = delivery_send_plan(delivery, first_try=first_try)
         first_try = False
-        if not candidates:
-            return SendOutcome(_finish(delivery, DeliveryStatus.FAILED, error_class="no_route",
-                                       code=delivery.error_code, text=delivery.error_text or "no usable route"),
-                               kind=kind)
-        choice = candidates[0]
-        outcome = _attempt(delivery, choice, has_next_route=len(candidates) > 1)
+        if isinstance(plan, SendOutcome):
+            return plan
+        attempts_open([plan])
+        release_pooled_connection()
+        outcome = provider_call_conclude(provider_call(plan))
         if outcome is not None:
             return outcome
         delivery.refresh_from_db(fields=["error_code", "error_text"])  # next route, same claim
 
 
-def _attempt(delivery: Delivery, choice: RouteChoice, *, has_next_route: bool) -> SendOutcome | None:
-    """One provider call; returns the outcome, or None to go on with the next route."""
-    started = timezone.now()
-    attempt = _attempt_open(delivery, choice, started)
+def delivery_send_after_failure(call: ProviderCall) -> SendOutcome:
+    """A provider call that did not succeed (bulk sends), then the delivery's next routes, the
+    single-delivery way."""
+    outcome = provider_call_conclude(call)
+    if outcome is not None:
+        return outcome
+    call.plan.delivery.refresh_from_db(fields=["error_code", "error_text"])
+    return _send_through_routes(call.plan.delivery, first_try=False)
+
+
+def provider_call(plan: PlannedSend) -> ProviderCall:
+    """Make the planned provider call. No database work: it runs outside any transaction, no row
+    locked, and in bulk on a thread that holds no connection."""
+    delivery, choice = plan.delivery, plan.choice
     request = SendRequest(
         phone=delivery.phone,
         text=delivery.text,
         reference=str(delivery.pk),
         sender=choice.sender,
-        validity_seconds=max(int((delivery.valid_until - started).total_seconds()), 60),
+        validity_seconds=max(int((delivery.valid_until - plan.started).total_seconds()), 60),
         callback_url=route_callback_url(choice.route) if choice.route else None,
     )
     provider = build_provider(choice)
-    release_pooled_connection()
     clock = time.monotonic()
     try:
-        result = provider.send(request)  # outside any transaction, no row locked
+        result = provider.send(request)
     except ProviderError as exc:
         latency = int((time.monotonic() - clock) * 1000)
         metrics.provider_call(choice.provider, str(exc.error_class), latency)
-        return _on_provider_error(delivery, choice, attempt, exc, latency, has_next_route=has_next_route)
+        return ProviderCall(plan, latency, error=exc)
     except Exception as exc:  # an adapter bug: the request may or may not have gone out
-        latency = int((time.monotonic() - clock) * 1000)
         logger.exception("provider adapter crashed", extra={"delivery_id": str(delivery.pk),
                                                              "provider": choice.provider})
-        _close_attempt(attempt, AttemptOutcome.AMBIGUOUS, latency, error_class="internal", text=type(exc).__name__)
-        return SendOutcome(_finish(delivery, DeliveryStatus.UNKNOWN, error_class="internal",
-                                   text=f"adapter error: {type(exc).__name__}"), kind=delivery.kind)
-
+        return ProviderCall(plan, int((time.monotonic() - clock) * 1000), error=exc)
     latency = int((time.monotonic() - clock) * 1000)
     metrics.provider_call(choice.provider, "ok", latency)
-    _record_sent(delivery, choice, result, attempt=attempt, latency_ms=latency)
-    logger.info("delivery sent", extra={"delivery_id": str(delivery.pk), "provider": choice.provider,
-                                        "latency_ms": latency})
-    return SendOutcome(DeliveryStatus.SENT, kind=delivery.kind)
+    return ProviderCall(plan, latency, result=result)
+
+
+def provider_call_conclude(call: ProviderCall) -> SendOutcome | None:
+    """Record what one provider call gave; None: go on with the delivery's next route."""
+    plan = call.plan
+    delivery, choice, attempt, latency = plan.delivery, plan.choice, plan.attempt, call.latency_ms
+    if call.error is None:
+        _record_sent(delivery, choice, call.result, attempt=attempt, latency_ms=latency)
+        _log_sent(call)
+        return SendOutcome(DeliveryStatus.SENT, kind=delivery.kind)
+    if isinstance(call.error, ProviderError):
+        return _on_provider_error(delivery, choice, attempt, call.error, latency, has_next_route=plan.has_next_route)
+    _close_attempt(attempt, AttemptOutcome.AMBIGUOUS, latency, error_class="internal", text=type(call.error).__name__)
+    return SendOutcome(_finish(delivery, DeliveryStatus.UNKNOWN, error_class="internal",
+                               text=f"adapter error: {type(call.error).__name__}"), kind=delivery.kind)
+
+
+def _log_sent(call: ProviderCall):
+    logger.info("delivery sent", extra={"delivery_id": str(call.plan.delivery.pk),
+                                        "provider": call.plan.choice.provider, "latency_ms": call.latency_ms})
 
 
 def release_pooled_connection():
@@ -511,16 +574,42 @@ def _attempt_open_statement() -> str:
             f"error_text, provider_message_id) VALUES (%s, %s, %s, %s, %s, '', '', '', '') RETURNING id")
 
 
-def _attempt_open(delivery: Delivery, choice: RouteChoice, started) -> Attempt:
-    """The attempt's row, written before the provider call, so a worker that dies mid-call leaves
-    evidence for the sweeper. Run for every SMS: one prepared-once INSERT, not an ORM create."""
-    with connection.cursor() as cursor:
-        cursor.execute(_attempt_open_statement(), [
-            Delivery._meta.pk.get_db_prep_value(delivery.pk, connection), choice.route_id, choice.provider,
-            connection.ops.adapt_datetimefield_value(started), AttemptOutcome.IN_FLIGHT.value,
-        ])
-        attempt_id = cursor.fetchone()[0]
-    return Attempt(pk=attempt_id, delivery=delivery, route=choice.route, provider=choice.provider, started_at=started)
+@lru_cache(maxsize=1)
+def _attempts_open_statement() -> str:
+    """Many attempts in one INSERT (PostgreSQL): one array per column."""
+    table = connection.ops.quote_name(Attempt._meta.db_table)
+    delivery_id, route_id, started_at = (Attempt._meta.get_field(name).db_type(connection)
+                                         for name in ("delivery", "route", "started_at"))
+    return (f"INSERT INTO {table} (delivery_id, route_id, provider, started_at, outcome, error_class, provider_code, "
+            f"error_text, provider_message_id) SELECT *, %s, '', '', '', '' FROM unnest(%s::{delivery_id}[], "
+            f"%s::{route_id}[], %s::text[], %s::{started_at}[]) RETURNING id, delivery_id")
+
+
+def attempts_open(plans: list[PlannedSend]):
+    """Each plan's attempt row, written before its provider call, so a worker that dies mid-call
+    leaves evidence for the sweeper. Run for every SMS, so prepared-once statements rather than an
+    ORM create: one INSERT for a whole bulk batch on PostgreSQL."""
+    if not plans:
+        return
+    prepare_id = Delivery._meta.pk.get_db_prep_value
+    in_flight = AttemptOutcome.IN_FLIGHT.value
+    if len(plans) > 1 and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_attempts_open_statement(), [
+                in_flight, [plan.delivery.pk for plan in plans], [plan.choice.route_id for plan in plans],
+                [plan.choice.provider for plan in plans], [plan.started for plan in plans]])
+            attempt_ids = {delivery_id: attempt_id for attempt_id, delivery_id in cursor.fetchall()}
+    else:
+        attempt_ids = {}
+        with connection.cursor() as cursor:
+            for plan in plans:
+                cursor.execute(_attempt_open_statement(), [
+                    prepare_id(plan.delivery.pk, connection), plan.choice.route_id, plan.choice.provider,
+                    connection.ops.adapt_datetimefield_value(plan.started), in_flight])
+                attempt_ids[plan.delivery.pk] = cursor.fetchone()[0]
+    for plan in plans:
+        plan.attempt = Attempt(pk=attempt_ids[plan.delivery.pk], delivery=plan.delivery, route=plan.choice.route,
+                               provider=plan.choice.provider, started_at=plan.started)
 
 
 @lru_cache(maxsize=1)
@@ -586,6 +675,93 @@ def _record_sent(delivery: Delivery, choice: RouteChoice, result: SendResult, *,
     if held:
         unmatched_reports_replay(route=choice.route, provider=choice.provider, delivery=delivery,
                                  provider_message_id=result.provider_message_id)
+
+
+@lru_cache(maxsize=1)
+def _sent_batch_statements() -> dict[str, str]:
+    """`_sent_statements` for many deliveries at once (PostgreSQL): one array per column, the same
+    text whatever the batch's size."""
+    quote = connection.ops.quote_name
+    attempts, deliveries = quote(Attempt._meta.db_table), quote(Delivery._meta.db_table)
+    routes, held = quote(ProviderRoute._meta.db_table), quote(UnmatchedReport._meta.db_table)
+    column = {name: Delivery._meta.get_field(name).db_type(connection)
+              for name in ("id", "route", "next_poll_at")}
+    attempt_id = Attempt._meta.pk.rel_db_type(connection)
+    values = (f"unnest(%s::{column['id']}[], %s::{column['route']}[], %s::text[], %s::text[], "
+              f"%s::{column['next_poll_at']}[]) AS v(id, route_id, provider, message_id, next_poll_at)")
+    common = ("route_id = v.route_id, provider = v.provider, provider_message_id = v.message_id, sent_at = %s, "
+              "updated_at = %s, next_attempt_at = NULL, next_poll_at = v.next_poll_at, poll_count = 0")
+    return {
+        "moved": (f"UPDATE {deliveries} AS d SET status = %s, error_class = '', error_code = '', error_text = '', "
+                  f"{common} FROM {values} WHERE d.id = v.id AND d.status = %s RETURNING d.id"),
+        "kept": (f"UPDATE {deliveries} AS d SET {common} FROM {values} "
+                 f"WHERE d.id = v.id AND (d.sent_at IS NULL OR d.sent_at <> %s)"),
+        "attempts": (f"UPDATE {attempts} AS a SET outcome = %s, finished_at = %s, latency_ms = v.latency_ms, "
+                     f"error_class = '', provider_code = '', error_text = '', provider_message_id = v.message_id, "
+                     f"raw_response = v.raw::jsonb, cost = v.cost, parts = v.parts "
+                     f"FROM unnest(%s::{attempt_id}[], %s::integer[], %s::text[], %s::text[], %s::numeric[], "
+                     f"%s::integer[]) AS v(id, latency_ms, message_id, raw, cost, parts) WHERE a.id = v.id"),
+        "routes_healthy": (f"UPDATE {routes} SET consecutive_failures = 0 "
+                           f"WHERE id = ANY(%s::{column['route']}[]) AND consecutive_failures > 0"),
+        "held": (f"SELECT DISTINCT provider, provider_message_id FROM {held} "
+                 f"WHERE (provider, provider_message_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"),
+    }
+
+
+def deliveries_record_sent(calls: list[ProviderCall]) -> list[SendOutcome]:
+    """Record many successful provider calls (a bulk batch's), each as `provider_call_conclude`
+    would: on PostgreSQL in one round trip, one statement per step for all of them rather than
+    six per SMS (the database's share of a bulk SMS, measured in bench/README.md)."""
+    if connection.vendor != "postgresql" or len(calls) == 1:
+        return [provider_call_conclude(call) for call in calls]
+    ops = connection.ops
+    now = timezone.now()
+    sent_at = ops.adapt_datetimefield_value(now)
+    delivery_ids, route_ids, providers, message_ids, next_polls = [], [], [], [], []
+    attempt_ids, latencies, raws, costs, parts = [], [], [], [], []
+    for call in calls:
+        plan, result = call.plan, call.result
+        first_poll = poll_first_delay(provider_class(plan.choice.provider))
+        delivery_ids.append(plan.delivery.pk)
+        route_ids.append(plan.choice.route_id)
+        providers.append(plan.choice.provider)
+        message_ids.append(result.provider_message_id)
+        next_polls.append(now + first_poll if first_poll is not None else None)
+        attempt_ids.append(plan.attempt.pk)
+        latencies.append(call.latency_ms)
+        raws.append(json.dumps(result.raw) if isinstance(result.raw, (dict, list)) else None)
+        costs.append(result.cost)
+        parts.append(result.parts)
+    rows = [delivery_ids, route_ids, providers, message_ids, next_polls]
+    sql = _sent_batch_statements()
+    batch = [
+        (sql["moved"], [DeliveryStatus.SENT.value, sent_at, sent_at, *rows, DeliveryStatus.SENDING.value]),
+        (sql["kept"], [sent_at, sent_at, *rows, sent_at]),
+        (sql["attempts"], [AttemptOutcome.SENT.value, sent_at, attempt_ids, latencies, message_ids, raws, costs,
+                           parts]),
+    ]
+    healthy = sorted({route_id for route_id in route_ids if route_id is not None})
+    if healthy:
+        batch.append((sql["routes_healthy"], [healthy]))
+    batch.append(stats.recount_many_query(delivery_ids))  # the counters, in key order, after the rows
+    batch.append((sql["held"], [providers, message_ids]))
+    results = _run_in_order(batch)
+    moved, held = {row[0] for row in results[0]}, {tuple(row) for row in results[-1]}
+
+    outcomes = []
+    for call in calls:
+        plan, result = call.plan, call.result
+        if plan.delivery.pk in moved:
+            metrics.delivery_status(DeliveryStatus.SENT, plan.choice.provider)
+        if result.status != ReportStatus.SENT:
+            delivery_status_apply(delivery=plan.delivery, status=result.status, source=StatusEvent.Source.SYSTEM,
+                                  raw=None)
+        if (plan.choice.provider, result.provider_message_id) in held:
+            unmatched_reports_replay(route=plan.choice.route, provider=plan.choice.provider, delivery=plan.delivery,
+                                     provider_message_id=result.provider_message_id)
+        _log_sent(call)
+        outcomes.append(SendOutcome(DeliveryStatus.SENT, kind=plan.delivery.kind))
+    return outcomes
 
 
 def _run_in_order(batch: list[tuple[str, list]]) -> list[list]:

@@ -42,6 +42,7 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, Concat, TruncHour
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
@@ -251,20 +252,41 @@ def delivery_recount(*, delivery_id) -> bool:
 
 
 _RECOUNT_SENTINEL = uuid.UUID(int=0)
+_RECOUNT_MANY_SENTINEL = [_RECOUNT_SENTINEL]
 
 
-@lru_cache(maxsize=1)
-def _recount_statement() -> tuple[str, list, int]:
+def deliveries_recount(*, delivery_ids) -> int:
+    """`delivery_recount` for many deliveries; returns how many counts moved. On PostgreSQL one
+    statement, which moves each counter row once and in key order."""
+    if connection.vendor != "postgresql":
+        return sum(delivery_recount(delivery_id=delivery_id) for delivery_id in delivery_ids)
+    if not delivery_ids:
+        return 0
+    sql, params = recount_many_query(delivery_ids)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()[0]
+
+
+@lru_cache(maxsize=2)
+def _recount_statement(many: bool = False) -> tuple[str, list, int]:
     """The SQL of `_recount_in_one_statement`, built once per process: compiling `key_expression`
     costs several milliseconds, the statement itself a fraction of one. Returns the SQL, its
-    parameters and the position of the delivery id among them."""
+    parameters and the position of the delivery id among them. `many`: the parameter is an array
+    of ids, and every counter row moves once, by the sum of its deltas, in key order: a batch
+    locks counter rows in the same order as everyone else (no deadlock), never twice."""
     quote = connection.ops.quote_name
     deliveries = quote(Delivery._meta.db_table)
     days, hours = quote(DeliveryDayStat._meta.db_table), quote(DeliveryHourCount._meta.db_table)
-    current = Delivery.objects.filter(pk=_RECOUNT_SENTINEL).annotate(new_key=key_expression()).values(
-        "id", "account_id", "created_at", "stats_key", "new_key")
+    if many:
+        rows = Delivery.objects.filter(pk__in=RawSQL(f"SELECT unnest(%s::{Delivery._meta.pk.db_type(connection)}[])",
+                                                     (_RECOUNT_MANY_SENTINEL,))).order_by("pk")
+        sentinel = _RECOUNT_MANY_SENTINEL
+    else:
+        rows, sentinel = Delivery.objects.filter(pk=_RECOUNT_SENTINEL), _RECOUNT_SENTINEL
+    current = rows.annotate(new_key=key_expression()).values("id", "account_id", "created_at", "stats_key", "new_key")
     current_sql, current_params = current.query.get_compiler(connection=connection).as_sql()
-    id_position = list(current_params).index(_RECOUNT_SENTINEL)
+    id_position = [index for index, value in enumerate(current_params) if value is sentinel][0]
     sql = rf"""
         WITH current_row AS ({current_sql} FOR UPDATE),
         moved AS (
@@ -277,17 +299,19 @@ def _recount_statement() -> tuple[str, list, int]:
             SELECT account_id, created_at, old_key, -1 FROM moved WHERE old_key IS NOT NULL),
         day_count AS (
             INSERT INTO {days} (day, account_id, provider, status, error_class, latency_le, count)
-            SELECT day, account_id, part[1], part[2], part[3], part[4]::int, delta
+            SELECT day, account_id, part[1], part[2], part[3], part[4]::int, sum(delta)
             FROM (SELECT (created_at AT TIME ZONE %s)::date AS day, account_id, delta,
                          regexp_match(key, {KEY_PARTS}) AS part
                   FROM deltas) AS split
+            GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(delta) <> 0
             ORDER BY 1, 2, 3, 4, 5, 6
             ON CONFLICT (day, account_id, provider, status, error_class, latency_le)
             DO UPDATE SET count = {days}.count + EXCLUDED.count),
         hour_count AS (
             INSERT INTO {hours} (account_id, hour, count)
-            SELECT account_id, date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', 1
+            SELECT account_id, date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', count(*)
             FROM moved WHERE old_key IS NULL
+            GROUP BY 1, 2 ORDER BY 1, 2
             ON CONFLICT (account_id, hour) DO UPDATE SET count = {hours}.count + EXCLUDED.count)
         SELECT count(*) FROM moved
     """
@@ -310,12 +334,22 @@ def recount_query(delivery_id) -> tuple[str, list]:
     """The SQL and parameters of `_recount_in_one_statement` (PostgreSQL), for callers that send it
     together with other statements in one round trip. Its one row: whether the count moved."""
     delivery_id = delivery_id if isinstance(delivery_id, uuid.UUID) else uuid.UUID(str(delivery_id))
+    return _recount_query(delivery_id, many=False)
+
+
+def recount_many_query(delivery_ids) -> tuple[str, list]:
+    """`recount_query` for many deliveries in one statement (a bulk batch). Its one row: how many
+    deliveries' counts moved."""
+    return _recount_query([d if isinstance(d, uuid.UUID) else uuid.UUID(str(d)) for d in delivery_ids], many=True)
+
+
+def _recount_query(ids, *, many: bool) -> tuple[str, list]:
     zone = timezone.get_current_timezone_name()
     if settings.SMSGATE_DB_PREPARED_STATEMENTS:
-        return f"EXECUTE {_recount_prepared_here()}(%s, %s)", [delivery_id, zone]
-    sql, params, id_position = _recount_statement()
+        return f"EXECUTE {_recount_prepared_here(many)}(%s, %s)", [ids, zone]
+    sql, params, id_position = _recount_statement(many)
     params = list(params)
-    params[id_position] = delivery_id
+    params[id_position] = ids
     return sql, [*params, zone]
 
 
@@ -325,12 +359,12 @@ _ID_MARK, _ZONE_MARK = "smsgate-recount-delivery-id", "smsgate-recount-time-zone
 _prepared_on: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # psycopg connection -> names
 
 
-@lru_cache(maxsize=1)
-def _recount_prepare_statement() -> tuple[str, str]:
+@lru_cache(maxsize=2)
+def _recount_prepare_statement(many: bool = False) -> tuple[str, str]:
     """(name, PREPARE statement): the recount with its constants as literals, $1 the delivery id
     and $2 the time zone. The name carries a hash of the text, so a release that changes the
     statement never runs an older one prepared on a pooled connection."""
-    sql, params, id_position = _recount_statement()
+    sql, params, id_position = _recount_statement(many)
     values = list(params)
     values[id_position] = _ID_MARK
     text = connection.ops.compose_sql(sql, [*values, _ZONE_MARK])
@@ -338,13 +372,13 @@ def _recount_prepare_statement() -> tuple[str, str]:
         assert text.count(f"'{mark}'") == 1, mark
         text = text.replace(f"'{mark}'", placeholder)
     name = "smsgate_recount_" + hashlib.sha256(text.encode()).hexdigest()[:16]
-    return name, f"PREPARE {name} (uuid, text) AS {text}"
+    return name, f"PREPARE {name} ({'uuid[]' if many else 'uuid'}, text) AS {text}"
 
 
-def _recount_prepared_here() -> str:
+def _recount_prepared_here(many: bool = False) -> str:
     """The recount's prepared name, PREPAREd on this connection first if it is not yet (asked of
     pg_prepared_statements once per connection; a PREPARE outlives a rolled-back transaction)."""
-    name, prepare = _recount_prepare_statement()
+    name, prepare = _recount_prepare_statement(many)
     connection.ensure_connection()
     names = _prepared_on.setdefault(connection.connection, set())
     if name not in names:

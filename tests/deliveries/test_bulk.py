@@ -115,17 +115,67 @@ def test_a_batch_never_claims_more_than_there_are_idle_threads(smsru_route, crea
         assert len(fake.received) == 8 and not fake.duplicates()
 
 
-def test_idle_threads_are_handed_out_and_waited_for():
-    idle = bulk._IdleThreads(3)
-    assert idle.take(5) == 3
-    got = []
-    waiter = threading.Thread(target=lambda: got.append(idle.take(4)))
-    waiter.start()
-    waiter.join(0.1)
-    assert waiter.is_alive() and not got  # none idle: it waits
-    idle.give(2)
-    waiter.join(5)
-    assert got == [2]
+def test_sending_threads_are_handed_out_waited_for_and_report_back():
+    threads = bulk._SendingThreads(3)
+    done = []
+    try:
+        assert threads.wait(done, 5) == ([], 3)
+        got = []
+        waiter = threading.Thread(target=lambda: got.append(threads.wait(done, 4)))
+        waiter.start()
+        waiter.join(0.1)
+        assert waiter.is_alive() and not got  # none idle, nothing finished: it waits
+        threads.give_back(2)
+        waiter.join(5)
+        assert got == [([], 2)]
+        # A finished job wakes its batch with its result and makes its thread idle again.
+        threads.start(lambda number: number * 2, 21, done)
+        assert threads.wait(done, 0) == ([(21, 42)], 0)
+        threads.start(lambda number: 1 / number, 0, done)  # a job that raises still reports back
+        assert threads.wait(done, 0) == ([(0, None)], 0)
+        assert threads.idle == 2
+    finally:
+        threads.executor.shutdown()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_threaded_batch_gives_each_delivery_the_single_path_outcome(smsru_route, create_bulk, account, settings,
+                                                                     sending_threads):
+    """Successes are recorded together by the batch; a call that failed goes on, on its sending
+    thread, the single-delivery way: a temporary error is retried, a route-specific rejection
+    fails over to the next route."""
+    sending_threads(4)
+    with FakeSmsRu(latency=0.05) as fake:
+        settings.SMSGATE_PROVIDER_BASE_URLS = {"smsru": fake.url}
+        smsru_route(priority=1)
+        smsru_route(priority=2)
+        normal = create_bulk(5)
+        temporary, no_route, taken = (
+            delivery_create(account=account, phone=phone, text="Скидка", kind=DeliveryKind.BULK, enqueue=False).delivery
+            for phone in ("+79000000220", "+79000000207", "+79125559999"))
+        assert delivery_claim(delivery_id=taken.pk)  # another worker has this one
+
+        outcomes = dict(bulk.deliveries_send_batch(delivery_ids=[d.pk for d in [*normal, temporary, no_route, taken]]))
+
+        assert {delivery_id: outcome.status for delivery_id, outcome in outcomes.items()} == {
+            **{str(d.pk): DeliveryStatus.SENT for d in normal},
+            str(temporary.pk): DeliveryStatus.PENDING, str(no_route.pk): DeliveryStatus.REJECTED}
+        assert outcomes[str(temporary.pk)].retry_in is not None
+        statuses = dict(Delivery.objects.values_list("pk", "status"))
+        assert [statuses[d.pk] for d in normal] == [DeliveryStatus.SENT] * 5
+        assert (statuses[temporary.pk], statuses[no_route.pk], statuses[taken.pk]) == (
+            DeliveryStatus.PENDING, DeliveryStatus.REJECTED, DeliveryStatus.SENDING)
+        for delivery in normal:
+            delivery.refresh_from_db()
+            [attempt] = delivery.attempts.all()
+            assert (attempt.outcome, attempt.provider_message_id) == (AttemptOutcome.SENT,
+                                                                      delivery.provider_message_id)
+            assert attempt.latency_ms >= 50 and attempt.finished_at is not None
+        assert list(no_route.attempts.values_list("outcome", flat=True)) == [AttemptOutcome.NEXT_ROUTE,
+                                                                            AttemptOutcome.REJECTED]
+        assert list(temporary.attempts.values_list("outcome", flat=True)) == [AttemptOutcome.RETRY]
+        assert not taken.attempts.exists()
+        assert len(fake.received) == 5 and not fake.duplicates()  # only accepted messages count
 
 
 @pytest.fixture

@@ -12,11 +12,17 @@ from deliveries import tasks
 from deliveries.models import Attempt, AttemptOutcome, Delivery, DeliveryStatus, StatusEvent
 from deliveries.providers.base import SendResult
 from deliveries.services import (
+    ProviderCall,
     RouteChoice,
     _record_sent,
+    attempts_open,
+    deliveries_claim_and_read,
+    deliveries_record_sent,
     delivery_claim,
+    delivery_claim_received,
     delivery_create,
     delivery_send,
+    delivery_send_plan,
     delivery_status_apply,
 )
 from tests.deliveries.test_endpoint import queued_task_ids
@@ -64,6 +70,56 @@ def test_a_status_that_moved_on_during_the_call_is_kept_and_the_provider_id_stil
     assert (claimed.status, claimed.provider_message_id, claimed.route_id) == ("sent", "id-2", route.pk)
     assert moved_on.sent_at is not None and claimed.sent_at is not None
 
+
+
+def test_a_batch_of_successes_is_recorded_as_each_one_would_be(smsru_route, create, account):
+    """deliveries_record_sent (a bulk batch: one round trip on PostgreSQL) does what recording each
+    success alone does: provider id, route and times on the delivery, the attempt closed, the
+    route's failure count cleared, a report that came first applied, the counters moved."""
+    from decimal import Decimal
+
+    from deliveries import stats
+    from deliveries.models import UnmatchedReport
+    from deliveries.providers.base import ReportStatus
+
+    route = smsru_route()
+    ProviderRoute.objects.filter(pk=route.pk).update(consecutive_failures=1)
+    deliveries = [create(phone=f"+7912345670{n}", kind="bulk") for n in range(4)]
+    claimed = deliveries_claim_and_read(delivery_ids=[d.pk for d in deliveries])
+    plans = []
+    for delivery in sorted(claimed, key=lambda d: d.phone):
+        delivery_claim_received(delivery)
+        plans.append(delivery_send_plan(delivery, first_try=True))
+    attempts_open(plans)
+    assert [Attempt.objects.get(pk=plan.attempt.pk).delivery_id for plan in plans] == [d.pk for d in deliveries]
+    moved_on, held, reported = deliveries[1], deliveries[2], deliveries[3]
+    Delivery.objects.filter(pk=moved_on.pk).update(status=DeliveryStatus.DELIVERED)  # a report, meanwhile
+    UnmatchedReport.objects.create(route=route, provider="smsru", provider_message_id="id-2", source="webhook",
+                                   status=DeliveryStatus.DELIVERED)  # came before the worker recorded id-2
+    results = [SendResult("id-0", cost=Decimal("1.5"), parts=2, raw={"status": "OK"}), SendResult("id-1"),
+               SendResult("id-2"), SendResult("id-3", status=ReportStatus.DELIVERED)]
+
+    outcomes = deliveries_record_sent([ProviderCall(plan, latency_ms=120 + n, result=result)
+                                       for n, (plan, result) in enumerate(zip(plans, results))])
+
+    assert [outcome.status for outcome in outcomes] == [DeliveryStatus.SENT] * 4
+    rows = {d.pk: d for d in Delivery.objects.filter(pk__in=[d.pk for d in deliveries])}
+    assert [rows[d.pk].status for d in deliveries] == [DeliveryStatus.SENT, DeliveryStatus.DELIVERED,
+                                                      DeliveryStatus.DELIVERED, DeliveryStatus.DELIVERED]
+    assert [rows[d.pk].provider_message_id for d in deliveries] == ["id-0", "id-1", "id-2", "id-3"]
+    assert all(rows[d.pk].route_id == route.pk and rows[d.pk].sent_at is not None for d in deliveries)
+    attempt = Attempt.objects.get(delivery=deliveries[0])
+    assert (attempt.outcome, attempt.latency_ms, attempt.provider_message_id, attempt.cost, attempt.parts,
+            attempt.raw_response) == (AttemptOutcome.SENT, 120, "id-0", Decimal("1.5"), 2, {"status": "OK"})
+    assert attempt.finished_at is not None
+    assert set(Attempt.objects.values_list("outcome", flat=True)) == {AttemptOutcome.SENT}
+    assert not UnmatchedReport.objects.exists()
+    route.refresh_from_db()
+    assert route.consecutive_failures == 0
+    today = timezone.localdate()
+    counted = stats.daily_by_status(since=today, until=today)
+    assert stats.stats_rebuild(since=today, until=today).keys_corrected == 0
+    assert stats.daily_by_status(since=today, until=today) == counted  # rebuilt from the rows: the same
 
 def test_claim_is_exclusive_and_a_second_run_sends_nothing(fake_smsru, smsru_route, create):
     smsru_route()

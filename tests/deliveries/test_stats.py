@@ -146,10 +146,14 @@ def test_the_recount_is_prepared_on_the_connection_and_only_when_asked(create, s
             cursor.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'smsgate_recount_%%'")
             return [row[0] for row in cursor.fetchall()]
 
+    with connection.cursor() as cursor:  # this connection served earlier tests: start it afresh
+        cursor.execute("DEALLOCATE ALL")
+    stats._prepared_on.pop(connection.connection, None)
     settings.SMSGATE_DB_PREPARED_STATEMENTS = False
     first = create(phone="+79123456781")
     sql, params = stats.recount_query(first.pk)
     assert not sql.startswith("EXECUTE") and first.pk in params
+    assert stats.delivery_recount(delivery_id=first.pk) is False and prepared_here() == []
 
     settings.SMSGATE_DB_PREPARED_STATEMENTS = True
     second = create(phone="+79123456782")
@@ -161,6 +165,39 @@ def test_the_recount_is_prepared_on_the_connection_and_only_when_asked(create, s
     sql, params = stats.recount_query(second.pk)
     assert sql == f"EXECUTE {name}(%s, %s)" and params[0] == second.pk
     assert day_counts() == {("", "failed", "no_route", 0): 2}
+
+    # A batch's recount (bulk sends) is prepared too, as a statement of its own.
+    Delivery.objects.filter(pk__in=[first.pk, second.pk]).update(status=DeliveryStatus.SENT, provider="smsru",
+                                                                 error_class="")
+    assert stats.deliveries_recount(delivery_ids=[second.pk, first.pk]) == 2
+    many_name, _statement = stats._recount_prepare_statement(True)
+    assert sorted(prepared_here()) == sorted([name, many_name])
+    assert day_counts() == {("smsru", "sent", "", 0): 2}
+
+
+def test_a_batch_recount_moves_each_counter_once_by_the_sum_of_its_deltas(create, account, integration, settings):
+    """deliveries_recount: many deliveries of several accounts and statuses in one go; a second run
+    moves nothing; the counters equal what a rebuild computes. With and without PREPARE."""
+    from accounts.models import Account
+
+    other = Account.objects.create(integration=integration, amo_id=2, subdomain="other")
+    for prepared in (False, True):
+        settings.SMSGATE_DB_PREPARED_STATEMENTS = prepared
+        Delivery.objects.all().delete()
+        DeliveryDayStat.objects.all().delete()
+        DeliveryHourCount.objects.all().delete()
+        mine = [create(phone=f"+7912345670{n}") for n in range(4)]
+        theirs = [delivery_create(account=other, phone=f"+7912345671{n}", text="x").delivery for n in range(3)]
+        Delivery.objects.filter(pk__in=[d.pk for d in mine[:3] + theirs[:2]]).update(
+            status=DeliveryStatus.SENT, provider="smsru")
+        Delivery.objects.filter(pk=mine[3].pk).update(status=DeliveryStatus.FAILED, error_class="no_route")
+        ids = [d.pk for d in reversed(mine + theirs)]
+
+        assert stats.deliveries_recount(delivery_ids=ids) == 6
+        assert stats.deliveries_recount(delivery_ids=ids) == 0
+        assert day_counts(account=account) == {("smsru", "sent", "", 0): 3, ("", "failed", "no_route", 0): 1}
+        assert day_counts(account=other) == {("smsru", "sent", "", 0): 2, ("", "pending", "", 0): 1}
+        assert counters_snapshot() == rebuilt_snapshot()
 
 
 def test_a_rebuild_repairs_drifted_counters_and_uncounted_rows(create, account):
@@ -200,8 +237,11 @@ def test_concurrent_status_changes_keep_the_counters_exact(account, settings):
     def worker(n):
         try:
             barrier.wait()
-            for delivery in sent:
-                stats.delivery_recount(delivery_id=delivery.pk)
+            if n % 2:  # as a bulk batch does, in any order
+                stats.deliveries_recount(delivery_ids=[d.pk for d in (sent if n % 4 == 1 else reversed(sent))])
+            else:
+                for delivery in sent:
+                    stats.delivery_recount(delivery_id=delivery.pk)
             for i, delivery in enumerate(reported):
                 status = [DeliveryStatus.DELIVERED, DeliveryStatus.UNDELIVERED, DeliveryStatus.EXPIRED][(i + n) % 3]
                 delivery_status_apply(delivery=delivery, status=status, source=StatusEvent.Source.WEBHOOK,
