@@ -344,12 +344,17 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 class CpuWindow:
     def __init__(self, table: ProcessTable):
         self.table = table
 
     def __enter__(self):
-        self.children_before = _children_cpu()
+        self.children_before, self.own_before = _children_cpu(), _own_cpu()
         self.before = self.table.snapshot()
         self.machine_before = machine_cpu_ticks()
         self.started = time.monotonic()
@@ -362,6 +367,8 @@ class CpuWindow:
         self.result = cpu_by_role(self.before, self.table.snapshot(), seconds)
         # wrk and the open-loop generator are children of this process: their CPU time comes from getrusage.
         self.result["loadgen"] = round((_children_cpu() - self.children_before) / seconds, 2)
+        # This process: the feeder recording and queueing bulk SMS (dispatch, isolation).
+        self.result["feeder"] = round((_own_cpu() - self.own_before) / seconds, 2)
         self.result["machine_busy_share"] = round((busy1 - busy0) / max(total1 - total0, 1), 2)
 
 
