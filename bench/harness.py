@@ -318,6 +318,7 @@ def tool_versions() -> dict:
         "django": package("django"),
         "psycopg": package("psycopg"),
         "httpx": package("httpx"),
+        "urllib3": package("urllib3"),
     }
 
 

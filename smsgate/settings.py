@@ -361,5 +361,6 @@ LOGGING = {
         "celery.app.trace": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
     },
 }

@@ -25,3 +25,37 @@ def test_each_thread_has_its_own_client():
     worker.start()
     worker.join()
     assert theirs[0] is not mine and default_client(5.0) is mine
+
+
+def test_a_read_timeout_is_ambiguous_and_a_refused_connection_is_not():
+    """After a timeout the provider may have acted on the request; a refused connection sent nothing."""
+    import socket
+
+    import pytest
+
+    from deliveries.providers.base import ErrorClass, ProviderTemporaryError
+
+    with FakeSmsRu(latency=1.0) as fake:
+        with pytest.raises(ProviderTemporaryError) as timed_out:
+            default_client(0.2).request("POST", f"{fake.url}/sms/send", data={"api_id": "x", "to": "79123456789",
+                                                                                 "msg": "Код", "json": 1})
+    assert (timed_out.value.code, timed_out.value.error_class, timed_out.value.ambiguous) == (
+        "timeout", ErrorClass.TIMEOUT, True)
+
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    with pytest.raises(ProviderTemporaryError) as refused:
+        default_client(0.2).request("GET", f"http://127.0.0.1:{port}/my/balance")
+    assert (refused.value.code, refused.value.error_class, refused.value.ambiguous) == (
+        "connect", ErrorClass.TRANSPORT, False)
+
+
+def test_a_request_carries_its_form_query_and_answer_as_the_adapters_expect():
+    with FakeSmsRu() as fake:
+        response = default_client(5.0).request("POST", f"{fake.url}/sms/send", params={"json": 1},
+                                               data={"api_id": "test-api-id", "to": "79123456789", "msg": "Код: 1"})
+        assert response.status_code == 200 and response.headers.get("content-type", "").startswith("application/json")
+        assert response.json()["status"] == "OK" and '"status"' in response.text
+        [request] = fake.requests_to("/sms/send")
+        assert request.value("msg") == "Код: 1" and request.value("json") == "1"
