@@ -377,12 +377,18 @@ def _recount_prepare_statement(many: bool = False) -> tuple[str, str]:
 
 def _recount_prepared_here(many: bool = False) -> str:
     """The recount's prepared name, PREPAREd on this connection first if it is not yet (asked of
-    pg_prepared_statements once per connection; a PREPARE outlives a rolled-back transaction)."""
+    pg_prepared_statements once per connection; a PREPARE outlives a rolled-back transaction).
+
+    The connection also keeps the generic plan of its prepared statements (they are ours only:
+    Django binds parameters on the client). Both recounts look rows up by id, which the generic plan
+    does well; PostgreSQL's "auto" mode planned the array form afresh on every run instead (3.0 ms
+    per batch of 32 against 1.5)."""
     name, prepare = _recount_prepare_statement(many)
     connection.ensure_connection()
     names = _prepared_on.setdefault(connection.connection, set())
     if name not in names:
         with connection.cursor() as cursor:
+            cursor.execute("SET plan_cache_mode = force_generic_plan")
             cursor.execute("SELECT 1 FROM pg_prepared_statements WHERE name = %s", [name])
             if cursor.fetchone() is None:
                 cursor.execute(prepare)

@@ -148,6 +148,7 @@ def test_the_recount_is_prepared_on_the_connection_and_only_when_asked(create, s
 
     with connection.cursor() as cursor:  # this connection served earlier tests: start it afresh
         cursor.execute("DEALLOCATE ALL")
+        cursor.execute("RESET plan_cache_mode")
     stats._prepared_on.pop(connection.connection, None)
     settings.SMSGATE_DB_PREPARED_STATEMENTS = False
     first = create(phone="+79123456781")
@@ -172,6 +173,9 @@ def test_the_recount_is_prepared_on_the_connection_and_only_when_asked(create, s
     assert stats.deliveries_recount(delivery_ids=[second.pk, first.pk]) == 2
     many_name, _statement = stats._recount_prepare_statement(True)
     assert sorted(prepared_here()) == sorted([name, many_name])
+    with connection.cursor() as cursor:  # plans looked up by id: the generic plan, not one per run
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone()[0] == "force_generic_plan"
     assert day_counts() == {("smsru", "sent", "", 0): 2}
 
 
