@@ -190,12 +190,20 @@ def _call(plan: services.PlannedSend):
 
 
 def _record(finished: list) -> list[tuple[str, services.SendOutcome | None]]:
-    """Record the calls that succeeded together; the others have their outcome already."""
+    """Record the calls that succeeded together; the others have their outcome already. If the
+    batch cannot be recorded (one bad row, a lost connection), each call is recorded alone, so one
+    bad row stays the only one left to the sweeper."""
     outcomes = [(str(plan.delivery.pk), result) for plan, result in finished
                 if not isinstance(result, services.ProviderCall)]
     sent = [result for _plan, result in finished if isinstance(result, services.ProviderCall)]
     if sent:
-        recorded = _guarded(services.deliveries_record_sent, sent) or [None] * len(sent)
+        try:
+            recorded = services.deliveries_record_sent(sent)
+        except Exception:
+            logger.exception("recording a bulk batch failed; recording its SMS one by one",
+                             extra={"deliveries": len(sent)})
+            close_old_connections()  # a connection the error broke is not reused
+            recorded = [_guarded(services.provider_call_conclude, call) for call in sent]
         outcomes += [(str(call.plan.delivery.pk), outcome) for call, outcome in zip(sent, recorded)]
     return outcomes
 
@@ -205,5 +213,5 @@ def _guarded(step, argument):
     try:
         return step(argument)
     except Exception:
-        logger.exception("sending a bulk SMS failed; the sweeper resolves its claim")
+        logger.exception("sending a bulk SMS failed; the sweeper resolves its claim", extra={"step": step.__name__})
         return None

@@ -178,6 +178,35 @@ def test_a_threaded_batch_gives_each_delivery_the_single_path_outcome(smsru_rout
         assert len(fake.received) == 5 and not fake.duplicates()  # only accepted messages count
 
 
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_that_cannot_be_recorded_is_recorded_one_by_one(smsru_route, create_bulk):
+    """One bad row (here a provider id longer than the column) must not leave the whole batch's
+    statuses to the sweeper: the others are recorded alone."""
+    from deliveries import services
+    from deliveries.providers.base import SendResult
+    from tests.staff import require_postgres
+
+    require_postgres("a failing batch statement")  # SQLite does not enforce the column's length
+    smsru_route()
+    deliveries = create_bulk(3)
+    plans = []
+    for delivery in services.deliveries_claim_and_read(delivery_ids=[d.pk for d in deliveries]):
+        services.delivery_claim_received(delivery)
+        plans.append(services.delivery_send_plan(delivery, first_try=True))
+    services.attempts_open(plans)
+    message_ids = ["id-0", "x" * 150, "id-2"]
+
+    outcomes = dict(bulk._record([(plan, services.ProviderCall(plan, latency_ms=100, result=SendResult(message_id)))
+                                  for plan, message_id in zip(plans, message_ids)]))
+
+    statuses = dict(Delivery.objects.values_list("pk", "status"))
+    bad = plans[1].delivery.pk
+    assert outcomes[str(bad)] is None and statuses[bad] == DeliveryStatus.SENDING  # the sweeper's
+    for plan in (plans[0], plans[2]):
+        assert outcomes[str(plan.delivery.pk)].status == DeliveryStatus.SENT
+        assert statuses[plan.delivery.pk] == DeliveryStatus.SENT
+
 @pytest.fixture
 def redis_broker(redis_broker_url, monkeypatch):
     """The test process publishes to a real Redis under a key prefix of its own."""
