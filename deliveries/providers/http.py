@@ -20,7 +20,14 @@ from urllib.parse import urlencode
 
 import httpx
 import urllib3
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError, ReadTimeoutError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
 
 from .base import ErrorClass, ProviderTemporaryError
 
@@ -79,8 +86,9 @@ class HttpClient:
             headers["Authorization"] = "Basic " + b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
         try:
             response = self._pool.request(method, url, body=body, headers=headers, redirect=False, retries=False)
-        except (NewConnectionError, ConnectTimeoutError) as exc:
-            # Nothing was sent: safe to try again. (NewConnectionError covers refused and unresolved.)
+        except (NewConnectionError, ConnectTimeoutError, SSLError) as exc:
+            # Nothing was sent: safe to try again. (NewConnectionError covers refused and unresolved;
+            # SSLError a certificate that does not verify, before any byte of the request.)
             raise ProviderTemporaryError(f"cannot connect: {type(exc).__name__}", code="connect",
                                          error_class=ErrorClass.TRANSPORT) from None
         except (ReadTimeoutError, ProtocolError) as exc:

@@ -92,7 +92,7 @@ def test_a_batch_of_successes_is_recorded_as_each_one_would_be(smsru_route, crea
         plans.append(delivery_send_plan(delivery, first_try=True))
     attempts_open(plans)
     assert [Attempt.objects.get(pk=plan.attempt.pk).delivery_id for plan in plans] == [d.pk for d in deliveries]
-    moved_on, held, reported = deliveries[1], deliveries[2], deliveries[3]
+    moved_on = deliveries[1]  # deliveries[2]: a report came first; deliveries[3]: sent and delivered at once
     Delivery.objects.filter(pk=moved_on.pk).update(status=DeliveryStatus.DELIVERED)  # a report, meanwhile
     UnmatchedReport.objects.create(route=route, provider="smsru", provider_message_id="id-2", source="webhook",
                                    status=DeliveryStatus.DELIVERED)  # came before the worker recorded id-2

@@ -59,3 +59,56 @@ def test_a_request_carries_its_form_query_and_answer_as_the_adapters_expect():
         assert response.json()["status"] == "OK" and '"status"' in response.text
         [request] = fake.requests_to("/sms/send")
         assert request.value("msg") == "Код: 1" and request.value("json") == "1"
+
+
+def test_a_provider_whose_certificate_does_not_verify_gets_nothing(tmp_path):
+    """TLS is verified (a self-signed certificate is refused) and the request never leaves."""
+    import datetime
+    import http.server
+    import ipaddress
+    import ssl
+
+    import pytest
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from deliveries.providers.base import ErrorClass, ProviderTemporaryError
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+                   .not_valid_after(now + datetime.timedelta(hours=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                  critical=False)
+                   .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                         serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    requests_seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            requests_seen.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ProviderTemporaryError) as refused:
+            default_client(2.0).request("POST", f"https://127.0.0.1:{server.server_port}/sms/send", data={"msg": "x"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (refused.value.code, refused.value.error_class, refused.value.ambiguous) == (
+        "connect", ErrorClass.TRANSPORT, False)
+    assert requests_seen == []
