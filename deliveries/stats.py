@@ -27,7 +27,7 @@ from functools import lru_cache
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import (
     Case,
     CharField,
@@ -210,6 +210,37 @@ def delivery_insert_counted(*, delivery: Delivery) -> Delivery:
     delivery._state.adding = False
     delivery._state.db = connection.alias
     return delivery
+
+
+def deliveries_insert_counted(*, deliveries: list[Delivery]) -> list[Delivery]:
+    """INSERT many new (pending) deliveries and count them, all or nothing: a bulk import. On
+    PostgreSQL one INSERT from one array per column: the ORM's multi-row INSERT cost ~0.5 ms of
+    CPU per row (30 parameters each, built, then parsed back out of one long statement).
+    Elsewhere bulk_create. Columns left to a database default keep it."""
+    for delivery in deliveries:
+        delivery.stats_key = PENDING_KEY.encode()
+    with transaction.atomic(savepoint=False):
+        if connection.vendor != "postgresql":
+            Delivery.objects.bulk_create(deliveries)
+        elif deliveries:
+            db = connections[DEFAULT_DB_ALIAS]  # the thread's own, not the proxy, once per value
+            quote = db.ops.quote_name
+            columns, arrays = [], []
+            for field in Delivery._meta.local_concrete_fields:
+                values = [field.pre_save(delivery, add=True) for delivery in deliveries]  # sets the times
+                if any(hasattr(value, "resolve_expression") for value in values):
+                    continue  # a database default
+                columns.append(field)
+                arrays.append([field.get_db_prep_save(value, db) for value in values])
+            arrays_sql = ", ".join(f"%s::{field.db_type(db)}[]" for field in columns)
+            with connection.cursor() as cursor:
+                cursor.execute(f"INSERT INTO {quote(Delivery._meta.db_table)} "
+                               f"({', '.join(quote(field.column) for field in columns)}) "
+                               f"SELECT * FROM unnest({arrays_sql})", arrays)
+            for delivery in deliveries:
+                delivery._state.adding, delivery._state.db = False, connection.alias
+        deliveries_created(deliveries=deliveries)
+    return deliveries
 
 
 def deliveries_created(*, deliveries: list[Delivery]):

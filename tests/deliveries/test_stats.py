@@ -204,6 +204,40 @@ def test_a_batch_recount_moves_each_counter_once_by_the_sum_of_its_deltas(create
         assert counters_snapshot() == rebuilt_snapshot()
 
 
+def test_a_bulk_insert_records_every_row_and_counts_it_all_or_nothing(account, integration):
+    """deliveries_insert_counted (a bulk import): one INSERT from arrays on PostgreSQL, bulk_create
+    elsewhere; the same rows, database defaults kept, counted as pending; a bad row keeps none."""
+    from django.db import IntegrityError, transaction
+
+    from accounts.models import Account
+
+    other = Account.objects.create(integration=integration, amo_id=2, subdomain="other")
+    valid_until = timezone.now() + timedelta(hours=1)
+
+    def rows(prefix, jti=None):
+        return [Delivery(account=owner, kind="bulk", phone=f"+7912{prefix}{n:05d}", text=f"Скидка {n}%",
+                         encoding="ucs2", segments=1, valid_until=valid_until, jti=jti)
+                for n, owner in enumerate([account, account, other])]
+
+    inserted = stats.deliveries_insert_counted(deliveries=rows("11"))
+
+    stored = {d.pk: d for d in Delivery.objects.all()}
+    assert set(stored) == {d.pk for d in inserted}
+    for delivery in inserted:
+        row = stored[delivery.pk]
+        assert (row.account_id, row.phone, row.text, row.kind, row.status) == (
+            delivery.account_id, delivery.phone, delivery.text, "bulk", DeliveryStatus.PENDING)
+        assert row.created_at == delivery.created_at and row.valid_until == valid_until
+        assert (row.text_hash, row.poll_count, row.stats_key) == ("", 0, "|pending||0")  # defaults kept
+    assert day_counts(account=account) == {("", "pending", "", 0): 2}
+    assert day_counts(account=other) == {("", "pending", "", 0): 1}
+    assert counters_snapshot() == rebuilt_snapshot()
+
+    before = counters_snapshot()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        stats.deliveries_insert_counted(deliveries=rows("22", jti="same-token"))  # one jti per account
+    assert Delivery.objects.count() == 3 and counters_snapshot() == before
+
 def test_a_rebuild_repairs_drifted_counters_and_uncounted_rows(create, account):
     counted = create()
     Delivery.objects.filter(pk=counted.pk).update(status=DeliveryStatus.EXPIRED, error_class="validity")
