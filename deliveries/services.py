@@ -666,7 +666,12 @@ def _record_sent(delivery: Delivery, choice: RouteChoice, result: SendResult, *,
         with transaction.atomic():
             results = _run_in_order([*batch, held_check])
             stats.delivery_recount(delivery_id=delivery.pk)
-    moved, held = results[0], results[-1]
+    _after_sent_recorded(delivery, choice, result, moved=bool(results[0]), held=bool(results[-1]))
+
+
+def _after_sent_recorded(delivery: Delivery, choice: RouteChoice, result: SendResult, *, moved: bool, held: bool):
+    """Once a success is recorded: count the move to `sent`, apply a status the provider gave with
+    its answer, and any report that came before the id (`held`)."""
     if moved:
         metrics.delivery_status(DeliveryStatus.SENT, choice.provider)
     if result.status != ReportStatus.SENT:
@@ -751,14 +756,8 @@ def deliveries_record_sent(calls: list[ProviderCall]) -> list[SendOutcome]:
     outcomes = []
     for call in calls:
         plan, result = call.plan, call.result
-        if plan.delivery.pk in moved:
-            metrics.delivery_status(DeliveryStatus.SENT, plan.choice.provider)
-        if result.status != ReportStatus.SENT:
-            delivery_status_apply(delivery=plan.delivery, status=result.status, source=StatusEvent.Source.SYSTEM,
-                                  raw=None)
-        if (plan.choice.provider, result.provider_message_id) in held:
-            unmatched_reports_replay(route=plan.choice.route, provider=plan.choice.provider, delivery=plan.delivery,
-                                     provider_message_id=result.provider_message_id)
+        _after_sent_recorded(plan.delivery, plan.choice, result, moved=plan.delivery.pk in moved,
+                             held=(plan.choice.provider, result.provider_message_id) in held)
         _log_sent(call)
         outcomes.append(SendOutcome(DeliveryStatus.SENT, kind=plan.delivery.kind))
     return outcomes
