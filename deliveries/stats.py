@@ -160,6 +160,19 @@ def delivery_created(*, delivery: Delivery):
                Counter({(delivery.account_id, _hour_of(delivery.created_at)): 1}))
 
 
+def _insert_columns(deliveries: list[Delivery]) -> dict:
+    """field -> its value in each new delivery, prepared as the ORM's INSERT compiler prepares plain
+    values (pre_save sets created_at and updated_at). A field left to its database default (an
+    expression) is not among them: the INSERT leaves it to DEFAULT."""
+    db = connections[DEFAULT_DB_ALIAS]  # the thread's own wrapper, not the proxy, once per value
+    columns = {}
+    for field in Delivery._meta.local_concrete_fields:
+        values = [field.pre_save(delivery, add=True) for delivery in deliveries]
+        if not any(hasattr(value, "resolve_expression") for value in values):
+            columns[field] = [field.get_db_prep_save(value, db) for value in values]
+    return columns
+
+
 @lru_cache(maxsize=8)
 def _insert_counted_statement(defaulted: tuple[str, ...]) -> str:
     """delivery_insert_counted's statement, built once per process (the ORM's INSERT compiler cost a
@@ -193,14 +206,9 @@ def delivery_insert_counted(*, delivery: Delivery) -> Delivery:
             delivery.save(force_insert=True)
             delivery_created(delivery=delivery)
         return delivery
-    # What the ORM's INSERT compiler does for plain values; a db_default left unset is DEFAULT.
-    defaulted, params = [], []
-    for field in Delivery._meta.local_concrete_fields:
-        value = field.pre_save(delivery, add=True)  # sets created_at, updated_at
-        if hasattr(value, "resolve_expression"):
-            defaulted.append(field.column)
-        else:
-            params.append(field.get_db_prep_save(value, connection))
+    columns = _insert_columns([delivery])
+    defaulted = tuple(field.column for field in Delivery._meta.local_concrete_fields if field not in columns)
+    params = [values[0] for values in columns.values()]
     key = PENDING_KEY
     params += [timezone.localdate(delivery.created_at), delivery.account_id, key.provider, key.status,
                key.error_class, key.latency_le, delivery.account_id, _hour_of(delivery.created_at)]
@@ -223,20 +231,13 @@ def deliveries_insert_counted(*, deliveries: list[Delivery]) -> list[Delivery]:
         if connection.vendor != "postgresql":
             Delivery.objects.bulk_create(deliveries)
         elif deliveries:
-            db = connections[DEFAULT_DB_ALIAS]  # the thread's own, not the proxy, once per value
-            quote = db.ops.quote_name
-            columns, arrays = [], []
-            for field in Delivery._meta.local_concrete_fields:
-                values = [field.pre_save(delivery, add=True) for delivery in deliveries]  # sets the times
-                if any(hasattr(value, "resolve_expression") for value in values):
-                    continue  # a database default
-                columns.append(field)
-                arrays.append([field.get_db_prep_save(value, db) for value in values])
-            arrays_sql = ", ".join(f"%s::{field.db_type(db)}[]" for field in columns)
+            columns = _insert_columns(deliveries)
+            quote = connection.ops.quote_name
+            arrays_sql = ", ".join(f"%s::{field.db_type(connection)}[]" for field in columns)
             with connection.cursor() as cursor:
                 cursor.execute(f"INSERT INTO {quote(Delivery._meta.db_table)} "
                                f"({', '.join(quote(field.column) for field in columns)}) "
-                               f"SELECT * FROM unnest({arrays_sql})", arrays)
+                               f"SELECT * FROM unnest({arrays_sql})", list(columns.values()))
             for delivery in deliveries:
                 delivery._state.adding, delivery._state.db = False, connection.alias
         deliveries_created(deliveries=deliveries)
