@@ -12,7 +12,7 @@ from smsgate.celery import app as celery_app
 from tests.fakes.smsru import FakeSmsRu
 
 # Unit tests publish to an in-memory broker; end-to-end tests start their own processes on the
-# broker of CELERY_BROKER_URL. (Celery reads that variable before its own configuration.)
+# broker of CELERY_BROKER_URL (RabbitMQ). (Celery reads that variable before its own configuration.)
 E2E_BROKER_URL = os.environ.pop("CELERY_BROKER_URL", "")
 celery_app.conf.broker_url = "memory://"
 celery_app.conf.broker_transport_options = {}
@@ -33,19 +33,6 @@ def service_missing(message: str):
     if require_services():
         pytest.fail(message)
     pytest.skip(message)
-
-
-@pytest.fixture
-def redis_broker_url():
-    """A real Redis for tests that publish: CI's broker, or a spare database of the local one."""
-    import redis
-
-    url = E2E_BROKER_URL if E2E_BROKER_URL.startswith("redis://") else "redis://127.0.0.1:6379/14"
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except redis.RedisError as exc:
-        service_missing(f"Redis is needed at {url}: {exc}")
-    return url
 
 
 @pytest.fixture(autouse=True)
