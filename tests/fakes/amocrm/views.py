@@ -71,7 +71,7 @@ def php_query(raw: str) -> dict:
     out: dict = {}
     for key, value in parse_qsl(raw, keep_blank_values=True):
         name, _, rest = key.partition("[")
-        parts = [name] + (re.findall(r"([^\]]*)\]", "[" + rest) if rest else [])
+        parts = [name] + (re.findall(r"\[([^\]]*)\]", "[" + rest) if rest else [])
         node = out
         for n, part in enumerate(parts):
             last = n == len(parts) - 1
