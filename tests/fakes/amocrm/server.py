@@ -232,6 +232,8 @@ class FakeAmoCRM(FakeProviderServer):
         with self._state:
             account = self.account(account_id)
             lead = account.leads.get(lead_id)
+            if lead is None and status_id is None:
+                raise ValueError(f"lead {lead_id} is not in the fake: pass its status_id")
             body = outgoing.dp_webhook_body(
                 account_id=account_id, subdomain=account.subdomain, lead_id=lead_id,
                 status_id=status_id if status_id is not None else lead.status_id,

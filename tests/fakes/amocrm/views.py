@@ -339,8 +339,9 @@ def notes_add(ctx: Ctx, entity_type: str, entity_id: str | None = None):
                     dict(item.get("params") or {}), item.get("created_by", ctx.user_id),
                     item.get("responsible_user_id", ctx.user_id), item.get("created_at", now), now)
         ctx.account.notes[note.id] = note
+        href = f"{ctx.base}/api/v4/{entity_type}/{note.entity_id}/notes/{note.id}"
         created.append({"id": note.id, "entity_id": note.entity_id, "request_id": request_id,
-                        "_links": {"self": {"href": f"{ctx.base}/api/v4/{entity_type}/{note.entity_id}/notes/{note.id}"}}})
+                        "_links": {"self": {"href": href}}})
     return hal({"_links": {"self": {"href": f"{ctx.base}{ctx.request.path}"}}, "_embedded": {"notes": created}})
 
 
