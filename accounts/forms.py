@@ -10,7 +10,7 @@ from phonenumbers import SUPPORTED_REGIONS
 
 from deliveries.providers import PROVIDERS
 
-from .models import AccountLimits, Integration, ProviderRoute
+from .models import LIMIT_NUMBER_FIELDS, AccountCeilings, Integration, ProviderRoute
 
 KEEP_HELP = _("Stored. Leave empty to keep it; type a new value to replace it.")
 NOT_SET_HELP = _("Not set yet.")
@@ -138,13 +138,13 @@ class SendTestSmsForm(forms.Form):
                             help_text=_("The number to send the test SMS to, e.g. +79123456789."))
 
 
-class AccountLimitsForm(forms.ModelForm):
-    """The account's abuse limits in the admin: empty = the deployment default, 0 = no limit."""
+class AccountCeilingsForm(forms.ModelForm):
+    """The operator's abuse-limit ceilings of one account in the admin: empty = the deployment
+    default, 0 = no limit. The account may only tighten them through the account API."""
 
     class Meta:
-        model = AccountLimits
-        fields = ["phone_cooldown_seconds", "phone_per_hour", "phone_per_day", "account_per_hour", "account_per_day",
-                  "prefix_distinct_max", "prefix_window_seconds", "allowed_countries"]
+        model = AccountCeilings
+        fields = [*LIMIT_NUMBER_FIELDS, "allowed_countries"]
 
     def clean_allowed_countries(self):
         raw = self.cleaned_data["allowed_countries"].strip()

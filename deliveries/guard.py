@@ -6,6 +6,11 @@ Limits (429 with Retry-After), counted in Redis in one atomic script: a cooldown
 phone per hour and per day, SMS per account per hour and per day, and a velocity check on how many
 distinct numbers under one prefix (all but the last 4 digits) got SMS within a window.
 
+Limits come in two layers. The operator's ceilings: the deployment defaults (settings), and per
+account what staff set in the admin (AccountCeilings). The account's own choices (AccountOwnLimits,
+through the account API) may only tighten them; the guard applies the tighter of the two, so a
+choice stored before a ceiling was lowered cannot loosen it either.
+
 Counters never come from a COUNT over the deliveries table. If Redis is down the guard fails open
 (the SMS is sent) and logs a warning: losing login codes is worse than a short unguarded window.
 """
@@ -13,13 +18,13 @@ Counters never come from a COUNT over the deliveries table. If Redis is down the
 import logging
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 
 import redis
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
-from accounts.models import Account, AccountLimits
+from accounts.models import LIMIT_NUMBER_FIELDS, Account, AccountCeilings, AccountOwnLimits
 
 from .phones import PREMIUM_TYPES, Phone
 
@@ -28,6 +33,11 @@ logger = logging.getLogger(__name__)
 LIMITS_CACHE_SECONDS = 10.0
 REDIS_RETRY_AFTER_FAILURE = 5.0  # seconds the guard skips Redis after an error (no timeout per request)
 PREFIX_KEEP_DIGITS = 4
+
+# Caps: lower is tighter, 0 = no limit. Durations: longer is tighter (a longer cooldown, a longer window
+# over which distinct numbers under a prefix are counted).
+CAP_FIELDS = ("phone_per_hour", "phone_per_day", "account_per_hour", "account_per_day", "prefix_distinct_max")
+DURATION_FIELDS = ("phone_cooldown_seconds", "prefix_window_seconds")
 
 
 @dataclass(frozen=True)
@@ -66,7 +76,8 @@ _MESSAGES = {
 
 
 # --- limits -----------------------------------------------------------------------------------------
-def _countries(raw: str) -> frozenset[str] | None:
+def countries_parse(raw: str) -> frozenset[str] | None:
+    """"RU, kz;BY" -> {"RU", "KZ", "BY"}; "*" -> None (any country)."""
     raw = raw.strip()
     if raw == "*":
         return None
@@ -74,6 +85,7 @@ def _countries(raw: str) -> frozenset[str] | None:
 
 
 def default_limits(account: Account) -> Limits:
+    """The deployment's defaults (settings): the operator's ceilings where staff set nothing else."""
     countries = settings.SMSGATE_DEFAULT_COUNTRIES.get(account.domain, "*")
     return Limits(
         phone_cooldown_seconds=settings.SMSGATE_LIMIT_PHONE_COOLDOWN,
@@ -83,8 +95,71 @@ def default_limits(account: Account) -> Limits:
         account_per_day=settings.SMSGATE_LIMIT_ACCOUNT_DAY,
         prefix_distinct_max=settings.SMSGATE_LIMIT_PREFIX_DISTINCT,
         prefix_window_seconds=settings.SMSGATE_LIMIT_PREFIX_WINDOW,
-        allowed_countries=_countries(countries),
+        allowed_countries=countries_parse(countries),
     )
+
+
+def ceilings_for(account: Account) -> Limits:
+    """The operator's ceilings for the account: the defaults, with what staff set for it on top."""
+    limits = default_limits(account)
+    stored = AccountCeilings.objects.filter(account_id=account.pk).first()
+    if stored is None:
+        return limits
+    values = {name: getattr(stored, name) for name in LIMIT_NUMBER_FIELDS if getattr(stored, name) is not None}
+    if stored.allowed_countries.strip():
+        values["allowed_countries"] = countries_parse(stored.allowed_countries)
+    return replace(limits, **values)
+
+
+def _tighter_cap(own: int | None, ceiling: int) -> int:
+    if own is None or own == 0:  # 0 (no limit) is never tighter; the API refuses it under a ceiling
+        return ceiling
+    return own if ceiling == 0 else min(own, ceiling)
+
+
+def limits_tighten(ceilings: Limits, own: AccountOwnLimits | None) -> Limits:
+    """What the guard applies: the account's own choice where it is tighter, else the ceiling."""
+    if own is None:
+        return ceilings
+    values = {name: _tighter_cap(getattr(own, name), getattr(ceilings, name)) for name in CAP_FIELDS}
+    for name in DURATION_FIELDS:
+        value = getattr(own, name)
+        values[name] = getattr(ceilings, name) if value is None else max(value, getattr(ceilings, name))
+    countries = ceilings.allowed_countries
+    if own.allowed_countries.strip():
+        chosen = countries_parse(own.allowed_countries)
+        if chosen is not None:
+            countries = chosen if countries is None else chosen & countries
+    return replace(ceilings, **values, allowed_countries=countries)
+
+
+def own_limits_errors(*, ceilings: Limits, values: dict) -> dict[str, list]:
+    """Field errors for the account's own choices that would loosen the operator's ceilings.
+
+    `values` as the account API validated them (None: back to the ceiling; countries a sorted list).
+    """
+    errors = {}
+    for name in CAP_FIELDS:
+        value, ceiling = values.get(name), getattr(ceilings, name)
+        if value is None or ceiling == 0:
+            continue
+        if value == 0:
+            errors[name] = [_("0 (no limit) is not allowed: the limit set for this account is %(ceiling)d.")
+                            % {"ceiling": ceiling}]
+        elif value > ceiling:
+            errors[name] = [_("At most %(ceiling)d: the limit set for this account.") % {"ceiling": ceiling}]
+    for name in DURATION_FIELDS:
+        value, ceiling = values.get(name), getattr(ceilings, name)
+        if value is not None and value < ceiling:
+            errors[name] = [_("At least %(ceiling)d seconds: the limit set for this account.") % {"ceiling": ceiling}]
+    codes = values.get("allowed_countries")
+    if codes and ceilings.allowed_countries is not None:
+        outside = [code for code in codes if code == "*" or code not in ceilings.allowed_countries]
+        if outside:
+            errors["allowed_countries"] = [
+                _("Only these countries are allowed for this account: %(allowed)s.")
+                % {"allowed": ", ".join(sorted(ceilings.allowed_countries)) or "—"}]
+    return errors
 
 
 _limits_cache: dict[int, tuple[float, Limits]] = {}
@@ -103,24 +178,13 @@ def forget_limits(account_id: int):
 
 
 def limits_for(account: Account) -> Limits:
-    """The account's limits: its overrides on top of the defaults (cached a few seconds)."""
+    """The limits the guard applies to the account now (cached a few seconds)."""
     now = time.monotonic()
     with _limits_lock:
         hit = _limits_cache.get(account.pk)
     if hit and hit[0] > now:
         return hit[1]
-    limits = default_limits(account)
-    override = AccountLimits.objects.filter(account_id=account.pk).first()
-    if override is not None:
-        values = {}
-        for f in fields(Limits):
-            value = getattr(override, f.name)
-            if f.name == "allowed_countries":
-                if value.strip():
-                    values[f.name] = _countries(value)
-            elif value is not None:
-                values[f.name] = value
-        limits = Limits(**{**limits.__dict__, **values})
+    limits = limits_tighten(ceilings_for(account), AccountOwnLimits.objects.filter(account_id=account.pk).first())
     with _limits_lock:
         if len(_limits_cache) > 10_000:
             _limits_cache.clear()
