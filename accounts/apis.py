@@ -345,6 +345,10 @@ class AppliedLimitsSerializer(serializers.Serializer):
     prefix_distinct_max = serializers.IntegerField()
     prefix_window_seconds = serializers.IntegerField()
     allowed_countries = serializers.ListField(child=serializers.CharField(), help_text='["*"]: any country')
+    allowed_calling_codes = serializers.ListField(
+        child=serializers.IntegerField(),
+        help_text="non-geographic calling codes (882 for +882, ...) the operator allows for this account; SMS to "
+                  "every other non-geographic number are refused")
 
 
 class LimitsSerializer(serializers.Serializer):
@@ -356,6 +360,7 @@ class LimitsSerializer(serializers.Serializer):
 def _applied(limits) -> dict:
     values = {name: getattr(limits, name) for name in LIMIT_NUMBER_FIELDS}
     values["allowed_countries"] = sorted(limits.allowed_countries) if limits.allowed_countries is not None else ["*"]
+    values["allowed_calling_codes"] = sorted(limits.allowed_calling_codes)
     return values
 
 

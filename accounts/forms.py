@@ -8,6 +8,7 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 from phonenumbers import SUPPORTED_REGIONS
 
+from deliveries.phones import NON_GEOGRAPHIC_CALLING_CODES
 from deliveries.providers import PROVIDERS
 
 from .models import LIMIT_NUMBER_FIELDS, AccountCeilings, Integration, ProviderRoute
@@ -144,7 +145,7 @@ class AccountCeilingsForm(forms.ModelForm):
 
     class Meta:
         model = AccountCeilings
-        fields = [*LIMIT_NUMBER_FIELDS, "allowed_countries"]
+        fields = [*LIMIT_NUMBER_FIELDS, "allowed_countries", "allowed_calling_codes"]
 
     def clean_allowed_countries(self):
         raw = self.cleaned_data["allowed_countries"].strip()
@@ -155,3 +156,14 @@ class AccountCeilingsForm(forms.ModelForm):
         if unknown:
             raise forms.ValidationError(_("Unknown country codes: %(codes)s.") % {"codes": ", ".join(unknown)})
         return ",".join(codes)
+
+    def clean_allowed_calling_codes(self):
+        entered = {code.strip().lstrip("+") for code in self.cleaned_data["allowed_calling_codes"].replace(";", ",")
+                   .split(",") if code.strip()}
+        wrong = sorted(code for code in entered
+                       if not (code.isascii() and code.isdigit()) or int(code) not in NON_GEOGRAPHIC_CALLING_CODES)
+        if wrong:
+            known = ", ".join(f"+{code}" for code in sorted(NON_GEOGRAPHIC_CALLING_CODES))
+            raise forms.ValidationError(_("Not a non-geographic calling code: %(codes)s. These are: %(known)s.")
+                                        % {"codes": ", ".join(wrong), "known": known})
+        return ",".join(str(code) for code in sorted(int(code) for code in entered))

@@ -152,6 +152,11 @@ class AccountCeilings(models.Model):
         _("allowed countries"), max_length=300, blank=True,
         help_text=_("ISO codes separated by commas (RU,KZ,BY), or * for any country. Empty: the country of the "
                     "account's domain zone (Russia for amocrm.ru)."))
+    allowed_calling_codes = models.CharField(
+        _("allowed non-geographic calling codes"), max_length=100, blank=True,
+        help_text=_("Non-geographic calling codes (satellite and international services such as +870, +881, "
+                    "+882, +883) this account may send to, separated by commas. Empty: none, every such number is "
+                    "refused as a pumping target."))
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:

@@ -1,15 +1,18 @@
 """Abuse guard: every send path checks here before a delivery is queued.
 
-Policy (422, no counters): the destination country must be allowed for the account, and
-premium-rate, shared-cost and UAN numbers are refused (SMS pumping targets them).
+Policy (422, no counters), whatever the account's allowed countries say: numbers of the
+non-geographic calling codes (region 001: +800 ... +979) are refused unless the operator allowed
+that calling code for the account, and premium-rate, shared-cost, UAN and personal numbers are
+refused (SMS pumping targets them); then the destination country must be allowed for the account.
 Limits (429 with Retry-After), counted in Redis in one atomic script: a cooldown per phone, SMS per
 phone per hour and per day, SMS per account per hour and per day, and a velocity check on how many
 distinct numbers under one prefix (all but the last 4 digits) got SMS within a window.
 
 Limits come in two layers. The operator's ceilings: the deployment defaults (settings), and per
-account what staff set in the admin (AccountCeilings). The account's own choices (AccountOwnLimits,
-through the account API) may only tighten them; the guard applies the tighter of the two, so a
-choice stored before a ceiling was lowered cannot loosen it either.
+account what staff set in the admin (AccountCeilings), including the non-geographic calling codes an
+account may reach. The account's own choices (AccountOwnLimits, through the account API) may only
+tighten them; the guard applies the tighter of the two, so a choice stored before a ceiling was
+lowered cannot loosen it either.
 
 Counters never come from a COUNT over the deliveries table. If Redis is down the guard fails open
 (the SMS is sent) and logs a warning: losing login codes is worse than a short unguarded window.
@@ -26,7 +29,7 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.models import LIMIT_NUMBER_FIELDS, Account, AccountCeilings, AccountOwnLimits
 
-from .phones import PREMIUM_TYPES, Phone
+from .phones import PERSONAL_TYPES, PREMIUM_TYPES, Phone
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ class Limits:
     prefix_distinct_max: int
     prefix_window_seconds: int
     allowed_countries: frozenset[str] | None  # None: any country
+    # Non-geographic calling codes (+882, ...) the operator allows for this account; only ever a ceiling.
+    allowed_calling_codes: frozenset[int] = frozenset()
 
 
 class GuardRefusal(Exception):
@@ -65,7 +70,10 @@ class GuardRefusal(Exception):
 
 _MESSAGES = {
     "country_not_allowed": _("SMS to this country are not allowed for this account."),
+    "non_geographic_number": _("SMS to non-geographic numbers (satellite and international services such as "
+                               "+870, +881, +882) are not allowed for this account."),
     "premium_number": _("SMS to premium-rate, shared-cost and UAN numbers are not allowed."),
+    "personal_number": _("SMS to personal (call-forwarding) numbers are not allowed."),
     "phone_cooldown": _("An SMS was just sent to this number. Try again in a few seconds."),
     "phone_hourly_cap": _("Too many SMS to this number this hour."),
     "phone_daily_cap": _("Too many SMS to this number today."),
@@ -82,6 +90,12 @@ def countries_parse(raw: str) -> frozenset[str] | None:
     if raw == "*":
         return None
     return frozenset(code.strip().upper() for code in raw.replace(";", ",").split(",") if code.strip())
+
+
+def calling_codes_parse(raw: str) -> frozenset[int]:
+    """"+882, 883" -> {882, 883} (validated on input: accounts.forms)."""
+    codes = (code.strip().lstrip("+") for code in raw.replace(";", ",").split(","))
+    return frozenset(int(code) for code in codes if code.isascii() and code.isdigit())
 
 
 def default_limits(account: Account) -> Limits:
@@ -108,6 +122,7 @@ def ceilings_for(account: Account) -> Limits:
     values = {name: getattr(stored, name) for name in LIMIT_NUMBER_FIELDS if getattr(stored, name) is not None}
     if stored.allowed_countries.strip():
         values["allowed_countries"] = countries_parse(stored.allowed_countries)
+    values["allowed_calling_codes"] = calling_codes_parse(stored.allowed_calling_codes)
     return replace(limits, **values)
 
 
@@ -324,13 +339,36 @@ def counters():
 
 
 # --- the check -------------------------------------------------------------------------------------------
+def _policy(reason: str) -> GuardRefusal:
+    return GuardRefusal(reason, _MESSAGES[reason], http_status=422)
+
+
+def policy_refusal(*, phone: Phone, limits: Limits) -> GuardRefusal | None:
+    """Why policy refuses any SMS to this number for these limits, or None. Counts nothing."""
+    if phone.non_geographic and phone.country_code not in limits.allowed_calling_codes:
+        return _policy("non_geographic_number")
+    if phone.number_type in PREMIUM_TYPES:
+        return _policy("premium_number")
+    if phone.number_type in PERSONAL_TYPES:
+        return _policy("personal_number")
+    # A non-geographic number the operator allowed belongs to no country of the allowlist.
+    if not phone.non_geographic and limits.allowed_countries is not None \
+            and phone.region not in limits.allowed_countries:
+        return _policy("country_not_allowed")
+    return None
+
+
+def guard_policy_refusal(*, account: Account, phone: Phone) -> GuardRefusal | None:
+    """The policy half of the guard alone (e.g. before staff send a stored delivery again)."""
+    return policy_refusal(phone=phone, limits=limits_for(account))
+
+
 def guard_check(*, account: Account, phone: Phone) -> None:
     """Raise GuardRefusal if this SMS must not be sent; otherwise count it."""
     limits = limits_for(account)
-    if phone.number_type in PREMIUM_TYPES:
-        raise GuardRefusal("premium_number", _MESSAGES["premium_number"], http_status=422)
-    if limits.allowed_countries is not None and phone.region not in limits.allowed_countries:
-        raise GuardRefusal("country_not_allowed", _MESSAGES["country_not_allowed"], http_status=422)
+    refusal = policy_refusal(phone=phone, limits=limits)
+    if refusal is not None:
+        raise refusal
     reason, pttl = counters().check_and_count(account.pk, phone.e164, limits)
     if reason != "ok":
         retry_after = max(1, -(-pttl // 1000)) if pttl > 0 else 1

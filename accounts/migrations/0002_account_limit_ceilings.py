@@ -142,6 +142,11 @@ class Migration(migrations.Migration):
                     blank=True, max_length=300, verbose_name="allowed countries",
                     help_text="ISO codes separated by commas (RU,KZ,BY), or * for any country. Empty: the country of "
                               "the account's domain zone (Russia for amocrm.ru).")),
+                ("allowed_calling_codes", models.CharField(
+                    blank=True, max_length=100, verbose_name="allowed non-geographic calling codes",
+                    help_text="Non-geographic calling codes (satellite and international services such as +870, "
+                              "+881, +882, +883) this account may send to, separated by commas. Empty: none, every "
+                              "such number is refused as a pumping target.")),
                 ("updated_at", models.DateTimeField(auto_now=True, verbose_name="updated")),
                 ("account", models.OneToOneField(on_delete=django.db.models.deletion.CASCADE,
                                                  related_name="limit_ceilings", to="accounts.account",

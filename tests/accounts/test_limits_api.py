@@ -15,6 +15,7 @@ def test_defaults_are_shown_as_ceilings_and_effective(api, settings):
     assert body["ceilings"] == body["effective"]
     assert body["effective"]["phone_cooldown_seconds"] == settings.SMSGATE_LIMIT_PHONE_COOLDOWN
     assert body["effective"]["allowed_countries"] == ["RU"]  # an amocrm.ru account
+    assert body["effective"]["allowed_calling_codes"] == []
 
 
 def test_admin_sets_and_resets_own_limits(api, account, settings):

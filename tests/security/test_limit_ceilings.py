@@ -162,7 +162,7 @@ def test_the_admin_edits_ceilings_and_shows_the_accounts_own_choices_read_only(a
             "limit_ceilings-TOTAL_FORMS": "1", "limit_ceilings-INITIAL_FORMS": "0",
             "limit_ceilings-MIN_NUM_FORMS": "0", "limit_ceilings-MAX_NUM_FORMS": "1",
             "limit_ceilings-0-account": account.pk, "limit_ceilings-0-phone_per_day": "2",
-            "limit_ceilings-0-allowed_countries": "",
+            "limit_ceilings-0-allowed_countries": "", "limit_ceilings-0-allowed_calling_codes": "",
             # a forged post for the read-only inline changes nothing
             "own_limits-TOTAL_FORMS": "1", "own_limits-INITIAL_FORMS": "1", "own_limits-MIN_NUM_FORMS": "0",
             "own_limits-MAX_NUM_FORMS": "1", "own_limits-0-id": AccountOwnLimits.objects.get().pk,
