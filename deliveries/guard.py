@@ -6,7 +6,8 @@ that calling code for the account, and premium-rate, shared-cost, UAN and person
 refused (SMS pumping targets them); then the destination country must be allowed for the account.
 Limits (429 with Retry-After), counted in Redis in one atomic script: a cooldown per phone, SMS per
 phone per hour and per day, SMS per account per hour and per day, and a velocity check on how many
-distinct numbers under one prefix (all but the last 4 digits) got SMS within a window.
+distinct numbers under one prefix (all but the last 4 digits) got SMS within a window. A token's
+first accepted request is remembered by its `jti`: a replay of it counts nothing.
 
 Limits come in two layers. The operator's ceilings: the deployment defaults (settings), and per
 account what staff set in the admin (AccountCeilings), including the non-geographic calling codes an
@@ -28,6 +29,7 @@ from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import LIMIT_NUMBER_FIELDS, Account, AccountCeilings, AccountOwnLimits
+from accounts.tokens import MAX_LIFETIME_SECONDS
 
 from .phones import PERSONAL_TYPES, PREMIUM_TYPES, Phone
 
@@ -36,6 +38,9 @@ logger = logging.getLogger(__name__)
 LIMITS_CACHE_SECONDS = 10.0
 REDIS_RETRY_AFTER_FAILURE = 5.0  # seconds the guard skips Redis after an error (no timeout per request)
 PREFIX_KEEP_DIGITS = 4
+# How long a token's acceptance is remembered: a token is accepted from `iat` - leeway to `exp` +
+# leeway, at most MAX_LIFETIME_SECONDS apart, with a leeway of at most 120 s (accounts.tokens).
+JTI_TTL_SECONDS = MAX_LIFETIME_SECONDS + 2 * 120
 
 # Caps: lower is tighter, 0 = no limit. Durations: longer is tighter (a longer cooldown, a longer window
 # over which distinct numbers under a prefix are counted).
@@ -208,11 +213,18 @@ def limits_for(account: Account) -> Limits:
 
 
 # --- counters ---------------------------------------------------------------------------------------------
-# KEYS: cooldown, phone-hour, phone-day, account-hour, account-day, prefix-set
+# KEYS: cooldown, phone-hour, phone-day, account-hour, account-day, prefix-set, jti
 # ARGV: cooldown_ms, phone_hour_max, phone_day_max, account_hour_max, account_day_max, phone, prefix_max,
-#       prefix_window_ms
+#       prefix_window_ms, jti_ttl_ms (0: the request has no token id)
 # All checks first, then all increments: a refused request counts nothing. Windows start at the first SMS.
+# A token id that was accepted before gets 'ok' again and counts nothing (amoCRM retrying, or a replay: the
+# unique (account, jti) of the deliveries table then answers with the first delivery). Only acceptance is
+# remembered: a refusal counted nothing, so the same token asked again is simply checked again.
 _SCRIPT = """
+local jti_ttl = tonumber(ARGV[9])
+if jti_ttl > 0 and redis.call('EXISTS', KEYS[7]) == 1 then
+  return {'ok', 0}
+end
 local function over(key, max)
   max = tonumber(max)
   if max <= 0 then return false end
@@ -241,21 +253,22 @@ if prefix_max > 0 then
     redis.call('PEXPIRE', KEYS[6], ARGV[8])
   end
 end
+if jti_ttl > 0 then redis.call('SET', KEYS[7], '1', 'PX', jti_ttl) end
 return {'ok', 0}
 """
 
 
-def _keys(account_id: int, e164: str) -> list[str]:
+def _keys(account_id: int, e164: str, jti: str | None) -> list[str]:
     prefix = e164[:-PREFIX_KEEP_DIGITS]
     base = f"sg:guard:{account_id}"
     return [f"{base}:cool:{e164}", f"{base}:ph:{e164}", f"{base}:pd:{e164}", f"{base}:ah", f"{base}:ad",
-            f"{base}:pfx:{prefix}"]
+            f"{base}:pfx:{prefix}", f"{base}:jti:{jti or ''}"]
 
 
-def _args(limits: Limits, e164: str) -> list:
+def _args(limits: Limits, e164: str, jti: str | None) -> list:
     return [limits.phone_cooldown_seconds * 1000, limits.phone_per_hour, limits.phone_per_day,
             limits.account_per_hour, limits.account_per_day, e164, limits.prefix_distinct_max,
-            max(limits.prefix_window_seconds, 1) * 1000]
+            max(limits.prefix_window_seconds, 1) * 1000, JTI_TTL_SECONDS * 1000 if jti else 0]
 
 
 class RedisCounters:
@@ -265,11 +278,12 @@ class RedisCounters:
         self._script = self._client.register_script(_SCRIPT)
         self._skip_until = 0.0
 
-    def check_and_count(self, account_id: int, e164: str, limits: Limits) -> tuple[str, int]:
+    def check_and_count(self, account_id: int, e164: str, limits: Limits, *, jti: str | None = None
+                        ) -> tuple[str, int]:
         if time.monotonic() < self._skip_until:
             return "ok", 0
         try:
-            reason, pttl = self._script(keys=_keys(account_id, e164), args=_args(limits, e164))
+            reason, pttl = self._script(keys=_keys(account_id, e164, jti), args=_args(limits, e164, jti))
         except redis.RedisError as exc:
             self._skip_until = time.monotonic() + REDIS_RETRY_AFTER_FAILURE
             logger.warning("abuse guard: Redis unavailable (%s); allowing SMS unguarded for %.0f s",
@@ -292,10 +306,13 @@ class LocalCounters:
         self._values.pop(key, None)
         return None
 
-    def check_and_count(self, account_id: int, e164: str, limits: Limits) -> tuple[str, int]:
-        cool, ph, pd, ah, ad, pfx = _keys(account_id, e164)
+    def check_and_count(self, account_id: int, e164: str, limits: Limits, *, jti: str | None = None
+                        ) -> tuple[str, int]:
+        cool, ph, pd, ah, ad, pfx, seen = _keys(account_id, e164, jti)
         now = time.monotonic()
         with self._lock:
+            if jti and self._get(seen, now):
+                return "ok", 0
             if limits.phone_cooldown_seconds > 0 and (hit := self._get(cool, now)):
                 return "phone_cooldown", int((hit[0] - now) * 1000)
             for key, cap, reason in ((ph, limits.phone_per_hour, "phone_hourly_cap"),
@@ -318,6 +335,8 @@ class LocalCounters:
                 numbers = numbers or (now + max(limits.prefix_window_seconds, 1), set())
                 numbers[1].add(e164)
                 self._values[pfx] = numbers
+            if jti:
+                self._values[seen] = (now + JTI_TTL_SECONDS, 1)
         return "ok", 0
 
 
@@ -363,13 +382,13 @@ def guard_policy_refusal(*, account: Account, phone: Phone) -> GuardRefusal | No
     return policy_refusal(phone=phone, limits=limits_for(account))
 
 
-def guard_check(*, account: Account, phone: Phone) -> None:
-    """Raise GuardRefusal if this SMS must not be sent; otherwise count it."""
+def guard_check(*, account: Account, phone: Phone, jti: str | None = None) -> None:
+    """Raise GuardRefusal if this SMS must not be sent; otherwise count it (once per token id)."""
     limits = limits_for(account)
     refusal = policy_refusal(phone=phone, limits=limits)
     if refusal is not None:
         raise refusal
-    reason, pttl = counters().check_and_count(account.pk, phone.e164, limits)
+    reason, pttl = counters().check_and_count(account.pk, phone.e164, limits, jti=jti)
     if reason != "ok":
         retry_after = max(1, -(-pttl // 1000)) if pttl > 0 else 1
         raise GuardRefusal(reason, _MESSAGES[reason], http_status=429, retry_after=retry_after)

@@ -189,7 +189,7 @@ def delivery_create(
     e164 = recipient.e164
     segments = segment_info(text)
     try:
-        guard_check(account=account, phone=recipient)
+        guard_check(account=account, phone=recipient, jti=jti)
     except GuardRefusal as refusal:
         existing = Delivery.objects.filter(account=account, jti=jti).first() if jti is not None else None
         if existing is not None:  # amoCRM repeating an accepted request: same answer, no second SMS
