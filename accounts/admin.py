@@ -22,8 +22,8 @@ from deliveries.providers import PROVIDERS
 from deliveries.redaction import redact, secret_values
 from deliveries.services import DeliveryRefused, delivery_create_test, route_balance, route_callback_url
 
-from .forms import AccountLimitsForm, IntegrationForm, SendTestSmsForm, credential_form_field_names, route_form_class
-from .models import Account, AccountLimits, Integration, ProviderRoute
+from .forms import AccountCeilingsForm, IntegrationForm, SendTestSmsForm, credential_form_field_names, route_form_class
+from .models import LIMIT_NUMBER_FIELDS, Account, AccountCeilings, AccountOwnLimits, Integration, ProviderRoute
 from .services import route_save
 
 ROUTE_FIELDS = ("provider", "priority", "sender", "is_active")
@@ -216,14 +216,36 @@ def _route_count(**conditions):
     return Coalesce(Subquery(counts), 0)
 
 
-class AccountLimitsInline(admin.StackedInline):
-    """Abuse limits of one account (deliveries.guard); empty fields use the deployment defaults."""
+class AccountCeilingsInline(admin.StackedInline):
+    """The operator's abuse-limit ceilings of one account (deliveries.guard); empty fields use the
+    deployment defaults. Only here, never through the account API."""
 
-    model = AccountLimits
-    form = AccountLimitsForm
+    model = AccountCeilings
+    form = AccountCeilingsForm
     extra = 0
     max_num = 1
-    verbose_name_plural = _("abuse limits (empty: the default, 0: no limit)")
+    # The heading of a one-form inline is its verbose_name.
+    verbose_name = verbose_name_plural = _(
+        "abuse limit ceilings set by the operator (empty: the default, 0: no limit)")
+
+
+class AccountOwnLimitsInline(admin.StackedInline):
+    """What the account chose for itself through the account API: shown, not edited (it can only
+    tighten the ceilings above)."""
+
+    model = AccountOwnLimits
+    extra = 0
+    max_num = 1
+    can_delete = False
+    fields = readonly_fields = (*LIMIT_NUMBER_FIELDS, "allowed_countries", "updated_at")
+    verbose_name = verbose_name_plural = _(
+        "the account's own limits (set through the account API, only tighter; empty: the ceiling)")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Account)
@@ -237,7 +259,7 @@ class AccountAdmin(admin.ModelAdmin):
     fields = ("integration", "amo_id", "subdomain", "domain", "is_active", "disabled_reason", "first_seen_at",
               "last_seen_at", "deliveries_24h", "dashboard_link")
     readonly_fields = ("first_seen_at", "last_seen_at", "deliveries_24h", "dashboard_link")
-    inlines = [ProviderRouteInline, AccountLimitsInline]
+    inlines = [ProviderRouteInline, AccountCeilingsInline, AccountOwnLimitsInline]
 
     def get_queryset(self, request):
         # The 24-hour volume comes from the hourly counters, never from a count over deliveries.
@@ -274,7 +296,7 @@ class AccountAdmin(admin.ModelAdmin):
         forget_account(obj.pk)  # e.g. disabled: this process refuses its SMS at once, others within seconds
 
     def save_formset(self, request, form, formset, change):
-        if formset.model is AccountLimits:
+        if formset.model is AccountCeilings:
             super().save_formset(request, form, formset, change)
             forget_limits(form.instance.pk)  # this process applies them at once, others within seconds
             return None

@@ -32,7 +32,7 @@ from .models import (
     UnmatchedReport,
 )
 from . import metrics, stats
-from .guard import GuardRefusal, guard_check
+from .guard import GuardRefusal, guard_check, guard_policy_refusal
 from .phones import Phone, PhoneError, phone_mask, phone_parse
 from .providers import provider_class
 from .providers.http import default_client
@@ -188,7 +188,7 @@ def delivery_create(
     e164 = recipient.e164
     segments = segment_info(text)
     try:
-        guard_check(account=account, phone=recipient)
+        guard_check(account=account, phone=recipient, jti=jti)
     except GuardRefusal as refusal:
         existing = Delivery.objects.filter(account=account, jti=jti).first() if jti is not None else None
         if existing is not None:  # amoCRM repeating an accepted request: same answer, no second SMS
@@ -1453,10 +1453,24 @@ def delivery_retry_refusal(*, delivery: Delivery, now=None):
         return _("This SMS is more than a day old and can no longer be retried.")
     if not delivery.account.is_active:
         return _("The account is disabled.")
+    policy = _policy_refusal_now(delivery)
+    if policy is not None:
+        return policy
     if not _route_candidates(delivery):
         return _("No route is left to try: every route of the account failed on this delivery or is broken or "
                  "inactive. Fix the route, then send a test SMS.")
     return None
+
+
+def _policy_refusal_now(delivery: Delivery):
+    """Why the abuse policy would refuse this stored number today (e.g. a pumping range closed since
+    it was accepted), or None. A retry skips the limits (staff chose to send once more), not the policy."""
+    try:
+        phone = phone_parse(delivery.phone)
+    except PhoneError:
+        return None  # a hashed or redacted phone: nothing left to send to, the route check decides
+    refusal = guard_policy_refusal(account=delivery.account, phone=phone)
+    return refusal.message if refusal is not None else None
 
 
 def delivery_cancel(*, delivery: Delivery, by: str = "") -> Delivery:
