@@ -35,6 +35,20 @@ def service_missing(message: str):
     pytest.skip(message)
 
 
+@pytest.fixture
+def redis_url(settings):
+    """A real Redis for tests of shared counters: the configured one (CI), or a spare database of the
+    local one; fails in CI, skips elsewhere, when there is none."""
+    import redis
+
+    url = settings.SMSGATE_REDIS_URL or "redis://127.0.0.1:6379/15"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        service_missing(f"Redis is needed at {url}: {exc}")
+    return url
+
+
 @pytest.fixture(autouse=True)
 def _abuse_guard(request, settings):
     """Fresh guard counters per test. Tests about other things send freely; tests marked
