@@ -27,6 +27,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Account
+from smsgate.admin_lookups import StrictChangeListMixin
 
 from . import charts, stats
 from .models import Delivery, DeliveryKind, DeliveryStatus
@@ -232,7 +233,7 @@ def delivery_timeline(delivery: Delivery, *, show_personal: bool = False) -> lis
 
 # --- the admin -----------------------------------------------------------------------------------------
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(StrictChangeListMixin, admin.ModelAdmin):
     list_display = ("created_at", "account_subdomain", "masked_phone", "kind", "status_label", "provider",
                     "segments", "time_to_sent", "time_to_delivered")
     list_display_links = ("created_at",)
