@@ -4,9 +4,11 @@ A query-string lookup that is not one of the admin's own filters (`?text__starts
 `?password__startswith=pbkdf2`) was an oracle that reads a hidden value one character at a time;
 now every admin of the site refuses it with Django's DisallowedModelAdminLookup (400), for every
 user. The filters, the search and Django's own parameters (popups, pages, facets, preserved
-filters, actions) keep working."""
+filters, actions) keep working. Non-ASCII digits and huge numbers in a search or an id are no
+match, never a 500."""
 
 import re
+import uuid
 from urllib.parse import urlencode
 
 import pytest
@@ -35,6 +37,7 @@ ROUTES = reverse("admin:accounts_providerroute_changelist")
 INTEGRATIONS = reverse("admin:accounts_integration_changelist")
 USERS = reverse("admin:auth_user_changelist")
 GROUPS = reverse("admin:auth_group_changelist")
+DASHBOARD = reverse("admin:deliveries_delivery_dashboard")
 
 
 def changelist_url(model) -> str:
@@ -272,3 +275,60 @@ def test_to_field_on_other_admins(superuser):
     for url, field in [(USERS, "password"), (USERS, "username"), (ROUTES, "callback_token"),
                        (ACCOUNTS, "subdomain"), (INTEGRATIONS, "client_secret")]:
         assert superuser.get(url, {"_to_field": field}).status_code == 400, (url, field)
+
+
+ODD_IDS = ["abc", "²", "٣", "99999999999999999999", "-1", "1.5", str(uuid.UUID(int=1)), "%00"]
+
+
+@pytest.mark.parametrize("action", ["retry", "cancel"])
+@pytest.mark.parametrize("object_id", ODD_IDS)
+def test_retry_and_cancel_of_an_id_that_is_no_delivery_is_a_404(world, action, object_id):
+    actor, _ = staff_client("deliveries.view_delivery", "deliveries.change_delivery", username="actor")
+    url = reverse(f"admin:deliveries_delivery_{action}", args=["00000000-0000-0000-0000-000000000000"])
+    assert actor.post(url.replace("00000000-0000-0000-0000-000000000000", object_id)).status_code == 404
+
+
+def test_change_history_and_delete_pages_of_odd_ids_never_fail(superuser, world):
+    answers = {}
+    for model in admin.site._registry:
+        opts = model._meta
+        for view in ("change", "history", "delete"):
+            for object_id in ODD_IDS:
+                url = reverse(f"admin:{opts.app_label}_{opts.model_name}_{view}", args=["0"]).replace(
+                    "/0/", f"/{object_id}/")
+                answers[url] = superuser.get(url).status_code
+    assert {url: code for url, code in answers.items() if code not in (302, 403, 404)} == {}
+
+
+@pytest.mark.parametrize("param", ["²", "٣", "９", "-1", "99999999999999999999", "1e3", "\x00", ""])
+def test_the_dashboard_takes_only_an_account_id(superuser, integration, param):
+    # An account whose id the non-ASCII digits would otherwise name (int("٣") == 3).
+    Account.objects.create(pk=3, integration=integration, amo_id=3, subdomain="three")
+    response = superuser.get(DASHBOARD, {"account": param})
+    assert response.status_code == 200
+    assert response.context["account"] is None
+
+
+def test_the_dashboard_of_one_account(superuser, world):
+    account = world["account"]
+    response = superuser.get(DASHBOARD, {"account": str(account.pk)})
+    assert response.status_code == 200 and response.context["account"] == account
+
+
+# --- search with non-ASCII digits and huge numbers (item 5) ------------------------------------------------
+NO_MATCH_TERMS = ["¹²³", "²", "٣٤٥", "٣", "９９", "9" * 30, "-1", "+٧٩١٢٣٤٥٦٧٨٩", "８９１２３４５６７８９",
+                  "٠" * 32, "1" * 19, "9223372036854775808"]
+
+
+@pytest.mark.parametrize("term", NO_MATCH_TERMS)
+def test_a_search_with_odd_digits_answers_the_page_with_no_match(superuser, world, integration, term):
+    # Accounts that the digits would name if they were read as numbers (amoCRM ids 345, 99, 3).
+    for amo_id in (3, 99, 345):
+        named = Account.objects.create(integration=integration, amo_id=amo_id, subdomain=f"n{amo_id}")
+        delivery_create(account=named, phone="+79123456780", text="Code 1")
+    for url, model in [(DELIVERIES, Delivery), (ACCOUNTS, Account), (ROUTES, ProviderRoute), (USERS, User),
+                       (GROUPS, Group), (INTEGRATIONS, None)]:
+        response = superuser.get(url, {"q": term})
+        assert response.status_code == 200, (url, term)
+        if model is not None:
+            assert listed_ids(response, model) == set(), (url, term)
