@@ -23,9 +23,17 @@ from django.db.models import Field
 _CACHE_SIZE = 16  # distinct list_filter tuples kept per admin (get_list_filter may vary per request)
 
 
+def _never_empty(spec) -> bool:
+    """A field filter's `<field>__isnull` can match nothing when the column cannot be NULL (and the
+    filter offers no "empty" choice then), while PostgreSQL before 17 scans the whole table for it."""
+    field = getattr(spec, "field", None)
+    return field is not None and not getattr(field, "null", True) and not field.many_to_many
+
+
 def filter_parameter_names(model_admin, request, list_filter) -> frozenset[str]:
     """The query-string parameters the admin's list filters read: each spec's
-    `expected_parameters()`, the specs built as Django's ChangeList builds them (with no values)."""
+    `expected_parameters()`, the specs built as Django's ChangeList builds them (with no values),
+    less `__isnull` on a column that is never NULL."""
     names = set()
     for item in list_filter:
         if callable(item):  # a ListFilter subclass, e.g. a SimpleListFilter
@@ -37,7 +45,8 @@ def filter_parameter_names(model_admin, request, list_filter) -> frozenset[str]:
                 field_path = field
                 field = get_fields_from_path(model_admin.model, field_path)[-1]
             spec = filter_class(field, request, {}, model_admin.model, model_admin, field_path=field_path)
-        names.update(spec.expected_parameters())
+        unused = f"{spec.field_path}__isnull" if _never_empty(spec) else None
+        names.update(name for name in spec.expected_parameters() if name != unused)
     if model_admin.date_hierarchy:  # its drill-down links (year, month, day)
         names.update(f"{model_admin.date_hierarchy}__{part}" for part in ("year", "month", "day"))
     return frozenset(names)
