@@ -314,6 +314,13 @@ def test_change_history_and_delete_pages_of_odd_ids_never_fail(superuser, world)
     assert {url: code for url, code in answers.items() if code not in (302, 403, 404)} == {}
 
 
+def test_a_delivery_s_history_shows_neither_its_text_nor_its_phone(world):
+    viewer, _ = staff_client("deliveries.view_delivery", username="viewer")
+    response = viewer.get(reverse("admin:deliveries_delivery_history", args=[world["delivery"].pk]))
+    body = response.content.decode()
+    assert response.status_code == 200 and "4711" not in body and "3456789" not in body
+
+
 @pytest.mark.parametrize("param", ["²", "٣", "９", "-1", "99999999999999999999", "1e3", "\x00", ""])
 def test_the_dashboard_takes_only_an_account_id(superuser, integration, param):
     # An account whose id the non-ASCII digits would otherwise name (int("٣") == 3).
