@@ -3,6 +3,8 @@ password-style input, empty keeps the stored value, no page ever renders one."""
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
@@ -21,6 +23,7 @@ from deliveries.guard import forget_limits
 from deliveries.providers import PROVIDERS
 from deliveries.redaction import redact, secret_values
 from deliveries.services import DeliveryRefused, delivery_create_test, route_balance, route_callback_url
+from smsgate.admin_lookups import StrictChangeListMixin
 
 from .forms import AccountCeilingsForm, IntegrationForm, SendTestSmsForm, credential_form_field_names, route_form_class
 from .models import LIMIT_NUMBER_FIELDS, Account, AccountCeilings, AccountOwnLimits, Integration, ProviderRoute
@@ -32,7 +35,7 @@ ACTIONS_LIMIT = 20  # network calls per bulk action
 
 
 @admin.register(Integration)
-class IntegrationAdmin(admin.ModelAdmin):
+class IntegrationAdmin(StrictChangeListMixin, admin.ModelAdmin):
     form = IntegrationForm
     list_display = ("name", "client_uuid", "redirect_uri", "is_active", "updated_at")
     fields = ("name", "client_uuid", "redirect_uri", "new_client_secret", "is_active", "created_at", "updated_at")
@@ -112,7 +115,7 @@ class RouteProviderFilter(admin.SimpleListFilter):
 
 
 @admin.register(ProviderRoute)
-class ProviderRouteAdmin(RouteInfoMixin, admin.ModelAdmin):
+class ProviderRouteAdmin(StrictChangeListMixin, RouteInfoMixin, admin.ModelAdmin):
     form = route_form_class()
     list_display = ("__str__", "account", "provider", "priority", "sender", "is_active", "health", "updated_at")
     list_filter = (RouteProviderFilter, "is_broken", "is_active")
@@ -249,7 +252,7 @@ class AccountOwnLimitsInline(admin.StackedInline):
 
 
 @admin.register(Account)
-class AccountAdmin(admin.ModelAdmin):
+class AccountAdmin(StrictChangeListMixin, admin.ModelAdmin):
     list_display = ("subdomain", "domain", "amo_id", "integration", "is_active", "deliveries_24h", "routes_health",
                     "dashboard_link")
     list_filter = ("is_active", "domain")
@@ -311,3 +314,18 @@ class AccountAdmin(admin.ModelAdmin):
                 continue
             save_route_form(route_form, account=form.instance)
         return None
+
+
+# --- Django's own staff admins, with the same rule (`?password__startswith=`, `?email__contains=` ...) ----
+admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(User)
+class StaffUserAdmin(StrictChangeListMixin, UserAdmin):
+    pass
+
+
+@admin.register(Group)
+class StaffGroupAdmin(StrictChangeListMixin, GroupAdmin):
+    pass
