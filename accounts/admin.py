@@ -264,6 +264,11 @@ class AccountAdmin(StrictChangeListMixin, admin.ModelAdmin):
     readonly_fields = ("first_seen_at", "last_seen_at", "deliveries_24h", "dashboard_link")
     inlines = [ProviderRouteInline, AccountCeilingsInline, AccountOwnLimitsInline]
 
+    # Accounts are disabled, never deleted: their deliveries keep pointing at them (and the delete
+    # page would list every one of them, millions of rows).
+    def has_delete_permission(self, request, obj=None):
+        return False
+
     def get_queryset(self, request):
         # The 24-hour volume comes from the hourly counters, never from a count over deliveries.
         return super().get_queryset(request).annotate(

@@ -275,6 +275,15 @@ CELERY_BEAT_SCHEDULE["accounts.amo_tokens_refresh"] = {
 SMSGATE_REDIS_URL = env.str("SMSGATE_REDIS_URL", default="")
 if not SMSGATE_REDIS_URL and not DEV_DEFAULTS:
     raise ImproperlyConfigured("SMSGATE_REDIS_URL must be set when DEBUG is off (the abuse guard's counters).")
+# Django's cache (the dashboard's past days, the admin's search budgets) is shared through the same
+# Redis, so every process sees one value; without Redis, each process keeps its own (development).
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": SMSGATE_REDIS_URL,
+                      "KEY_PREFIX": "smsgate", "TIMEOUT": 300,
+                      "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}}} if SMSGATE_REDIS_URL \
+    else {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Staff without the "see the text" permission see phones masked (5 digits hidden); exact phone searches
+# are their only way to test a guess, so each may make this many per hour (0 = no limit).
+SMSGATE_ADMIN_PHONE_SEARCHES_PER_HOUR = env.int("SMSGATE_ADMIN_PHONE_SEARCHES_PER_HOUR", default=60)
 SMSGATE_LIMIT_PHONE_COOLDOWN = env.int("SMSGATE_LIMIT_PHONE_COOLDOWN", default=30)  # seconds
 SMSGATE_LIMIT_PHONE_HOUR = env.int("SMSGATE_LIMIT_PHONE_HOUR", default=5)
 SMSGATE_LIMIT_PHONE_DAY = env.int("SMSGATE_LIMIT_PHONE_DAY", default=10)
