@@ -435,6 +435,15 @@ def test_the_limiter_reserves_seven_slots_per_window_then_waits(settings, backen
     assert limiter.reserve(424243, rate=7, max_wait=0) == 0  # another account counts apart
 
 
+def test_without_redis_a_process_counts_alone_and_says_so(caplog):
+    limiter = ratelimit.Limiter("redis://127.0.0.1:1/0")  # nothing listens there
+    with caplog.at_level(logging.WARNING, logger="accounts.amocrm.ratelimit"):
+        waits = [limiter.reserve(424244, rate=7, max_wait=5) for _ in range(8)]
+    assert waits[:7] == pytest.approx([0] * 7, abs=0.02) and waits[7] == pytest.approx(ratelimit.WINDOW, abs=0.05)
+    [warning] = [r for r in caplog.records if "Redis unavailable" in r.getMessage()]  # once, not per call
+    assert warning.account_id == 424244
+
+
 @pytest.mark.django_db
 def test_a_slot_too_far_away_raises_rate_limited_without_a_call(client, amo):
     for _ in range(14):
