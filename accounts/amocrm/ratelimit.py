@@ -3,7 +3,8 @@
 Counted the way amoCRM (and the fake in tests/fakes/amocrm) counts: a request is refused when its arrival
 falls within one second of `rate` requests already accepted, a sliding window. Each call first reserves a
 time slot, then sleeps until it and sends; slots are reserved in one atomic Redis script over a sorted set
-of reservation times per account, on Redis's own clock, so processes on several hosts share one count.
+of reservation times per account, on Redis's own clock (TIME in a script that writes: Redis 5 or later),
+so processes on several hosts share one count.
 
 The window is a little longer than amoCRM's second (WINDOW): a request arrives there some milliseconds
 after our slot (the wake-up, the connection, the network), and two requests of the same window arriving
@@ -66,7 +67,7 @@ class RedisSlots:
         self._client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5,
                                             health_check_interval=30)
         self._script = self._client.register_script(_SCRIPT)
-        self._member = f"{os.getpid()}-{id(self):x}-"
+        self._member = f"{os.getpid()}-{os.urandom(4).hex()}-"  # unique across processes and hosts
         self._counter = 0
         self._lock = threading.Lock()
 
