@@ -256,9 +256,16 @@ CORS_ALLOWED_ORIGIN_REGEXES = [r"^https://[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.
 CORS_URLS_REGEX = r"^/api/v1/.*$"
 CORS_ALLOW_HEADERS = ["accept", "accept-language", "content-type", "x-auth-token", "x-requested-with"]
 CORS_PREFLIGHT_MAX_AGE = 3600
-# OAuth code exchange and token refresh: https://{referer}/oauth2/access_token. Tests and staging
-# point it at a local fake ("http://127.0.0.1:9100"); the referer is still checked to be an amoCRM host.
-AMO_OAUTH_BASE_URL = env.str("AMO_OAUTH_BASE_URL", default="").rstrip("/")
+# Every amoCRM call, OAuth (code exchange, refresh) and API v4, goes to https://{account host}; tests,
+# staging and `make run` point them all at a stand-in ("http://127.0.0.1:9100", the fake amoCRM); the
+# referer of an install is still checked to be an amoCRM host. AMO_OAUTH_BASE_URL is its former name,
+# still read when AMO_BASE_URL is not set.
+AMO_BASE_URL = (env.str("AMO_BASE_URL", default="") or env.str("AMO_OAUTH_BASE_URL", default="")).rstrip("/")
+# amoCRM's API limit: requests per second per account (per integration), counted across every process
+# of the deployment (in Redis, SMSGATE_REDIS_URL) the way amoCRM counts: a sliding second.
+AMO_API_RPS = env.int("AMO_API_RPS", default=7)
+if AMO_API_RPS < 1:
+    raise ImproperlyConfigured("AMO_API_RPS must be at least 1.")
 # Access tokens expiring within this many seconds are refreshed by the beat task.
 AMO_TOKEN_REFRESH_MARGIN = env.int("AMO_TOKEN_REFRESH_MARGIN", default=6 * 3600)
 AMO_TOKEN_REFRESH_EVERY = env.int("AMO_TOKEN_REFRESH_EVERY", default=15 * 60)
