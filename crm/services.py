@@ -63,6 +63,13 @@ def _name_taken() -> TemplateInvalid:
     return TemplateInvalid({"name": [_("A template with this name already exists.")]})
 
 
+def _name_in_use(*, account: Account, name: str, exclude_pk=None) -> bool:
+    """Compared in Python: SQLite's LOWER() knows only ASCII, and an account has a few hundred names at most
+    (PostgreSQL's unique index on LOWER(name) decides a race)."""
+    names = templates_of(account=account).exclude(pk=exclude_pk).values_list("name", flat=True)
+    return name.lower() in {other.lower() for other in names}
+
+
 def template_create(*, account: Account, name, text, is_active: bool = True) -> SmsTemplate:
     name, name_errors = _clean_name(name)
     text, text_errors = _clean_text(text)
@@ -76,7 +83,7 @@ def template_create(*, account: Account, name, text, is_active: bool = True) -> 
             raise TemplateInvalid({"non_field_errors": [
                 _("An account can keep at most %(max)d templates; delete one first.")
                 % {"max": MAX_TEMPLATES_PER_ACCOUNT}]}, code="too_many_templates")
-        if templates_of(account=account).filter(name__iexact=name).exists():
+        if _name_in_use(account=account, name=name):
             raise _name_taken()
         try:
             with transaction.atomic():
@@ -94,7 +101,7 @@ def template_update(*, template: SmsTemplate, name=None, text=None, is_active: b
         name, name_errors = _clean_name(name)
         if name_errors:
             errors["name"] = name_errors
-        elif templates_of(account=template.account).filter(name__iexact=name).exclude(pk=template.pk).exists():
+        elif _name_in_use(account=template.account, name=name, exclude_pk=template.pk):
             errors["name"] = _name_taken().errors["name"]
         elif name != template.name:
             template.name = name
