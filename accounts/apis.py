@@ -6,6 +6,7 @@ Every query starts from `request.user.account`, so one account never reaches ano
 
 import logging
 
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django.utils.translation import get_language
@@ -47,6 +48,8 @@ def api_exception_handler(exc, context):
             data["id"] = str(exc.delivery_id)  # the refusal is recorded as a rejected delivery
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
         return Response(data, status=exc.http_status, headers=headers)
+    if isinstance(exc, RequestDataTooBig):  # Django's own answer would be an HTML page
+        return Response({"detail": str(_("The request body is too large.")), "code": "body_too_large"}, status=413)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

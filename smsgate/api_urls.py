@@ -5,11 +5,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import SimpleRouter
 
 from accounts import apis as account_apis
+from crm import apis as crm_apis
 from deliveries import apis as delivery_apis
 
 router = SimpleRouter()
 router.register("routes", account_apis.RouteViewSet, basename="route")
 router.register("deliveries", delivery_apis.DeliveryViewSet, basename="delivery")
+router.register("templates", crm_apis.TemplateViewSet, basename="template")
 
 v1 = [
     path("account/", account_apis.AccountView.as_view(), name="account"),

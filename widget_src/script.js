@@ -4,8 +4,9 @@
  * Locations: `sms` (amoCRM posts system SMS straight to the manifest's sms.endpoint; nothing runs
  * here) and `settings`, where this script draws the settings page: the account's SMS provider
  * routes (a form generated from the provider catalogue), their order, the delivery-report URL,
- * a test SMS, the balance and the latest deliveries. Every call goes to the smsgate API through
- * `self.$authorizedAjax`, which adds amoCRM's one-time token as X-Auth-Token.
+ * a test SMS, the balance, the account's SMS templates (with amoCRM markers, a marker picker and a
+ * live part counter from the server's preview) and the latest deliveries. Every call goes to the
+ * smsgate API through `self.$authorizedAjax`, which adds amoCRM's one-time token as X-Auth-Token.
  */
 define(['jquery'], function ($) {
   'use strict';
@@ -22,6 +23,16 @@ define(['jquery'], function ($) {
     function t(key) {
       var texts = self.i18n('settings_page') || {};
       return texts[key] || key;
+    }
+
+    function tt(key, values) {
+      var texts = self.i18n('templates') || {};
+      var text = texts[key] || key;
+      // Not $.each: it would take {length: 0, ...} for an empty array.
+      Object.keys(values || {}).forEach(function (name) {
+        text = text.split('{' + name + '}').join(String(values[name]));
+      });
+      return text;
     }
 
     function statusText(status) {
@@ -96,7 +107,8 @@ define(['jquery'], function ($) {
 
     // --- the page -------------------------------------------------------------------------------
     function renderPage($root) {
-      state = {providers: [], routes: [], account: null, editing: null, cursor: null, status: ''};
+      state = {providers: [], routes: [], account: null, editing: null, cursor: null, status: '', templates: [],
+        markers: [], editingTemplate: null};
       $root.find('.smsgate-settings').remove();
       var $page = el('div', 'smsgate-settings');
       $page.append(
@@ -107,16 +119,20 @@ define(['jquery'], function ($) {
         el('div', 'smsgate-routes').append(el('p', 'smsgate-muted', t('loading'))),
         el('div', 'smsgate-form'),
         el('div', 'smsgate-test'),
+        el('div', 'smsgate-templates'),
         el('div', 'smsgate-deliveries')
       );
       $root.append($page);
       state.$page = $page;
 
-      $.when(call('GET', '/account/'), call('GET', '/providers/')).then(function (accountReply, providersReply) {
+      var loading = $.when(call('GET', '/account/'), call('GET', '/providers/'), call('GET', '/templates/markers/'));
+      loading.then(function (accountReply, providersReply, markersReply) {
         state.account = accountReply[0];
         state.providers = providersReply[0];
+        state.markers = markersReply[0];
         renderAccount();
         loadRoutes();
+        loadTemplates();
         renderDeliveries();
       }, function (xhr) {
         notice($page.find('.smsgate-message'), errorText(xhr), true);
@@ -378,6 +394,224 @@ define(['jquery'], function ($) {
             notice($result, errorText(xhr), true);
           });
         }), $result);
+    }
+
+    // --- SMS templates ----------------------------------------------------------------------------
+    function loadTemplates() {
+      return call('GET', '/templates/').then(function (templates) {
+        state.templates = templates;
+        renderTemplates();
+      }, function (xhr) {
+        notice(state.$page.find('.smsgate-message'), errorText(xhr), true);
+      });
+    }
+
+    // The text with its markers set off (as text nodes: nothing is parsed as HTML).
+    function markedText(text) {
+      var $node = el('span');
+      $.each(String(text).split(/(\{\{[^{}]*\}\})/), function (i, piece) {
+        if (piece) {
+          $node.append(i % 2 ? el('span', 'smsgate-marker', piece) : document.createTextNode(piece));
+        }
+      });
+      return $node;
+    }
+
+    function renderTemplates() {
+      var $box = state.$page.find('.smsgate-templates').empty();
+      $box.append(el('h3', 'smsgate-subtitle', tt('title')), el('p', 'smsgate-muted', tt('intro')));
+      if (!state.templates.length) {
+        $box.append(el('p', 'smsgate-muted smsgate-no-templates', tt('none')));
+      } else {
+        var $head = el('tr').append(el('th', '', tt('col_name')), el('th', '', tt('col_text')),
+          el('th', '', t('col_state')));
+        if (canEdit()) {
+          $head.append(el('th', '', t('col_actions')));
+        }
+        var $body = el('tbody');
+        $.each(state.templates, function (i, template) {
+          $body.append(templateRow(template));
+        });
+        $box.append(el('table', 'smsgate-table smsgate-templates-table').append(el('thead').append($head), $body));
+      }
+      $box.append(el('div', 'smsgate-template-message'), el('div', 'smsgate-template-form'));
+      renderTemplateForm(state.editingTemplate);
+    }
+
+    function templateRow(template) {
+      var $row = el('tr', 'smsgate-template').attr('data-template-id', template.id).append(
+        el('td', 'smsgate-template-name', template.name),
+        el('td', 'smsgate-template-text').append(markedText(template.text)),
+        el('td').append(el('span', 'smsgate-badge' + (template.is_active ? ' smsgate-badge_ok' : ''),
+          tt(template.is_active ? 'state_active' : 'state_inactive'))));
+      if (canEdit()) {
+        $row.append(el('td', 'smsgate-actions').append(
+          button(t('edit'), 'smsgate-template-edit', function () {
+            state.editingTemplate = template;
+            state.$page.find('.smsgate-template-message').empty();
+            renderTemplateForm(template);
+            state.$page.find('.smsgate-template-name-input').trigger('focus');
+          }),
+          templateDeleteButton(template)));
+      }
+      return $row;
+    }
+
+    function templateDeleteButton(template) {
+      var armed = false;
+      var $button = button(t('delete'), 'smsgate-template-delete', function () {
+        if (!armed) {  // a second click deletes (amoCRM forbids modal browser dialogs)
+          armed = true;
+          $button.text(t('delete_confirm_hint'));
+          return;
+        }
+        call('DELETE', '/templates/' + template.id + '/').then(function () {
+          if (state.editingTemplate && state.editingTemplate.id === template.id) {
+            state.editingTemplate = null;
+          }
+          loadTemplates().then(function () {
+            notice(state.$page.find('.smsgate-template-message'), tt('deleted'));
+          });
+        }, function (xhr) {
+          notice(state.$page.find('.smsgate-template-message'), errorText(xhr), true);
+        });
+      });
+      return $button;
+    }
+
+    function markerPicker() {
+      var $picker = el('select', 'smsgate-input smsgate-marker-picker').attr('name', 'marker');
+      $picker.append(el('option', '', tt('choose_marker')).val(''));
+      var groups = {};
+      $.each(state.markers, function (i, marker) {
+        if (!groups[marker.group]) {
+          groups[marker.group] = el('optgroup').attr('label', marker.group_label).appendTo($picker);
+        }
+        groups[marker.group].append(el('option', '', marker.label + ' — ' + marker.marker).val(marker.key)
+          .attr('data-needs-field-id', marker.needs_field_id ? '1' : ''));
+      });
+      return $picker;
+    }
+
+    function insertAtCursor($textarea, snippet) {
+      var node = $textarea.get(0);
+      var value = $textarea.val();
+      var start = typeof node.selectionStart === 'number' ? node.selectionStart : value.length;
+      var end = typeof node.selectionEnd === 'number' ? node.selectionEnd : value.length;
+      $textarea.val(value.slice(0, start) + snippet + value.slice(end));
+      node.selectionStart = node.selectionEnd = start + snippet.length;
+      $textarea.trigger('focus').trigger('input');
+    }
+
+    function renderTemplateForm(template) {
+      var $box = state.$page.find('.smsgate-template-form').empty();
+      state.$page.find('.smsgate-template').removeClass('smsgate-template_editing');
+      if (template) {
+        state.$page.find('.smsgate-template[data-template-id="' + template.id + '"]')
+          .addClass('smsgate-template_editing');
+      }
+      if (!canEdit()) {
+        return;
+      }
+      var $form = el('form', 'smsgate-template-editor').attr('novalidate', 'novalidate');
+      var $name = el('input', 'smsgate-input smsgate-template-name-input')
+        .attr({type: 'text', name: 'name', maxlength: 100}).val(template ? template.name : '');
+      var $text = el('textarea', 'smsgate-input smsgate-template-text-input')
+        .attr({name: 'text', rows: 5, maxlength: 1000}).val(template ? template.text : '');
+      var $picker = markerPicker();
+      var $fieldId = el('input', 'smsgate-input smsgate-marker-field-id')
+        .attr({type: 'text', inputmode: 'numeric', name: 'field_id', placeholder: tt('field_id')}).hide();
+      var $counter = el('div', 'smsgate-template-counter');
+      var $problems = el('div', 'smsgate-template-problems');
+      var $active = el('input', 'smsgate-template-active').attr({type: 'checkbox', name: 'is_active'})
+        .prop('checked', template ? template.is_active : true);
+      var $formMessage = el('div', 'smsgate-template-form-message');
+
+      $picker.on('change', function () {
+        $fieldId.toggle($picker.find('option:selected').attr('data-needs-field-id') === '1');
+      });
+      var $insert = button(tt('insert'), 'smsgate-marker-insert', function () {
+        var key = $picker.val();
+        if (!key) {
+          return;
+        }
+        var marker = '{{' + key + '}}';
+        if ($picker.find('option:selected').attr('data-needs-field-id') === '1') {
+          var fieldId = $.trim($fieldId.val());
+          if (!/^[1-9][0-9]{0,17}$/.test(fieldId)) {
+            notice($problems, tt('field_id_needed'), true);
+            $fieldId.trigger('focus');
+            return;
+          }
+          marker = '{{' + key + '.' + fieldId + '}}';
+        }
+        insertAtCursor($text, marker);
+      });
+
+      $form.append(
+        el('h3', 'smsgate-subtitle', tt(template ? 'edit_title' : 'add_title')),
+        field(tt('name'), $name),
+        field(tt('text'), $text, tt('text_help')),
+        el('div', 'smsgate-field smsgate-marker-row').append(
+          el('label', 'smsgate-label', tt('markers')), $picker, $fieldId, $insert,
+          el('div', 'smsgate-help', tt('markers_help'))),
+        $counter, $problems,
+        el('label', 'smsgate-checkbox').append($active, ' ', el('span', '', tt('active'))),
+        $formMessage,
+        el('div', 'smsgate-buttons').append(
+          el('button', 'smsgate-button smsgate-button_primary smsgate-template-save', t('save')).attr('type', 'submit'),
+          template ? button(t('cancel'), 'smsgate-template-cancel', function () {
+            state.editingTemplate = null;
+            renderTemplateForm(null);
+          }) : null));
+
+      // The part counter and the marker check come from the server's preview, the one counter there is.
+      var timer = null;
+      var sequence = 0;
+      function refreshCounter() {
+        var mine = ++sequence;
+        var text = $text.val();
+        call('POST', '/templates/preview/', {text: text}).then(function (reply) {
+          if (mine !== sequence) {
+            return;  // a newer text is being counted
+          }
+          $counter.empty().append(el('span', 'smsgate-counter-figures', tt('counter', {
+            length: reply.length, encoding: tt('encoding_' + reply.encoding), parts: reply.parts})));
+          if (/\{\{/.test(text)) {
+            $counter.append(el('span', 'smsgate-help smsgate-counter-note', ' ' + tt('counter_note')));
+          }
+          $problems.empty();
+          $.each(reply.errors, function (i, error) {
+            $problems.append(el('div', 'smsgate-notice smsgate-notice_error smsgate-marker-error', error.message));
+          });
+        }, function (xhr) {
+          if (mine === sequence) {
+            $counter.empty();
+            notice($problems, errorText(xhr), true);
+          }
+        });
+      }
+      $text.on('input', function () {
+        clearTimeout(timer);
+        timer = setTimeout(refreshCounter, 300);
+      });
+      refreshCounter();
+
+      $form.on('submit', function (event) {
+        event.preventDefault();
+        var body = {name: $name.val(), text: $text.val(), is_active: $active.prop('checked')};
+        var request = template ? call('PATCH', '/templates/' + template.id + '/', body)
+          : call('POST', '/templates/', body);
+        request.then(function () {
+          state.editingTemplate = null;
+          loadTemplates().then(function () {
+            notice(state.$page.find('.smsgate-template-message'), tt('saved'));
+          });
+        }, function (xhr) {
+          notice($formMessage, errorText(xhr), true);
+        });
+      });
+      $box.append($form);
     }
 
     // --- latest deliveries -------------------------------------------------------------------------

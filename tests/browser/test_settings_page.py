@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.management import call_command
 
 from accounts.models import ProviderRoute
+from crm.models import SmsTemplate
 from deliveries.models import Delivery, DeliveryKind
 from tests.e2e.stack import wait_for
 from tests.fakes.smsru import FakeSmsRu
@@ -154,6 +155,7 @@ def test_settings_page_saves_a_route_and_sends_a_test_sms(stack, chromium, make_
 def test_settings_page_in_english_for_a_user_who_is_not_admin(stack, chromium, make_token, account, smsru_route,
                                                                   tmp_path):
     smsru_route(sender="ACME")
+    SmsTemplate.objects.create(account=account, name="Reminder", text="Hello {{contact.first_name}}!")
     stack.start_web()
     widget_files = built_widget(stack.web_url, tmp_path)
     page = chromium.new_page(viewport={"width": 1100, "height": 700})
@@ -165,4 +167,99 @@ def test_settings_page_in_english_for_a_user_who_is_not_admin(stack, chromium, m
     assert "Only an account administrator" in page.inner_text(".smsgate-account")
     assert page.locator(".smsgate-route-form").count() == 0 and page.locator(".smsgate-test-send").count() == 0
     assert page.locator(".smsgate-route .smsgate-delete").count() == 0
+    # Templates are read-only for them: listed, with no form and no buttons.
+    page.wait_for_selector(".smsgate-template .smsgate-template-name:has-text('Reminder')")
+    assert page.locator(".smsgate-template-editor").count() == 0
+    assert page.locator(".smsgate-template-edit, .smsgate-template-delete").count() == 0
     page.screenshot(path=str(ARTIFACTS / "4-viewer-en.png"), full_page=True)
+
+
+TEMPLATE_TEXTS = {
+    "ru": {"title": "Шаблоны SMS", "name": "Напоминание о встрече", "greeting": "Здравствуйте, ",
+           "unknown": "Неизвестный маркер {{lead.titel}}.", "saved": "Шаблон сохранён.",
+           "counter": "16 симв. · Unicode (UCS-2, кириллица) · 1 SMS",
+           "deleted": "Шаблон удалён."},
+    "en": {"title": "SMS templates", "name": "Meeting reminder", "greeting": "Hello ",
+           "unknown": "Unknown placeholder {{lead.titel}}.", "saved": "Template saved.",
+           "counter": "8 characters · Latin (GSM-7) · 1 SMS",
+           "deleted": "Template deleted."},
+}
+
+
+@pytest.mark.parametrize("lang", ["ru", "en"])
+def test_templates_are_added_edited_with_a_marker_refused_and_deleted(stack, chromium, make_token, account, tmp_path,
+                                                                      lang):
+    texts = TEMPLATE_TEXTS[lang]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    stack.start_web()
+    widget_files = built_widget(stack.web_url, tmp_path)
+    page = chromium.new_page(viewport={"width": 1100, "height": 900})
+    problems = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("console", lambda msg: msg.type not in ("debug",) and msg.type != "error"
+            and problems.append(f"console.{msg.type}: {msg.text}"))
+    page.expose_function("smsgateSignToken", lambda: make_token())
+    serve_amocrm(page, widget_files)
+    page.goto(f"{AMO_ORIGIN}/settings/widgets/?lang={lang}")
+    page.wait_for_selector(".smsgate-templates .smsgate-no-templates", timeout=15000)
+    assert page.inner_text(".smsgate-templates .smsgate-subtitle >> nth=0") == texts["title"]
+
+    # Add: the name, some text, markers from the picker (one with a field id), the live counter.
+    editor = ".smsgate-template-editor"
+    page.fill(f"{editor} .smsgate-template-name-input", texts["name"])
+    page.fill(f"{editor} .smsgate-template-text-input", texts["greeting"])
+    page.select_option(f"{editor} .smsgate-marker-picker", "contact.first_name")
+    assert not page.is_visible(f"{editor} .smsgate-marker-field-id")
+    page.click(f"{editor} .smsgate-marker-insert")
+    page.type(f"{editor} .smsgate-template-text-input", "! ")
+    page.select_option(f"{editor} .smsgate-marker-picker", "lead.cf")
+    page.click(f"{editor} .smsgate-marker-insert")  # no field id yet: refused in the form
+    page.wait_for_selector(f"{editor} .smsgate-template-problems .smsgate-notice_error")
+    page.fill(f"{editor} .smsgate-marker-field-id", "600123")
+    page.click(f"{editor} .smsgate-marker-insert")
+    text = f"{texts['greeting']}{{{{contact.first_name}}}}! {{{{lead.cf.600123}}}}"
+    assert page.input_value(f"{editor} .smsgate-template-text-input") == text
+    # Counted by the server's preview with the placeholders empty: "Здравствуйте, ! " / "Hello ! ".
+    page.wait_for_selector(f"{editor} .smsgate-counter-figures:text-is('{texts['counter']}')", timeout=10000)
+    assert page.locator(f"{editor} .smsgate-marker-error").count() == 0
+    page.screenshot(path=str(ARTIFACTS / f"6-template-form-{lang}.png"), full_page=True)
+    page.click(f"{editor} .smsgate-template-save")
+    page.wait_for_selector(f".smsgate-template .smsgate-template-name:has-text('{texts['name']}')")
+    assert page.inner_text(".smsgate-template-message") == texts["saved"]
+    template = SmsTemplate.objects.get(account=account)
+    assert (template.name, template.text, template.is_active) == (texts["name"], text, True)
+    row = page.locator(f".smsgate-template[data-template-id='{template.pk}']")
+    assert [m.inner_text() for m in row.locator(".smsgate-marker").all()] == [
+        "{{contact.first_name}}", "{{lead.cf.600123}}"]
+
+    # Edit with an unknown marker: shown while typing, refused on save, nothing stored.
+    row.locator(".smsgate-template-edit").click()
+    page.fill(f"{editor} .smsgate-template-text-input", "{{lead.titel}}, " + text)
+    page.wait_for_selector(f"{editor} .smsgate-marker-error:has-text('{{{{lead.titel}}}}')")
+    assert page.inner_text(f"{editor} .smsgate-marker-error") == texts["unknown"]
+    page.click(f"{editor} .smsgate-template-save")
+    page.wait_for_selector(f"{editor} .smsgate-template-form-message .smsgate-notice_error")
+    assert texts["unknown"] in page.inner_text(f"{editor} .smsgate-template-form-message")
+    template.refresh_from_db()
+    assert template.text == text
+    page.screenshot(path=str(ARTIFACTS / f"7-template-unknown-marker-{lang}.png"), full_page=True)
+
+    # A valid edit is saved; then delete (two clicks, no browser dialog).
+    page.fill(f"{editor} .smsgate-template-text-input", text + " {{lead.name}}")
+    page.uncheck(f"{editor} .smsgate-template-active")
+    page.click(f"{editor} .smsgate-template-save")
+    page.wait_for_selector(f".smsgate-template-text:has-text('{{{{lead.name}}}}')")
+    template.refresh_from_db()
+    assert (template.text, template.is_active) == (text + " {{lead.name}}", False)
+    # The form is empty again, its counter counting nothing (not a template string with holes).
+    empty = "0 симв. · латиница (GSM-7) · 0 SMS" if lang == "ru" else "0 characters · Latin (GSM-7) · 0 SMS"
+    page.wait_for_selector(f"{editor} .smsgate-counter-figures:text-is('{empty}')", timeout=10000)
+    assert page.input_value(f"{editor} .smsgate-template-text-input") == ""
+    page.screenshot(path=str(ARTIFACTS / f"8-template-saved-{lang}.png"), full_page=True)
+    row.locator(".smsgate-template-delete").click()
+    row.locator(".smsgate-template-delete").click()
+    page.wait_for_selector(".smsgate-templates .smsgate-no-templates")
+    assert page.inner_text(".smsgate-template-message") == texts["deleted"]
+    template.refresh_from_db()
+    assert template.deleted_at is not None
+    assert problems == []

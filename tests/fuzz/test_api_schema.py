@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from accounts.models import ProviderRoute
+from crm.models import SmsTemplate
 from deliveries.services import delivery_create
 from smsgate.wsgi import application
 
@@ -35,7 +36,8 @@ def operations(api_schema):
 def test_the_api_never_answers_5xx_and_matches_its_schema(api_schema, account, make_token):
     route = ProviderRoute.objects.create(account=account, provider="console", priority=1)
     delivery = delivery_create(account=account, phone="+79123456789", text="Код 1234").delivery
-    known_ids = {"routes": route.pk, "deliveries": str(delivery.pk)}
+    template = SmsTemplate.objects.create(account=account, name="Reminder", text="Hi {{contact.first_name}}")
+    known_ids = {"routes": route.pk, "deliveries": str(delivery.pk), "templates": template.pk}
     checked, statuses = [], Counter()
 
     for operation in operations(api_schema):
@@ -46,7 +48,7 @@ def test_the_api_never_answers_5xx_and_matches_its_schema(api_schema, account, m
             case.headers = {**(case.headers or {}), "X-Auth-Token": make_token()}
             if case.path_parameters and "id" in case.path_parameters and hash(str(case.path_parameters)) % 2:
                 # Half the time aim at a real object of the account, so deeper code runs too.
-                case.path_parameters["id"] = known_ids["deliveries" if "deliveries" in case.path else "routes"]
+                case.path_parameters["id"] = known_ids[case.path.split("/")[3]]
             response = case.call()
             statuses[response.status_code // 100] += 1
             case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
@@ -54,5 +56,5 @@ def test_the_api_never_answers_5xx_and_matches_its_schema(api_schema, account, m
         run()
         checked.append(f"{operation.method.upper()} {operation.path}")
     print(f"\nschemathesis: {len(checked)} operations, answers by class {dict(statuses)}")
-    assert len(checked) >= 12, checked
+    assert len(checked) >= 24, checked
     assert statuses[2] and statuses[4] and not statuses[5]
