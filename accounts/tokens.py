@@ -19,6 +19,8 @@ import jwt
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
+from smsgate.inputs import BIGINT_MAX
+
 from . import selectors
 
 ALGORITHM = "HS256"
@@ -98,7 +100,8 @@ def _leeway() -> int:
 
 
 def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer claim that fits the bigint column it may reach (account_id, user_id)."""
+    return isinstance(value, int) and not isinstance(value, bool) and -BIGINT_MAX <= value <= BIGINT_MAX
 
 
 def _is_number(value) -> bool:
@@ -146,7 +149,8 @@ def _candidate_keys(unverified: dict):
     raw_uuid = unverified.get("client_uuid")
     if raw_uuid is not None:
         try:
-            client_uuid = uuid.UUID(str(raw_uuid)) if isinstance(raw_uuid, str) else None
+            # ASCII only: uuid.UUID() reads hex digits with int(), which takes any script's digits.
+            client_uuid = uuid.UUID(raw_uuid) if isinstance(raw_uuid, str) and raw_uuid.isascii() else None
         except ValueError:
             client_uuid = None
         if client_uuid is None:

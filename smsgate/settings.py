@@ -223,7 +223,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.AmoTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.ActiveAccount", "accounts.permissions.AdminWrites"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # DRF's JSON parser with a bound on nesting (a deep body is a RecursionError otherwise).
+    "DEFAULT_PARSER_CLASSES": ["smsgate.drf.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "accounts.apis.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
