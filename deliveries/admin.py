@@ -27,6 +27,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Account
+from smsgate.inputs import db_id
 
 from . import charts, stats
 from .models import Delivery, DeliveryKind, DeliveryStatus
@@ -420,10 +421,8 @@ DASHBOARD_DAYS = 30
 
 def dashboard_context(request) -> dict:
     """Everything the dashboard shows, read from the counters only (never the deliveries table)."""
-    account = None
-    account_param = request.GET.get("account", "")
-    if account_param.isdigit():
-        account = Account.objects.filter(pk=int(account_param)).first()
+    account_id = db_id(request.GET.get("account", ""))  # ASCII digits in range: int("²") fails
+    account = Account.objects.filter(pk=account_id).first() if account_id else None
     account_id = account.pk if account else None
     until = timezone.localdate()
     since = until - timedelta(days=DASHBOARD_DAYS - 1)

@@ -333,3 +333,16 @@ def test_a_body_that_is_not_utf8_is_refused(client, make_token, smsru_route):
     smsru_route()
     body = json.dumps({"phone": "+79123456789", "text": "Код 1234", "token": make_token()}).encode("utf-16")
     assert_json_error(client.post(SMS, body, content_type="application/json"), 400, "bad_body")
+
+
+# --- the admin dashboard's account filter (the admin search is another change) -------------------------
+@pytest.mark.parametrize("value", ["²", "١", "1".translate(FULLWIDTH), str(2**63), "9" * 40])
+def test_the_dashboard_account_filter_takes_ascii_ids_only(account, value):
+    from django.urls import reverse
+
+    from tests.staff import staff_client
+
+    client, _ = staff_client("deliveries.view_delivery")
+    client.raise_request_exception = False
+    response = client.get(reverse("admin:deliveries_delivery_dashboard"), {"account": value})
+    assert response.status_code == 200 and response.context["account"] is None  # the whole deployment
