@@ -1,11 +1,17 @@
 """Phone numbers: parse and validate with Google's libphonenumber, store E.164, mask for display."""
 
+import re
 from dataclasses import dataclass
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
 
 MAX_PHONE_INPUT = 40  # "+7 (912) 345-67-89" and friends fit easily
+# What a phone is written with: ASCII digits, "+" first, and the usual separators (space, "-", ".",
+# "/", parentheses). libphonenumber would read more: keypad letters as digits ("+7 912 ABC 4567" is
+# +79122224567 to it), other scripts' digits as ASCII ones, and it drops what follows the number
+# ("ext. 1", a NUL). A phone from amoCRM is ASCII, so anything else is not a phone.
+_WRITTEN_PHONE = re.compile(r"\+?[0-9 ().\-/]+")
 
 # Numbers that can receive an SMS. Landlines, pagers, VoIP etc. cannot.
 SMS_CAPABLE_TYPES = {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
@@ -39,7 +45,7 @@ def phone_parse(raw, *, default_region: str | None = None) -> Phone:
     Premium-rate, shared-cost and UAN numbers are returned: refusing them is a policy decision
     (deliveries.guard), recorded and visible to staff, not an input error.
     """
-    if not isinstance(raw, str) or not raw.strip() or len(raw) > MAX_PHONE_INPUT:
+    if not isinstance(raw, str) or len(raw) > MAX_PHONE_INPUT or not _WRITTEN_PHONE.fullmatch(raw.strip()):
         raise PhoneError("invalid")
     try:
         number = phonenumbers.parse(raw, default_region)
@@ -61,6 +67,8 @@ def phone_parse(raw, *, default_region: str | None = None) -> Phone:
 
 def phone_normalise_for_search(raw: str, *, default_region: str | None = "RU") -> str | None:
     """E.164 for a number typed into a search box, or None if it is not a phone number."""
+    if not isinstance(raw, str) or len(raw) > MAX_PHONE_INPUT or not _WRITTEN_PHONE.fullmatch(raw.strip()):
+        return None
     try:
         number = phonenumbers.parse(raw, default_region)
     except NumberParseException:
