@@ -339,7 +339,7 @@ CELERY_BEAT_SCHEDULE["deliveries-poll-statuses"] = {
     "options": {"queue": "maintenance", "expires": float(SMSGATE_POLL_INTERVAL)},
 }
 
-# --- Logging: ids in `extra`, never tokens, secrets or full texts --------------------------------
+# --- Logging: ids in `extra`, never tokens, secrets or full texts; callback tokens masked -------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
@@ -353,6 +353,10 @@ LOGGING = {
     "loggers": {
         # Django adds its own console handler when DEBUG is on; one handler is enough.
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # runserver's request lines and Celery's task logger have handlers of their own otherwise, whose
+        # formatters would not mask callback tokens and OAuth codes (smsgate/logs.py).
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "celery.task": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "django.db.backends": {"level": "WARNING"},
         # filesystem:// has no host and kombu warns about it on every publish.
         "kombu.connection": {"level": "ERROR" if CELERY_BROKER_URL.startswith("filesystem://") else "WARNING"},
