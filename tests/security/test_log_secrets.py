@@ -65,7 +65,8 @@ def test_a_refused_report_logs_no_route_token(client, account, captured, slug):
 
     route = ProviderRoute.objects.create(account=account, provider=slug, credentials=FAKES[slug]().credentials)
     path = f"/webhooks/{slug}/{route.callback_token}/"
-    response = client.post(path, "id=1\x00&status=1&data[]=x&hash=bad", content_type="application/x-www-form-urlencoded")
+    response = client.post(path, "id=1\x00&status=1&data[]=x&hash=bad",
+                           content_type="application/x-www-form-urlencoded")
     assert response.status_code == 400
     log = captured.getvalue()
     assert f"Bad Request: /webhooks/{slug}/***" in log
