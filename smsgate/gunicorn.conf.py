@@ -52,6 +52,14 @@ def child_exit(server, worker):
         multiprocess.mark_process_dead(worker.pid)
 
 
+def pre_request(worker, req):
+    # A body refused for its size must close the connection, so gunicorn does not read the rest of it;
+    # gunicorn drops an application's Connection header, so the refusal closes it through the request.
+    from smsgate.bodylimit import remember_server_request
+
+    remember_server_request(req)
+
+
 def post_worker_init(worker):
     # The SMS endpoint sheds requests that waited too long for a thread (smsgate/webqueue.py).
     from smsgate import webqueue

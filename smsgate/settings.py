@@ -163,6 +163,9 @@ SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not DEV_DEFAULTS
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024  # the SMS endpoint takes a few kB at most
+# Every body but the admin's, chunked ones included, is refused (413) past this many bytes before it is
+# read (smsgate/bodylimit.py, around the WSGI application): file parts and DRF's reads count too.
+SMSGATE_MAX_BODY_BYTES = env.int("SMSGATE_MAX_BODY_BYTES", default=256 * 1024)
 
 # --- Celery ---------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or "filesystem://"  # empty means the default
