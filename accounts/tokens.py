@@ -105,7 +105,8 @@ def _is_int(value) -> bool:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A time claim: a finite number in the range of a bigint (NaN and infinities compare false)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and -BIGINT_MAX <= value <= BIGINT_MAX
 
 
 def verify_token(token) -> TokenClaims:

@@ -13,7 +13,7 @@ from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts.selectors import route_by_callback_token
-from smsgate.inputs import storable_text
+from smsgate.inputs import json_too_deep, storable_text
 
 from .providers.base import ProviderError, WebhookRequest, WebhookSignatureError
 from .services import RouteChoice, build_provider, delivery_reports_apply
@@ -31,6 +31,8 @@ def _webhook_request(request) -> WebhookRequest:
     body = request.body  # first: parsing a multipart body (below) would consume the stream
     if request.method == "POST" and request.FILES:
         raise ValueError("a file part in a delivery report")
+    if body.lstrip()[:1] in (b"{", b"[") and json_too_deep(body.decode("utf-8", "replace")):
+        raise ValueError("JSON nested too deep")  # the bound of every JSON body we read (smsgate/inputs.py)
     path = request.get_full_path()
     return WebhookRequest(
         url=f"{settings.SMSGATE_PUBLIC_URL}{path}",

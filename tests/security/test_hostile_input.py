@@ -346,3 +346,24 @@ def test_the_dashboard_account_filter_takes_ascii_ids_only(account, value):
     client.raise_request_exception = False
     response = client.get(reverse("admin:deliveries_delivery_dashboard"), {"account": value})
     assert response.status_code == 200 and response.context["account"] is None  # the whole deployment
+
+
+# --- found by the fuzz tests (tests/fuzz/test_hostile_endpoints.py) ----------------------------------------
+@pytest.mark.parametrize("path", ["/amocrm/oauth", "/amocrm/uninstall"])
+def test_the_install_hooks_answer_other_methods_with_the_json_405(client, path):
+    response = client.post(path, "[" * 1000, content_type="application/json")
+    assert_json_error(response, 405, "method_not_allowed")
+    assert response["Allow"] == "GET"
+
+
+@pytest.mark.parametrize("claims", [{"nbf": -(10**400)}, {"nbf": -(2**63)}, {"iat": -(2**64), "exp": -(2**64) + 60}])
+def test_time_claims_out_of_range_are_a_401(client, integration, smsru_route, claims):
+    smsru_route()
+    response = client.post(SMS, {"phone": "+79123456789", "text": "Код 1234", "token": signed(integration, **claims)})
+    assert_json_error(response, 401)
+    assert not Delivery.objects.exists()
+
+
+def test_deep_json_in_a_report_is_refused_at_the_bound(client, hooks):
+    body = '{"id": "1", "status": 1, "x": ' + "[" * 40 + "]" * 40 + "}"
+    assert_refused_and_nothing_kept(client.post(hook_path(hooks["smsaero"]), body, content_type="application/json"))
