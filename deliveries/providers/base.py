@@ -7,6 +7,7 @@ each error means for the delivery (retry, next route, final status).
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,13 +59,19 @@ class ProviderError(Exception):
         super().__init__(f"[{self.error_class}] {self.code} {message}".strip())
 
 
+MAX_RETRY_AFTER = 86_400.0  # no login code or bulk SMS is worth sending a day later
+
+
 class ProviderTemporaryError(ProviderError):
     """Retry later. `ambiguous` means the provider may have got (and sent) the message."""
 
     default_class = ErrorClass.PROVIDER_UNAVAILABLE
 
     def __init__(self, message="", *, retry_after: float | None = None, ambiguous: bool = False, **kwargs):
-        self.retry_after = retry_after
+        # A provider's Retry-After is only a hint: "Infinity" or 1e400 would overflow the retry's date.
+        if retry_after is not None and not (isinstance(retry_after, (int, float)) and math.isfinite(retry_after)):
+            retry_after = None
+        self.retry_after = min(max(retry_after, 0.0), MAX_RETRY_AFTER) if retry_after is not None else None
         self.ambiguous = ambiguous
         super().__init__(message, **kwargs)
 
@@ -277,9 +284,10 @@ def decimal_or_none(value) -> Decimal | None:
     if value is None or value == "" or isinstance(value, bool):
         return None
     try:
-        return Decimal(str(value).strip().replace(",", "."))
+        amount = Decimal(str(value).strip().replace(",", "."))
     except (ArithmeticError, ValueError):
         return None
+    return amount if amount.is_finite() else None  # "NaN" and "Infinity" are Decimals too
 
 
 def int_or_none(value) -> int | None:
