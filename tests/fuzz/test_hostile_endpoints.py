@@ -126,6 +126,9 @@ def test_sms_endpoint_deep_json(client, world, account, body):
 
 @FUZZ
 @given(phone=other_digits | huge_numbers, as_json=st.booleans())
+@example(phone="+٧٩١٢٣٤٥٦٧٨٩", as_json=False)  # a valid mobile number, in Arabic-Indic digits
+@example(phone="+７９１２３４５６７８９", as_json=True)
+@example(phone="+7 912 ABC 4567", as_json=False)  # keypad letters
 def test_sms_endpoint_phones_in_other_digits_or_huge(client, world, account, integration, phone, as_json):
     before = snapshot(account)
     data = {"phone": phone if as_json else str(phone), "text": "Код 1234", "token": token(integration)}
@@ -284,6 +287,9 @@ NUMBERS_READ = [(WRITES[0], "priority"), (WRITES[1], "ids"), (WRITES[2], "phone_
 
 @FUZZ
 @given(operation_field=st.sampled_from(NUMBERS_READ), value=other_digits | huge_numbers, as_list=st.booleans())
+@example(operation_field=(WRITES[3], "priority"), value="٥", as_list=False)  # int() reads it as 5
+@example(operation_field=(WRITES[2], "phone_per_hour"), value="١٢", as_list=False)
+@example(operation_field=(WRITES[1], "ids"), value=2**63, as_list=True)
 def test_api_writes_numbers_in_other_digits_or_huge(client, world, account, make_token, operation_field, value,
                                                     as_list):
     before = snapshot(account)
@@ -296,19 +302,31 @@ def test_api_writes_numbers_in_other_digits_or_huge(client, world, account, make
     assert snapshot(account) == before
 
 
+def forged_cursor(position: str) -> str:
+    import base64
+
+    return base64.b64encode(f"p={position}".encode()).decode()
+
+
 @FUZZ
-@given(path=st.sampled_from(READS), value=other_digits | huge_numbers.map(str),
+@given(path=st.sampled_from(READS),
+       value=other_digits | huge_numbers.map(str) | (other_digits | huge_numbers.map(str)).map(forged_cursor),
        param=st.sampled_from(["days", "page_size", "cursor", "created_from", "created_to", "phone", "status"]),
        in_path=st.booleans())
+@example(path="/api/v1/deliveries/", value=forged_cursor("x"), param="cursor", in_path=False)
+@example(path="/api/v1/routes/{id}/", value="١", param="days", in_path=True)  # route 1 of the account, to int()
 def test_api_reads_ids_and_parameters_in_other_digits_or_huge(client, world, account, make_token, path, value, param,
                                                               in_path):
     before = snapshot(account)
+    hostile_id = in_path and "{" in path
     if "{" in path:
         real = {"{id}": str(world["console"].pk), "{uuid}": "3f0c8f0e-0000-4000-8000-000000000000"}
         path = path.replace("{id}", _quote(value) if in_path else real["{id}"])
         path = path.replace("{uuid}", _quote(value) if in_path else real["{uuid}"])
     response = client.get(f"{path}?{param}={_quote(value)}", HTTP_X_AUTH_TOKEN=make_token())
     assert response.status_code < 500, response.content[:300]
+    if hostile_id:  # an id is ASCII digits in range, or names nothing
+        assert response.status_code == 404, response.content[:300]
     if response.status_code >= 400:  # an unknown parameter is ignored: 200 is an answer too
         assert_json_4xx(response)
     assert snapshot(account) == before
