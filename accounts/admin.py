@@ -3,6 +3,8 @@ password-style input, empty keeps the stored value, no page ever renders one."""
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
@@ -21,9 +23,10 @@ from deliveries.guard import forget_limits
 from deliveries.providers import PROVIDERS
 from deliveries.redaction import redact, secret_values
 from deliveries.services import DeliveryRefused, delivery_create_test, route_balance, route_callback_url
+from smsgate.admin_lookups import StrictChangeListMixin
 
-from .forms import AccountLimitsForm, IntegrationForm, SendTestSmsForm, credential_form_field_names, route_form_class
-from .models import Account, AccountLimits, Integration, ProviderRoute
+from .forms import AccountCeilingsForm, IntegrationForm, SendTestSmsForm, credential_form_field_names, route_form_class
+from .models import LIMIT_NUMBER_FIELDS, Account, AccountCeilings, AccountOwnLimits, Integration, ProviderRoute
 from .services import route_save
 
 ROUTE_FIELDS = ("provider", "priority", "sender", "is_active")
@@ -32,7 +35,7 @@ ACTIONS_LIMIT = 20  # network calls per bulk action
 
 
 @admin.register(Integration)
-class IntegrationAdmin(admin.ModelAdmin):
+class IntegrationAdmin(StrictChangeListMixin, admin.ModelAdmin):
     form = IntegrationForm
     list_display = ("name", "client_uuid", "redirect_uri", "is_active", "updated_at")
     fields = ("name", "client_uuid", "redirect_uri", "new_client_secret", "is_active", "created_at", "updated_at")
@@ -112,7 +115,7 @@ class RouteProviderFilter(admin.SimpleListFilter):
 
 
 @admin.register(ProviderRoute)
-class ProviderRouteAdmin(RouteInfoMixin, admin.ModelAdmin):
+class ProviderRouteAdmin(StrictChangeListMixin, RouteInfoMixin, admin.ModelAdmin):
     form = route_form_class()
     list_display = ("__str__", "account", "provider", "priority", "sender", "is_active", "health", "updated_at")
     list_filter = (RouteProviderFilter, "is_broken", "is_active")
@@ -216,18 +219,40 @@ def _route_count(**conditions):
     return Coalesce(Subquery(counts), 0)
 
 
-class AccountLimitsInline(admin.StackedInline):
-    """Abuse limits of one account (deliveries.guard); empty fields use the deployment defaults."""
+class AccountCeilingsInline(admin.StackedInline):
+    """The operator's abuse-limit ceilings of one account (deliveries.guard); empty fields use the
+    deployment defaults. Only here, never through the account API."""
 
-    model = AccountLimits
-    form = AccountLimitsForm
+    model = AccountCeilings
+    form = AccountCeilingsForm
     extra = 0
     max_num = 1
-    verbose_name_plural = _("abuse limits (empty: the default, 0: no limit)")
+    # The heading of a one-form inline is its verbose_name.
+    verbose_name = verbose_name_plural = _(
+        "abuse limit ceilings set by the operator (empty: the default, 0: no limit)")
+
+
+class AccountOwnLimitsInline(admin.StackedInline):
+    """What the account chose for itself through the account API: shown, not edited (it can only
+    tighten the ceilings above)."""
+
+    model = AccountOwnLimits
+    extra = 0
+    max_num = 1
+    can_delete = False
+    fields = readonly_fields = (*LIMIT_NUMBER_FIELDS, "allowed_countries", "updated_at")
+    verbose_name = verbose_name_plural = _(
+        "the account's own limits (set through the account API, only tighter; empty: the ceiling)")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Account)
-class AccountAdmin(admin.ModelAdmin):
+class AccountAdmin(StrictChangeListMixin, admin.ModelAdmin):
     list_display = ("subdomain", "domain", "amo_id", "integration", "is_active", "deliveries_24h", "routes_health",
                     "dashboard_link")
     list_filter = ("is_active", "domain")
@@ -237,7 +262,7 @@ class AccountAdmin(admin.ModelAdmin):
     fields = ("integration", "amo_id", "subdomain", "domain", "is_active", "disabled_reason", "first_seen_at",
               "last_seen_at", "deliveries_24h", "dashboard_link")
     readonly_fields = ("first_seen_at", "last_seen_at", "deliveries_24h", "dashboard_link")
-    inlines = [ProviderRouteInline, AccountLimitsInline]
+    inlines = [ProviderRouteInline, AccountCeilingsInline, AccountOwnLimitsInline]
 
     def get_queryset(self, request):
         # The 24-hour volume comes from the hourly counters, never from a count over deliveries.
@@ -274,7 +299,7 @@ class AccountAdmin(admin.ModelAdmin):
         forget_account(obj.pk)  # e.g. disabled: this process refuses its SMS at once, others within seconds
 
     def save_formset(self, request, form, formset, change):
-        if formset.model is AccountLimits:
+        if formset.model is AccountCeilings:
             super().save_formset(request, form, formset, change)
             forget_limits(form.instance.pk)  # this process applies them at once, others within seconds
             return None
@@ -289,3 +314,18 @@ class AccountAdmin(admin.ModelAdmin):
                 continue
             save_route_form(route_form, account=form.instance)
         return None
+
+
+# --- Django's own staff admins, with the same rule (`?password__startswith=`, `?email__contains=` ...) ----
+admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(User)
+class StaffUserAdmin(StrictChangeListMixin, UserAdmin):
+    pass
+
+
+@admin.register(Group)
+class StaffGroupAdmin(StrictChangeListMixin, GroupAdmin):
+    pass

@@ -6,6 +6,7 @@ Every query starts from `request.user.account`, so one account never reaches ano
 
 import logging
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
@@ -23,7 +24,7 @@ from deliveries.selectors import provider_catalogue
 from deliveries.services import DeliveryRefused, delivery_create_test, route_balance, route_callback_url
 from smsgate import drf, inputs
 
-from .models import AccountLimits, ProviderRoute
+from .models import LIMIT_NUMBER_FIELDS, AccountOwnLimits, ProviderRoute
 from .services import account_limits_save, route_delete, route_save, routes_reorder
 
 logger = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ class RouteSerializer(serializers.Serializer):
     provider_name = serializers.SerializerMethodField()
     sender = serializers.CharField(max_length=20, allow_blank=True, required=False)
     priority = drf.IntegerField(min_value=0, max_value=32767, required=False,
-                                        help_text="lower numbers are tried first")
+                                help_text="lower numbers are tried first")
     is_active = serializers.BooleanField(required=False)
     credentials = serializers.DictField(
         child=serializers.CharField(allow_blank=True, max_length=MAX_CREDENTIAL_LENGTH, trim_whitespace=True),
@@ -318,15 +319,10 @@ class RouteViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
 
 
 # --- abuse limits ---------------------------------------------------------------------------------------
-_LIMIT_FIELDS = {
-    "phone_cooldown_seconds": 86_400, "phone_per_hour": 100_000, "phone_per_day": 100_000,
-    "account_per_hour": 10_000_000, "account_per_day": 10_000_000, "prefix_distinct_max": 100_000,
-    "prefix_window_seconds": 86_400,
-}
-
-
 class LimitValuesSerializer(serializers.Serializer):
-    """Null: the deployment's default; 0: no limit."""
+    """The account's own limits. Null: the operator's ceiling. Only tighter than the ceiling: caps at
+    most the ceiling (0 = no limit only where the ceiling is 0), the cooldown and the prefix window at
+    least the ceiling, countries within the operator's list."""
 
     phone_cooldown_seconds = drf.IntegerField(min_value=0, max_value=86_400, allow_null=True, required=False)
     phone_per_hour = drf.IntegerField(min_value=0, max_value=100_000, allow_null=True, required=False)
@@ -337,7 +333,8 @@ class LimitValuesSerializer(serializers.Serializer):
     prefix_window_seconds = drf.IntegerField(min_value=1, max_value=86_400, allow_null=True, required=False)
     allowed_countries = serializers.ListField(
         child=serializers.CharField(max_length=2, min_length=1), allow_null=True, required=False, max_length=250,
-        help_text='ISO 3166 codes such as ["RU", "KZ"], ["*"] for any country, null for the default')
+        help_text='ISO 3166 codes such as ["RU", "KZ"], ["*"] for any country (only where the operator allows any), '
+                  'null for the operator\'s list')
 
     def validate_allowed_countries(self, codes):
         if codes is None:
@@ -351,13 +348,39 @@ class LimitValuesSerializer(serializers.Serializer):
         return codes
 
 
+class AppliedLimitsSerializer(serializers.Serializer):
+    """A complete set of limits (0 = no limit)."""
+
+    phone_cooldown_seconds = serializers.IntegerField()
+    phone_per_hour = serializers.IntegerField()
+    phone_per_day = serializers.IntegerField()
+    account_per_hour = serializers.IntegerField()
+    account_per_day = serializers.IntegerField()
+    prefix_distinct_max = serializers.IntegerField()
+    prefix_window_seconds = serializers.IntegerField()
+    allowed_countries = serializers.ListField(child=serializers.CharField(), help_text='["*"]: any country')
+    allowed_calling_codes = serializers.ListField(
+        child=serializers.IntegerField(),
+        help_text="non-geographic calling codes (882 for +882, ...) the operator allows for this account; SMS to "
+                  "every other non-geographic number are refused")
+
+
 class LimitsSerializer(serializers.Serializer):
-    overrides = LimitValuesSerializer(help_text="this account's own values (null: the default)")
-    effective = LimitValuesSerializer(help_text="what the abuse guard applies now")
+    ceilings = AppliedLimitsSerializer(help_text="the operator's limits for this account (set by smsgate's staff)")
+    own = LimitValuesSerializer(help_text="this account's own values (null: the ceiling)")
+    effective = AppliedLimitsSerializer(help_text="what the abuse guard applies now: the tighter of the two")
+
+
+def _applied(limits) -> dict:
+    values = {name: getattr(limits, name) for name in LIMIT_NUMBER_FIELDS}
+    values["allowed_countries"] = sorted(limits.allowed_countries) if limits.allowed_countries is not None else ["*"]
+    values["allowed_calling_codes"] = sorted(limits.allowed_calling_codes)
+    return values
 
 
 class LimitsView(APIView):
-    """The account's abuse limits: how many SMS its phones and the account may get, and where to."""
+    """The account's abuse limits: how many SMS its phones and the account may get, and where to.
+    The account may tighten the operator's ceilings, never loosen them."""
 
     @extend_schema(operation_id="limits", responses={200: LimitsSerializer, **ERRORS}, tags=["limits"])
     def get(self, request):
@@ -368,19 +391,20 @@ class LimitsView(APIView):
     def put(self, request):
         serializer = LimitValuesSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        account_limits_save(account=request.user.account, values=serializer.validated_data)
+        try:
+            account_limits_save(account=request.user.account, values=serializer.validated_data)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
         return Response(self._body(request.user.account))
 
     @staticmethod
     def _body(account):
-        from deliveries.guard import limits_for
+        from deliveries.guard import ceilings_for, limits_tighten
 
-        stored = AccountLimits.objects.filter(account=account).first()
-        overrides = {name: getattr(stored, name) if stored else None for name in _LIMIT_FIELDS}
+        stored = AccountOwnLimits.objects.filter(account=account).first()
+        own = {name: getattr(stored, name) if stored else None for name in LIMIT_NUMBER_FIELDS}
         countries = stored.allowed_countries.strip() if stored else ""
-        overrides["allowed_countries"] = countries.replace(";", ",").split(",") if countries else None
-        effective = limits_for(account)
-        effective_values = {name: getattr(effective, name) for name in _LIMIT_FIELDS}
-        effective_values["allowed_countries"] = (sorted(effective.allowed_countries)
-                                                 if effective.allowed_countries is not None else ["*"])
-        return {"overrides": overrides, "effective": effective_values}
+        own["allowed_countries"] = countries.replace(";", ",").split(",") if countries else None
+        ceilings = ceilings_for(account)
+        # Computed afresh, not from the guard's few-second cache: the answer to a PUT shows its effect.
+        return {"ceilings": _applied(ceilings), "own": own, "effective": _applied(limits_tighten(ceilings, stored))}

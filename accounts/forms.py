@@ -8,9 +8,10 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 from phonenumbers import SUPPORTED_REGIONS
 
+from deliveries.phones import NON_GEOGRAPHIC_CALLING_CODES
 from deliveries.providers import PROVIDERS
 
-from .models import AccountLimits, Integration, ProviderRoute
+from .models import LIMIT_NUMBER_FIELDS, AccountCeilings, Integration, ProviderRoute
 
 KEEP_HELP = _("Stored. Leave empty to keep it; type a new value to replace it.")
 NOT_SET_HELP = _("Not set yet.")
@@ -138,13 +139,13 @@ class SendTestSmsForm(forms.Form):
                             help_text=_("The number to send the test SMS to, e.g. +79123456789."))
 
 
-class AccountLimitsForm(forms.ModelForm):
-    """The account's abuse limits in the admin: empty = the deployment default, 0 = no limit."""
+class AccountCeilingsForm(forms.ModelForm):
+    """The operator's abuse-limit ceilings of one account in the admin: empty = the deployment
+    default, 0 = no limit. The account may only tighten them through the account API."""
 
     class Meta:
-        model = AccountLimits
-        fields = ["phone_cooldown_seconds", "phone_per_hour", "phone_per_day", "account_per_hour", "account_per_day",
-                  "prefix_distinct_max", "prefix_window_seconds", "allowed_countries"]
+        model = AccountCeilings
+        fields = [*LIMIT_NUMBER_FIELDS, "allowed_countries", "allowed_calling_codes"]
 
     def clean_allowed_countries(self):
         raw = self.cleaned_data["allowed_countries"].strip()
@@ -155,3 +156,14 @@ class AccountLimitsForm(forms.ModelForm):
         if unknown:
             raise forms.ValidationError(_("Unknown country codes: %(codes)s.") % {"codes": ", ".join(unknown)})
         return ",".join(codes)
+
+    def clean_allowed_calling_codes(self):
+        entered = {code.strip().lstrip("+") for code in self.cleaned_data["allowed_calling_codes"].replace(";", ",")
+                   .split(",") if code.strip()}
+        wrong = sorted(code for code in entered
+                       if not (code.isascii() and code.isdigit()) or int(code) not in NON_GEOGRAPHIC_CALLING_CODES)
+        if wrong:
+            known = ", ".join(f"+{code}" for code in sorted(NON_GEOGRAPHIC_CALLING_CODES))
+            raise forms.ValidationError(_("Not a non-geographic calling code: %(codes)s. These are: %(known)s.")
+                                        % {"codes": ", ".join(wrong), "known": known})
+        return ",".join(str(code) for code in sorted(int(code) for code in entered))

@@ -128,11 +128,16 @@ class AmoToken(models.Model):
 
     def __str__(self):
         return f"tokens of {self.account_id}"
-class AccountLimits(models.Model):
-    """Per-account overrides of the abuse limits (deliveries.guard). Empty = the deployment default;
-    0 = no limit."""
+LIMIT_NUMBER_FIELDS = ("phone_cooldown_seconds", "phone_per_hour", "phone_per_day", "account_per_hour",
+                       "account_per_day", "prefix_distinct_max", "prefix_window_seconds")
 
-    account = models.OneToOneField(Account, on_delete=models.CASCADE, related_name="limits",
+
+class AccountCeilings(models.Model):
+    """The operator's abuse-limit ceilings for one account (deliveries.guard), edited by staff in the
+    admin only. Empty = the deployment default (settings); 0 = no limit. The account's own choices
+    (AccountOwnLimits) may only tighten them."""
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, related_name="limit_ceilings",
                                    verbose_name=_("account"))
     phone_cooldown_seconds = models.PositiveIntegerField(_("cooldown per phone, s"), null=True, blank=True)
     phone_per_hour = models.PositiveIntegerField(_("SMS per phone per hour"), null=True, blank=True)
@@ -147,11 +152,43 @@ class AccountLimits(models.Model):
         _("allowed countries"), max_length=300, blank=True,
         help_text=_("ISO codes separated by commas (RU,KZ,BY), or * for any country. Empty: the country of the "
                     "account's domain zone (Russia for amocrm.ru)."))
+    allowed_calling_codes = models.CharField(
+        _("allowed non-geographic calling codes"), max_length=100, blank=True,
+        help_text=_("Non-geographic calling codes (satellite and international services such as +870, +881, "
+                    "+882, +883) this account may send to, separated by commas. Empty: none, every such number is "
+                    "refused as a pumping target."))
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
-        verbose_name = _("abuse limits")
-        verbose_name_plural = _("abuse limits")
+        verbose_name = _("abuse limit ceilings")
+        verbose_name_plural = _("abuse limit ceilings")
 
     def __str__(self):
-        return str(_("limits of %(account)s") % {"account": self.account})
+        return str(_("limit ceilings of %(account)s") % {"account": self.account})
+
+
+class AccountOwnLimits(models.Model):
+    """The account's own abuse limits, set by its administrators through the account API: only ever
+    tighter than the operator's ceilings (checked on save, and the guard applies the tighter of the
+    two). Empty = the ceiling."""
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, related_name="own_limits",
+                                   verbose_name=_("account"))
+    phone_cooldown_seconds = models.PositiveIntegerField(_("cooldown per phone, s"), null=True, blank=True)
+    phone_per_hour = models.PositiveIntegerField(_("SMS per phone per hour"), null=True, blank=True)
+    phone_per_day = models.PositiveIntegerField(_("SMS per phone per day"), null=True, blank=True)
+    account_per_hour = models.PositiveIntegerField(_("SMS per account per hour"), null=True, blank=True)
+    account_per_day = models.PositiveIntegerField(_("SMS per account per day"), null=True, blank=True)
+    prefix_distinct_max = models.PositiveIntegerField(_("distinct numbers per prefix"), null=True, blank=True)
+    prefix_window_seconds = models.PositiveIntegerField(_("prefix window, s"), null=True, blank=True)
+    allowed_countries = models.CharField(
+        _("allowed countries"), max_length=300, blank=True,
+        help_text=_("ISO codes separated by commas, within the operator's list. Empty: the operator's list."))
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("account's own abuse limits")
+        verbose_name_plural = _("account's own abuse limits")
+
+    def __str__(self):
+        return str(_("own limits of %(account)s") % {"account": self.account})

@@ -7,7 +7,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy as _
 from smsgate.inputs import db_id
 
 from . import selectors
-from .models import Account, AccountLimits, AmoToken, Integration, ProviderRoute
+from .models import LIMIT_NUMBER_FIELDS, Account, AccountOwnLimits, AmoToken, Integration, ProviderRoute
 from .tokens import TokenClaims
 
 logger = logging.getLogger(__name__)
@@ -327,16 +327,17 @@ def routes_reorder(*, account: Account, route_ids: list[int]) -> list[ProviderRo
     return [routes[route_id] for route_id in route_ids]
 
 
-LIMIT_FIELDS = ("phone_cooldown_seconds", "phone_per_hour", "phone_per_day", "account_per_hour",
-                "account_per_day", "prefix_distinct_max", "prefix_window_seconds")
+def account_limits_save(*, account: Account, values: dict) -> AccountOwnLimits:
+    """Set the account's own abuse limits (None: back to the operator's ceiling). Only the given keys
+    change. An account may only tighten its ceilings: a value that would loosen one raises
+    ValidationError with a message per field that names the ceiling, and nothing is saved."""
+    from deliveries.guard import ceilings_for, forget_limits, own_limits_errors
 
-
-def account_limits_save(*, account: Account, values: dict) -> AccountLimits:
-    """Set the account's abuse-limit overrides (None: back to the default). Only the given keys change."""
-    from deliveries.guard import forget_limits
-
-    limits, _created = AccountLimits.objects.get_or_create(account=account)
-    for name in LIMIT_FIELDS:
+    errors = own_limits_errors(ceilings=ceilings_for(account), values=values)
+    if errors:
+        raise ValidationError(errors)
+    limits, _created = AccountOwnLimits.objects.get_or_create(account=account)
+    for name in LIMIT_NUMBER_FIELDS:
         if name in values:
             setattr(limits, name, values[name])
     if "allowed_countries" in values:

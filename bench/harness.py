@@ -175,7 +175,7 @@ def _cmdline(pid: int) -> str:
 
 class ProcessTable:
     """Which pid plays which role: our processes (and their children, e.g. gunicorn workers), the
-    load generators, PostgreSQL backends of the benchmark database, Redis."""
+    load generators, PostgreSQL backends of the benchmark database, Redis, RabbitMQ."""
 
     def __init__(self, stack: Stack, database: str):
         self.stack = stack
@@ -211,6 +211,8 @@ class ProcessTable:
                 roles[pid] = "loadgen"
             elif "bench/loadgen" in cmd:
                 roles[pid] = "loadgen"
+            elif "beam.smp" in cmd and "rabbit" in cmd:
+                roles[pid] = "rabbitmq"  # the machine's broker: the benchmark is its only user
         return roles
 
     def snapshot(self) -> dict[int, tuple[str, int, int]]:

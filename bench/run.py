@@ -107,6 +107,8 @@ def parse_args():
     parser.add_argument("--database-url", default=os.environ.get(
         "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/smsgate_bench"),
         help="a database the benchmark may drop and create (BENCH_DATABASE_URL)")
+    parser.add_argument("--broker-url", default=os.environ.get("BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//"),
+                        help="RabbitMQ, the production broker (queues of the run's own are created and deleted)")
     parser.add_argument("--keep-database", action="store_true", help="do not drop the database at the end")
     parser.add_argument("--accounts", type=int, default=20, help="amoCRM accounts sending (each with its route)")
     parser.add_argument("--only", default="", help="comma-separated scenarios (acceptance,steady,dispatch,"
@@ -396,8 +398,11 @@ class Bench:
         require_tools()
         _redis, redis_port = self.stack.start_redis()
         pg_version = recreate_database(self.args.database_url)
-        env = bench_env(database_url=self.args.database_url, broker_url=f"redis://127.0.0.1:{redis_port}/0",
+        env = bench_env(database_url=self.args.database_url, broker_url=self.args.broker_url,
                         fake_port=self.fake_port, tmp=self.tmp)
+        # The machine's RabbitMQ is the broker (queues of this run's own); the bench's Redis keeps the
+        # abuse guard's counters.
+        env.update(SMSGATE_QUEUE_PREFIX=f"bench-{uuid.uuid4().hex[:8]}-", SMSGATE_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0")
         env.update(self.overrides)
         self.stack.env = env
         os.environ.update(env)
@@ -434,7 +439,13 @@ class Bench:
         return write_bodies(self.tmp / f"bodies-{block}.txt", self.integration, self.accounts, block, count)
 
     def flush_broker(self):
+        from kombu import Connection
+
         subprocess.run(["redis-cli", "-p", str(self.redis_port), "flushall"], capture_output=True, check=True)
+        prefix = self.stack.env["SMSGATE_QUEUE_PREFIX"]
+        with Connection(self.args.broker_url, connect_timeout=5) as conn:
+            for name in ("sms-system", "sms-bulk", "maintenance"):
+                conn.default_channel.queue_delete(prefix + name)
 
     def restart_delivery_side(self, *, latency: float):
         """A fresh fake provider with this latency and fresh workers (their HTTP connections go to it)."""
@@ -594,6 +605,10 @@ class Bench:
         finally:
             self._sampling = False
             self.stack.stop()
+            try:
+                self.flush_broker()  # the run's queues are durable: remove them
+            except Exception:
+                pass
             from django.db import connections
 
             connections.close_all()

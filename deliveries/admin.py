@@ -16,8 +16,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
-from django.http import HttpResponseNotAllowed, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -27,7 +26,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Account
-from smsgate.inputs import db_id
+from smsgate.admin_lookups import StrictChangeListMixin
 
 from . import charts, stats
 from .models import Delivery, DeliveryKind, DeliveryStatus
@@ -42,7 +41,9 @@ ACTION_LIMIT = 500
 VIEW_TEXT_PERMISSION = "deliveries.view_message_text"
 ACT_PERMISSION = "deliveries.change_delivery"
 _AMO_HOST = re.compile(r"^([a-z0-9-]+)\.(amocrm\.ru|amocrm\.com|kommo\.com)$")
-_PHONE_LIKE = re.compile(r"^\+?[\d\s().\-]+$")
+# ASCII digits only: "¹²³" passes str.isdigit() but not int(), "٣٤٥" would be read as 345.
+_PHONE_LIKE = re.compile(r"^\+?[0-9\s().\-]+$")
+_ID_LIKE = re.compile(r"^[0-9]{1,18}$")  # a bigint id; longer names nothing (and would overflow)
 
 
 # --- list filters: fixed choices, never a DISTINCT over the table ------------------------------------
@@ -84,7 +85,12 @@ def created_since(choice):
 
 # --- search: every interpretation of the term is an exact match on an indexed column ---------------
 def _digits(term: str) -> str:
-    return re.sub(r"\D", "", term)
+    return re.sub(r"[^0-9]", "", term)
+
+
+def parse_id(term: str) -> int | None:
+    """An account id typed in a search box or a URL: ASCII digits within bigint range, else None."""
+    return int(term) if _ID_LIKE.match(term) else None
 
 
 def search_phone(term: str) -> str | None:
@@ -96,10 +102,10 @@ def search_phone(term: str) -> str | None:
 
 def search_account_ids(term: str) -> list[int]:
     """Accounts the term names: our id or amoCRM's (digits), or a subdomain (or its full host)."""
-    if term.isdigit():
-        if len(term) >= 10:
+    if term.isdigit():  # also "²" or "٣", which name nothing
+        number = parse_id(term)
+        if number is None or len(term) >= 10:
             return []
-        number = int(term)
         return list(Account.objects.filter(Q(pk=number) | Q(amo_id=number)).values_list("pk", flat=True)[:50])
     host = _AMO_HOST.match(term.lower())
     subdomain = host.group(1) if host else term.lower()
@@ -114,7 +120,8 @@ def delivery_search_q(raw_term: str) -> Q:
     term = raw_term.strip()
     conditions = []
     try:
-        conditions.append(Q(pk=uuid.UUID(term)))
+        if term.isascii():  # uuid.UUID reads other scripts' digits too
+            conditions.append(Q(pk=uuid.UUID(term)))
     except ValueError:
         pass
     phone = search_phone(term)
@@ -233,7 +240,7 @@ def delivery_timeline(delivery: Delivery, *, show_personal: bool = False) -> lis
 
 # --- the admin -----------------------------------------------------------------------------------------
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(StrictChangeListMixin, admin.ModelAdmin):
     list_display = ("created_at", "account_subdomain", "masked_phone", "kind", "status_label", "provider",
                     "segments", "time_to_sent", "time_to_delivered")
     list_display_links = ("created_at",)
@@ -395,7 +402,9 @@ class DeliveryAdmin(admin.ModelAdmin):
             return HttpResponseNotAllowed(["POST"])
         if not can_act(request):
             raise PermissionDenied
-        delivery = get_object_or_404(Delivery, pk=unquote(object_id))
+        delivery = self.get_object(request, unquote(object_id))  # None for an id that is no UUID, too
+        if delivery is None:
+            raise Http404
         try:
             service(delivery=delivery, by=request.user.get_username())
             self.message_user(request, done_message, messages.SUCCESS)
@@ -421,8 +430,10 @@ DASHBOARD_DAYS = 30
 
 def dashboard_context(request) -> dict:
     """Everything the dashboard shows, read from the counters only (never the deliveries table)."""
-    account_id = db_id(request.GET.get("account", ""))  # ASCII digits in range: int("²") fails
-    account = Account.objects.filter(pk=account_id).first() if account_id else None
+    account = None
+    account_id = parse_id(request.GET.get("account", ""))
+    if account_id is not None:
+        account = Account.objects.filter(pk=account_id).first()
     account_id = account.pk if account else None
     until = timezone.localdate()
     since = until - timedelta(days=DASHBOARD_DAYS - 1)

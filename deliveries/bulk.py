@@ -29,7 +29,7 @@ from itertools import islice
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from smsgate.celery import QUEUE_BULK
+from smsgate.celery import QUEUE_BULK, queue_name
 
 from . import services
 from .models import Delivery, DeliveryStatus
@@ -45,7 +45,7 @@ def deliveries_enqueue_bulk(*, delivery_ids) -> int:
     queued = 0
     ids, size = iter([str(delivery_id) for delivery_id in delivery_ids]), max(1, settings.SMSGATE_SEND_BATCH_SIZE)
     while batch := list(islice(ids, size)):
-        if services.task_publish(SEND_BATCH_TASK, [batch], queue=QUEUE_BULK):
+        if services.task_publish(SEND_BATCH_TASK, [batch], queue=queue_name(QUEUE_BULK)):
             queued += len(batch)
         else:
             Delivery.objects.filter(pk__in=batch, status=DeliveryStatus.PENDING).update(enqueued_at=None)

@@ -1,10 +1,19 @@
 """Abuse guard: every send path checks here before a delivery is queued.
 
-Policy (422, no counters): the destination country must be allowed for the account, and
-premium-rate, shared-cost and UAN numbers are refused (SMS pumping targets them).
+Policy (422, no counters), whatever the account's allowed countries say: numbers of the
+non-geographic calling codes (region 001: +800 ... +979) are refused unless the operator allowed
+that calling code for the account, and premium-rate, shared-cost, UAN and personal numbers are
+refused (SMS pumping targets them); then the destination country must be allowed for the account.
 Limits (429 with Retry-After), counted in Redis in one atomic script: a cooldown per phone, SMS per
 phone per hour and per day, SMS per account per hour and per day, and a velocity check on how many
-distinct numbers under one prefix (all but the last 4 digits) got SMS within a window.
+distinct numbers under one prefix (all but the last 4 digits) got SMS within a window. A token's
+first accepted request is remembered by its `jti`: a replay of it counts nothing.
+
+Limits come in two layers. The operator's ceilings: the deployment defaults (settings), and per
+account what staff set in the admin (AccountCeilings), including the non-geographic calling codes an
+account may reach. The account's own choices (AccountOwnLimits, through the account API) may only
+tighten them; the guard applies the tighter of the two, so a choice stored before a ceiling was
+lowered cannot loosen it either.
 
 Counters never come from a COUNT over the deliveries table. If Redis is down the guard fails open
 (the SMS is sent) and logs a warning: losing login codes is worse than a short unguarded window.
@@ -13,21 +22,30 @@ Counters never come from a COUNT over the deliveries table. If Redis is down the
 import logging
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 
 import redis
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
-from accounts.models import Account, AccountLimits
+from accounts.models import LIMIT_NUMBER_FIELDS, Account, AccountCeilings, AccountOwnLimits
+from accounts.tokens import MAX_LIFETIME_SECONDS
 
-from .phones import PREMIUM_TYPES, Phone
+from .phones import PERSONAL_TYPES, PREMIUM_TYPES, Phone
 
 logger = logging.getLogger(__name__)
 
 LIMITS_CACHE_SECONDS = 10.0
 REDIS_RETRY_AFTER_FAILURE = 5.0  # seconds the guard skips Redis after an error (no timeout per request)
 PREFIX_KEEP_DIGITS = 4
+# How long a token's acceptance is remembered: a token is accepted from `iat` - leeway to `exp` +
+# leeway, at most MAX_LIFETIME_SECONDS apart, with a leeway of at most 120 s (accounts.tokens).
+JTI_TTL_SECONDS = MAX_LIFETIME_SECONDS + 2 * 120
+
+# Caps: lower is tighter, 0 = no limit. Durations: longer is tighter (a longer cooldown, a longer window
+# over which distinct numbers under a prefix are counted).
+CAP_FIELDS = ("phone_per_hour", "phone_per_day", "account_per_hour", "account_per_day", "prefix_distinct_max")
+DURATION_FIELDS = ("phone_cooldown_seconds", "prefix_window_seconds")
 
 
 @dataclass(frozen=True)
@@ -40,6 +58,8 @@ class Limits:
     prefix_distinct_max: int
     prefix_window_seconds: int
     allowed_countries: frozenset[str] | None  # None: any country
+    # Non-geographic calling codes (+882, ...) the operator allows for this account; only ever a ceiling.
+    allowed_calling_codes: frozenset[int] = frozenset()
 
 
 class GuardRefusal(Exception):
@@ -55,7 +75,10 @@ class GuardRefusal(Exception):
 
 _MESSAGES = {
     "country_not_allowed": _("SMS to this country are not allowed for this account."),
+    "non_geographic_number": _("SMS to non-geographic numbers (satellite and international services such as "
+                               "+870, +881, +882) are not allowed for this account."),
     "premium_number": _("SMS to premium-rate, shared-cost and UAN numbers are not allowed."),
+    "personal_number": _("SMS to personal (call-forwarding) numbers are not allowed."),
     "phone_cooldown": _("An SMS was just sent to this number. Try again in a few seconds."),
     "phone_hourly_cap": _("Too many SMS to this number this hour."),
     "phone_daily_cap": _("Too many SMS to this number today."),
@@ -66,14 +89,22 @@ _MESSAGES = {
 
 
 # --- limits -----------------------------------------------------------------------------------------
-def _countries(raw: str) -> frozenset[str] | None:
+def countries_parse(raw: str) -> frozenset[str] | None:
+    """"RU, kz;BY" -> {"RU", "KZ", "BY"}; "*" -> None (any country)."""
     raw = raw.strip()
     if raw == "*":
         return None
     return frozenset(code.strip().upper() for code in raw.replace(";", ",").split(",") if code.strip())
 
 
+def calling_codes_parse(raw: str) -> frozenset[int]:
+    """"+882, 883" -> {882, 883} (validated on input: accounts.forms)."""
+    codes = (code.strip().lstrip("+") for code in raw.replace(";", ",").split(","))
+    return frozenset(int(code) for code in codes if code.isascii() and code.isdigit())
+
+
 def default_limits(account: Account) -> Limits:
+    """The deployment's defaults (settings): the operator's ceilings where staff set nothing else."""
     countries = settings.SMSGATE_DEFAULT_COUNTRIES.get(account.domain, "*")
     return Limits(
         phone_cooldown_seconds=settings.SMSGATE_LIMIT_PHONE_COOLDOWN,
@@ -83,8 +114,72 @@ def default_limits(account: Account) -> Limits:
         account_per_day=settings.SMSGATE_LIMIT_ACCOUNT_DAY,
         prefix_distinct_max=settings.SMSGATE_LIMIT_PREFIX_DISTINCT,
         prefix_window_seconds=settings.SMSGATE_LIMIT_PREFIX_WINDOW,
-        allowed_countries=_countries(countries),
+        allowed_countries=countries_parse(countries),
     )
+
+
+def ceilings_for(account: Account) -> Limits:
+    """The operator's ceilings for the account: the defaults, with what staff set for it on top."""
+    limits = default_limits(account)
+    stored = AccountCeilings.objects.filter(account_id=account.pk).first()
+    if stored is None:
+        return limits
+    values = {name: getattr(stored, name) for name in LIMIT_NUMBER_FIELDS if getattr(stored, name) is not None}
+    if stored.allowed_countries.strip():
+        values["allowed_countries"] = countries_parse(stored.allowed_countries)
+    values["allowed_calling_codes"] = calling_codes_parse(stored.allowed_calling_codes)
+    return replace(limits, **values)
+
+
+def _tighter_cap(own: int | None, ceiling: int) -> int:
+    if own is None or own == 0:  # 0 (no limit) is never tighter; the API refuses it under a ceiling
+        return ceiling
+    return own if ceiling == 0 else min(own, ceiling)
+
+
+def limits_tighten(ceilings: Limits, own: AccountOwnLimits | None) -> Limits:
+    """What the guard applies: the account's own choice where it is tighter, else the ceiling."""
+    if own is None:
+        return ceilings
+    values = {name: _tighter_cap(getattr(own, name), getattr(ceilings, name)) for name in CAP_FIELDS}
+    for name in DURATION_FIELDS:
+        value = getattr(own, name)
+        values[name] = getattr(ceilings, name) if value is None else max(value, getattr(ceilings, name))
+    countries = ceilings.allowed_countries
+    if own.allowed_countries.strip():
+        chosen = countries_parse(own.allowed_countries)
+        if chosen is not None:
+            countries = chosen if countries is None else chosen & countries
+    return replace(ceilings, **values, allowed_countries=countries)
+
+
+def own_limits_errors(*, ceilings: Limits, values: dict) -> dict[str, list]:
+    """Field errors for the account's own choices that would loosen the operator's ceilings.
+
+    `values` as the account API validated them (None: back to the ceiling; countries a sorted list).
+    """
+    errors = {}
+    for name in CAP_FIELDS:
+        value, ceiling = values.get(name), getattr(ceilings, name)
+        if value is None or ceiling == 0:
+            continue
+        if value == 0:
+            errors[name] = [_("0 (no limit) is not allowed: the limit set for this account is %(ceiling)d.")
+                            % {"ceiling": ceiling}]
+        elif value > ceiling:
+            errors[name] = [_("At most %(ceiling)d: the limit set for this account.") % {"ceiling": ceiling}]
+    for name in DURATION_FIELDS:
+        value, ceiling = values.get(name), getattr(ceilings, name)
+        if value is not None and value < ceiling:
+            errors[name] = [_("At least %(ceiling)d seconds: the limit set for this account.") % {"ceiling": ceiling}]
+    codes = values.get("allowed_countries")
+    if codes and ceilings.allowed_countries is not None:
+        outside = [code for code in codes if code == "*" or code not in ceilings.allowed_countries]
+        if outside:
+            errors["allowed_countries"] = [
+                _("Only these countries are allowed for this account: %(allowed)s.")
+                % {"allowed": ", ".join(sorted(ceilings.allowed_countries)) or "—"}]
+    return errors
 
 
 _limits_cache: dict[int, tuple[float, Limits]] = {}
@@ -103,24 +198,13 @@ def forget_limits(account_id: int):
 
 
 def limits_for(account: Account) -> Limits:
-    """The account's limits: its overrides on top of the defaults (cached a few seconds)."""
+    """The limits the guard applies to the account now (cached a few seconds)."""
     now = time.monotonic()
     with _limits_lock:
         hit = _limits_cache.get(account.pk)
     if hit and hit[0] > now:
         return hit[1]
-    limits = default_limits(account)
-    override = AccountLimits.objects.filter(account_id=account.pk).first()
-    if override is not None:
-        values = {}
-        for f in fields(Limits):
-            value = getattr(override, f.name)
-            if f.name == "allowed_countries":
-                if value.strip():
-                    values[f.name] = _countries(value)
-            elif value is not None:
-                values[f.name] = value
-        limits = Limits(**{**limits.__dict__, **values})
+    limits = limits_tighten(ceilings_for(account), AccountOwnLimits.objects.filter(account_id=account.pk).first())
     with _limits_lock:
         if len(_limits_cache) > 10_000:
             _limits_cache.clear()
@@ -129,11 +213,18 @@ def limits_for(account: Account) -> Limits:
 
 
 # --- counters ---------------------------------------------------------------------------------------------
-# KEYS: cooldown, phone-hour, phone-day, account-hour, account-day, prefix-set
+# KEYS: cooldown, phone-hour, phone-day, account-hour, account-day, prefix-set, jti
 # ARGV: cooldown_ms, phone_hour_max, phone_day_max, account_hour_max, account_day_max, phone, prefix_max,
-#       prefix_window_ms
+#       prefix_window_ms, jti_ttl_ms (0: the request has no token id)
 # All checks first, then all increments: a refused request counts nothing. Windows start at the first SMS.
+# A token id that was accepted before gets 'ok' again and counts nothing (amoCRM retrying, or a replay: the
+# unique (account, jti) of the deliveries table then answers with the first delivery). Only acceptance is
+# remembered: a refusal counted nothing, so the same token asked again is simply checked again.
 _SCRIPT = """
+local jti_ttl = tonumber(ARGV[9])
+if jti_ttl > 0 and redis.call('EXISTS', KEYS[7]) == 1 then
+  return {'ok', 0}
+end
 local function over(key, max)
   max = tonumber(max)
   if max <= 0 then return false end
@@ -162,21 +253,22 @@ if prefix_max > 0 then
     redis.call('PEXPIRE', KEYS[6], ARGV[8])
   end
 end
+if jti_ttl > 0 then redis.call('SET', KEYS[7], '1', 'PX', jti_ttl) end
 return {'ok', 0}
 """
 
 
-def _keys(account_id: int, e164: str) -> list[str]:
+def _keys(account_id: int, e164: str, jti: str | None) -> list[str]:
     prefix = e164[:-PREFIX_KEEP_DIGITS]
     base = f"sg:guard:{account_id}"
     return [f"{base}:cool:{e164}", f"{base}:ph:{e164}", f"{base}:pd:{e164}", f"{base}:ah", f"{base}:ad",
-            f"{base}:pfx:{prefix}"]
+            f"{base}:pfx:{prefix}", f"{base}:jti:{jti or ''}"]
 
 
-def _args(limits: Limits, e164: str) -> list:
+def _args(limits: Limits, e164: str, jti: str | None) -> list:
     return [limits.phone_cooldown_seconds * 1000, limits.phone_per_hour, limits.phone_per_day,
             limits.account_per_hour, limits.account_per_day, e164, limits.prefix_distinct_max,
-            max(limits.prefix_window_seconds, 1) * 1000]
+            max(limits.prefix_window_seconds, 1) * 1000, JTI_TTL_SECONDS * 1000 if jti else 0]
 
 
 class RedisCounters:
@@ -186,11 +278,12 @@ class RedisCounters:
         self._script = self._client.register_script(_SCRIPT)
         self._skip_until = 0.0
 
-    def check_and_count(self, account_id: int, e164: str, limits: Limits) -> tuple[str, int]:
+    def check_and_count(self, account_id: int, e164: str, limits: Limits, *, jti: str | None = None
+                        ) -> tuple[str, int]:
         if time.monotonic() < self._skip_until:
             return "ok", 0
         try:
-            reason, pttl = self._script(keys=_keys(account_id, e164), args=_args(limits, e164))
+            reason, pttl = self._script(keys=_keys(account_id, e164, jti), args=_args(limits, e164, jti))
         except redis.RedisError as exc:
             self._skip_until = time.monotonic() + REDIS_RETRY_AFTER_FAILURE
             logger.warning("abuse guard: Redis unavailable (%s); allowing SMS unguarded for %.0f s",
@@ -213,10 +306,13 @@ class LocalCounters:
         self._values.pop(key, None)
         return None
 
-    def check_and_count(self, account_id: int, e164: str, limits: Limits) -> tuple[str, int]:
-        cool, ph, pd, ah, ad, pfx = _keys(account_id, e164)
+    def check_and_count(self, account_id: int, e164: str, limits: Limits, *, jti: str | None = None
+                        ) -> tuple[str, int]:
+        cool, ph, pd, ah, ad, pfx, seen = _keys(account_id, e164, jti)
         now = time.monotonic()
         with self._lock:
+            if jti and self._get(seen, now):
+                return "ok", 0
             if limits.phone_cooldown_seconds > 0 and (hit := self._get(cool, now)):
                 return "phone_cooldown", int((hit[0] - now) * 1000)
             for key, cap, reason in ((ph, limits.phone_per_hour, "phone_hourly_cap"),
@@ -239,6 +335,8 @@ class LocalCounters:
                 numbers = numbers or (now + max(limits.prefix_window_seconds, 1), set())
                 numbers[1].add(e164)
                 self._values[pfx] = numbers
+            if jti:
+                self._values[seen] = (now + JTI_TTL_SECONDS, 1)
         return "ok", 0
 
 
@@ -260,14 +358,37 @@ def counters():
 
 
 # --- the check -------------------------------------------------------------------------------------------
-def guard_check(*, account: Account, phone: Phone) -> None:
-    """Raise GuardRefusal if this SMS must not be sent; otherwise count it."""
-    limits = limits_for(account)
+def _policy(reason: str) -> GuardRefusal:
+    return GuardRefusal(reason, _MESSAGES[reason], http_status=422)
+
+
+def policy_refusal(*, phone: Phone, limits: Limits) -> GuardRefusal | None:
+    """Why policy refuses any SMS to this number for these limits, or None. Counts nothing."""
+    if phone.non_geographic and phone.country_code not in limits.allowed_calling_codes:
+        return _policy("non_geographic_number")
     if phone.number_type in PREMIUM_TYPES:
-        raise GuardRefusal("premium_number", _MESSAGES["premium_number"], http_status=422)
-    if limits.allowed_countries is not None and phone.region not in limits.allowed_countries:
-        raise GuardRefusal("country_not_allowed", _MESSAGES["country_not_allowed"], http_status=422)
-    reason, pttl = counters().check_and_count(account.pk, phone.e164, limits)
+        return _policy("premium_number")
+    if phone.number_type in PERSONAL_TYPES:
+        return _policy("personal_number")
+    # A non-geographic number the operator allowed belongs to no country of the allowlist.
+    if not phone.non_geographic and limits.allowed_countries is not None \
+            and phone.region not in limits.allowed_countries:
+        return _policy("country_not_allowed")
+    return None
+
+
+def guard_policy_refusal(*, account: Account, phone: Phone) -> GuardRefusal | None:
+    """The policy half of the guard alone (e.g. before staff send a stored delivery again)."""
+    return policy_refusal(phone=phone, limits=limits_for(account))
+
+
+def guard_check(*, account: Account, phone: Phone, jti: str | None = None) -> None:
+    """Raise GuardRefusal if this SMS must not be sent; otherwise count it (once per token id)."""
+    limits = limits_for(account)
+    refusal = policy_refusal(phone=phone, limits=limits)
+    if refusal is not None:
+        raise refusal
+    reason, pttl = counters().check_and_count(account.pk, phone.e164, limits, jti=jti)
     if reason != "ok":
         retry_after = max(1, -(-pttl // 1000)) if pttl > 0 else 1
         raise GuardRefusal(reason, _MESSAGES[reason], http_status=429, retry_after=retry_after)

@@ -18,7 +18,7 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Account, ProviderRoute
 from accounts.selectors import account_by_pk, account_has_active_route, forget_account, routes_active
-from smsgate.celery import QUEUE_BULK, QUEUE_SYSTEM
+from smsgate.celery import QUEUE_BULK, QUEUE_SYSTEM, queue_name
 
 from .models import (
     FINAL_STATUSES,
@@ -32,9 +32,8 @@ from .models import (
     UnmatchedReport,
 )
 from . import metrics, stats
-from .guard import GuardRefusal, guard_check
+from .guard import GuardRefusal, guard_check, guard_policy_refusal
 from .phones import Phone, PhoneError, phone_mask, phone_parse
-from .publisher import redis_publisher
 from .providers import provider_class
 from .providers.http import default_client
 from .providers.base import (
@@ -189,7 +188,7 @@ def delivery_create(
     e164 = recipient.e164
     segments = segment_info(text)
     try:
-        guard_check(account=account, phone=recipient)
+        guard_check(account=account, phone=recipient, jti=jti)
     except GuardRefusal as refusal:
         existing = Delivery.objects.filter(account=account, jti=jti).first() if jti is not None else None
         if existing is not None:  # amoCRM repeating an accepted request: same answer, no second SMS
@@ -263,7 +262,7 @@ def delivery_create_test(*, account: Account, phone, route: ProviderRoute | None
 
 
 def queue_for_kind(kind: str) -> str:
-    return QUEUE_BULK if kind == DeliveryKind.BULK else QUEUE_SYSTEM
+    return queue_name(QUEUE_BULK if kind == DeliveryKind.BULK else QUEUE_SYSTEM)
 
 
 # After a failed publish, skip the broker for a few seconds: answers stay fast during an outage.
@@ -278,11 +277,7 @@ def task_publish(task_name: str, args: list, *, queue: str, countdown: float | N
     if time.monotonic() < _broker_skip_until:
         return False
     try:
-        publisher = redis_publisher(current_app, task_name) if not countdown else None
-        if publisher is not None:  # one LPUSH of the same message (deliveries/publisher.py)
-            publisher.publish(args, queue)
-        else:
-            current_app.send_task(task_name, args=args, queue=queue, countdown=countdown)
+        current_app.send_task(task_name, args=args, queue=queue, countdown=countdown)
         return True
     except Exception as exc:  # kombu and redis-py raise many types for a broker that is down
         _broker_skip_until = time.monotonic() + BROKER_RETRY_AFTER_FAILURE
@@ -836,27 +831,21 @@ def _on_provider_error(delivery, choice, attempt, exc: ProviderError, latency, *
 
 def _on_ambiguous(delivery, choice, attempt, exc, latency, raw, error) -> SendOutcome:
     """No complete answer: the SMS may be on its way. Never resend blindly: ask the provider where it
-    can tell (SMSC, by our own id); otherwise a login code may be retried once inside its validity
-    window (a second code is better than none), and anything else ends `unknown`."""
+    can tell (SMSC by our own id, Twilio by listing the number's messages); otherwise a login code
+    may be retried once inside its validity window (a second code is better than none), and
+    anything else ends `unknown`."""
     provider = build_provider(choice)
-    if provider.supports_reconcile:
-        try:
-            found = provider.reconcile(reference=str(delivery.pk), phone=delivery.phone)
-        except ProviderError:
-            found = None
-            reconciled = False
-        else:
-            reconciled = True
-        if found is not None:
-            _close_attempt(attempt, AttemptOutcome.SENT, latency, message_id=found.provider_message_id, raw=raw,
-                           error_class=error["error_class"], code=error["code"], text="reconciled after no answer")
-            _route_healthy(choice)
-            _record_sent(delivery, choice, found)
-            logger.info("no answer, but the provider has the message", extra={"delivery_id": str(delivery.pk)})
-            return SendOutcome(DeliveryStatus.SENT, kind=delivery.kind)
-        if reconciled:  # the provider has no such message: the request never arrived, safe to resend
-            _close_attempt(attempt, AttemptOutcome.RETRY, latency, raw=raw, **error)
-            return _schedule_retry(delivery, exc, error)
+    reconciled, found = provider_has_message(provider, delivery, since=attempt.started_at)
+    if found is not None:
+        _close_attempt(attempt, AttemptOutcome.SENT, latency, message_id=found.provider_message_id, raw=raw,
+                       error_class=error["error_class"], code=error["code"], text="reconciled after no answer")
+        _route_healthy(choice)
+        _record_sent(delivery, choice, found)
+        logger.info("no answer, but the provider has the message", extra={"delivery_id": str(delivery.pk)})
+        return SendOutcome(DeliveryStatus.SENT, kind=delivery.kind)
+    if reconciled:  # the provider has no such message: the request never arrived, safe to resend
+        _close_attempt(attempt, AttemptOutcome.RETRY, latency, raw=raw, **error)
+        return _schedule_retry(delivery, exc, error)
     _close_attempt(attempt, AttemptOutcome.AMBIGUOUS, latency, raw=raw, **error)
     if _ambiguous_may_retry(delivery):
         return _schedule_retry(delivery, exc, error)
@@ -871,10 +860,32 @@ def _on_ambiguous(delivery, choice, attempt, exc, latency, raw, error) -> SendOu
     return SendOutcome(outcome, kind=delivery.kind)
 
 
+def provider_has_message(provider: Provider, delivery: Delivery, *, since) -> tuple[bool, SendResult | None]:
+    """Ask the provider whether it took this delivery's message in an attempt started at `since`:
+    (whether it could tell, the message if it has it). A network call: never inside a transaction."""
+    if not provider.supports_reconcile:
+        return False, None
+    try:
+        return True, provider.reconcile(reference=str(delivery.pk), phone=delivery.phone, text=delivery.text,
+                                        since=since)
+    except (ProviderError, NotImplementedError) as exc:
+        logger.warning("the provider could not tell whether it has the message",
+                       extra={"delivery_id": str(delivery.pk), "provider": provider.slug,
+                              "error_class": str(getattr(exc, "error_class", "unsupported"))})
+        return False, None
+
+
 def _ambiguous_may_retry(delivery: Delivery) -> bool:
     """A login code (or a test SMS) may be sent once more after one ambiguous attempt."""
     ambiguous = Attempt.objects.filter(delivery=delivery, outcome=AttemptOutcome.AMBIGUOUS).count()
     return delivery.kind in (DeliveryKind.SYSTEM, DeliveryKind.TEST) and ambiguous <= 1
+
+
+# Retries wait in the broker for at most this long (Celery holds the message unacknowledged until
+# it is due, and RabbitMQ closes a channel holding one past its consumer timeout, 30 minutes by
+# default). A later retry (a provider's long Retry-After) is left to the sweeper, which queues it
+# when it is due.
+BROKER_COUNTDOWN_MAX_SECONDS = 60.0
 
 
 def _schedule_retry(delivery: Delivery, exc: ProviderTemporaryError, error: dict) -> SendOutcome:
@@ -882,14 +893,15 @@ def _schedule_retry(delivery: Delivery, exc: ProviderTemporaryError, error: dict
     now = timezone.now()
     if now + timedelta(seconds=delay) >= delivery.valid_until:
         return SendOutcome(_finish(delivery, DeliveryStatus.FAILED, **error), kind=delivery.kind)
+    in_broker = delay <= BROKER_COUNTDOWN_MAX_SECONDS
     Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(
         status=DeliveryStatus.PENDING, next_attempt_at=now + timedelta(seconds=delay), updated_at=now,
-        enqueued_at=now, claimed_at=None,
+        enqueued_at=now if in_broker else None, claimed_at=None,
         error_class=error["error_class"], error_code=error["code"][:50], error_text=error["text"][:300],
     )
     stats.delivery_recount(delivery_id=delivery.pk)
     logger.info("delivery will retry in %.1f s", delay, extra={"delivery_id": str(delivery.pk)})
-    return SendOutcome(DeliveryStatus.PENDING, retry_in=delay, kind=delivery.kind)
+    return SendOutcome(DeliveryStatus.PENDING, retry_in=delay if in_broker else None, kind=delivery.kind)
 
 
 def _route_failed(choice: RouteChoice, exc: ProviderError):
@@ -1005,10 +1017,11 @@ def delivery_sweep(*, batch: int = 500) -> SweepResult:
 
 def _resolve_stale_claim(delivery: Delivery) -> int:
     """A worker claimed this delivery and died. What its last attempt shows decides:
-    the provider accepted it → `sent`; a call was in flight → ambiguous (a login code gets its one
-    retry, otherwise `unknown`); no call was made → back to `pending`, safe to send."""
+    the provider accepted it → `sent`; a call was in flight → ask the provider where it can tell
+    (it has the message → `sent`; it has none → safe to send again), else ambiguous (a login code
+    gets its one retry, otherwise `unknown`); no call was made → back to `pending`, safe to send."""
     claim = Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING, claimed_at=delivery.claimed_at)
-    last = delivery.attempts.order_by("-started_at", "-id").first()
+    last = delivery.attempts.select_related("route").order_by("-started_at", "-id").first()
     now = timezone.now()
     if last is not None and last.outcome == AttemptOutcome.SENT:
         if not claim.exists():
@@ -1017,26 +1030,75 @@ def _resolve_stale_claim(delivery: Delivery) -> int:
                      SendResult(provider_message_id=last.provider_message_id))
         return 1
     if last is not None and last.outcome == AttemptOutcome.IN_FLIGHT:
-        Attempt.objects.filter(pk=last.pk, outcome=AttemptOutcome.IN_FLIGHT).update(
-            outcome=AttemptOutcome.AMBIGUOUS, finished_at=now, error_class="worker_lost",
-            error_text="the worker died during the provider call")
-        if not _ambiguous_may_retry(delivery):
-            reconcilable = provider_class(last.provider).supports_reconcile
-            moved = claim.update(
-                status=DeliveryStatus.UNKNOWN, updated_at=now, error_class="worker_lost", route=last.route_id,
-                provider=last.provider, error_text="the worker died during the provider call; the SMS may have been sent",
-                # The poller can still ask a provider that looks messages up by our id.
-                next_poll_at=now + timedelta(seconds=settings.SMSGATE_POLL_INTERVAL) if reconcilable else None)
-            if moved:
-                metrics.delivery_status(DeliveryStatus.UNKNOWN, last.provider)
-                stats.delivery_recount(delivery_id=delivery.pk)
-            return moved
+        choice = _poll_choice(last.route, last.provider)
+        asked, found = provider_has_message(build_provider(choice), delivery, since=last.started_at) \
+            if choice is not None else (False, None)
+        in_flight = Attempt.objects.filter(pk=last.pk, outcome=AttemptOutcome.IN_FLIGHT)
+        if found is not None:
+            if not claim.exists():
+                return 0
+            in_flight.update(outcome=AttemptOutcome.SENT, finished_at=now, error_class="worker_lost",
+                             provider_message_id=found.provider_message_id[:100],
+                             error_text="the worker died during the call; the provider has the message")
+            _record_sent(delivery, choice, found)
+            logger.info("a dead worker's call reached the provider", extra={"delivery_id": str(delivery.pk)})
+            return 1
+        if asked:  # the provider never got it: sending it again cannot double it
+            in_flight.update(outcome=AttemptOutcome.RETRY, finished_at=now, error_class="worker_lost",
+                             error_text="the worker died before the provider got the message")
+        else:
+            in_flight.update(outcome=AttemptOutcome.AMBIGUOUS, finished_at=now, error_class="worker_lost",
+                             error_text="the worker died during the provider call")
+            if not _ambiguous_may_retry(delivery):
+                reconcilable = provider_class(last.provider).supports_reconcile
+                moved = claim.update(
+                    status=DeliveryStatus.UNKNOWN, updated_at=now, error_class="worker_lost", route=last.route_id,
+                    provider=last.provider,
+                    error_text="the worker died during the provider call; the SMS may have been sent",
+                    # The poller can still ask a provider that looks messages up.
+                    next_poll_at=now + timedelta(seconds=settings.SMSGATE_POLL_INTERVAL) if reconcilable else None)
+                if moved:
+                    metrics.delivery_status(DeliveryStatus.UNKNOWN, last.provider)
+                    stats.delivery_recount(delivery_id=delivery.pk)
+                return moved
     moved = claim.update(status=DeliveryStatus.PENDING, claimed_at=None, next_attempt_at=None, enqueued_at=now,
                          updated_at=now)
     if moved:
         stats.delivery_recount(delivery_id=delivery.pk)
         delivery_enqueue(delivery_id=delivery.pk, kind=delivery.kind)
     return moved
+
+
+CLAIM_CHECK_TASK = "deliveries.claim_check"
+
+
+def redelivered_claim_seconds() -> float:
+    """How old a claim can get while the worker that holds it is alive: the provider call's connect
+    and read timeouts, and a margin to record its answer."""
+    read = settings.SMSGATE_PROVIDER_TIMEOUT
+    return min(3.0, read) + read + 2.0
+
+
+def deliveries_claim_check(*, delivery_ids) -> int:
+    """RabbitMQ redelivered a message whose deliveries may still be `sending`: the worker that
+    claimed them lost its broker connection, almost always because it died (a live worker that only
+    lost the connection finishes its calls within `redelivered_claim_seconds`). Each such claim is
+    resolved as the sweeper resolves a stale one as soon as it is older than that, instead of after
+    SMSGATE_STALE_CLAIM_SECONDS and the next sweep; a younger one is checked again when it is due.
+    Returns how many were resolved now."""
+    resolved = 0
+    limit = redelivered_claim_seconds()
+    for delivery in Delivery.objects.filter(pk__in=list(delivery_ids), status=DeliveryStatus.SENDING,
+                                            claimed_at__isnull=False):
+        age = (timezone.now() - delivery.claimed_at).total_seconds()
+        if age >= limit:
+            resolved += _resolve_stale_claim(delivery)
+        else:
+            task_publish(CLAIM_CHECK_TASK, [[str(delivery.pk)]], queue=queue_for_kind(delivery.kind),
+                         countdown=limit - age + 0.2, log_extra={"delivery_id": str(delivery.pk)})
+    return resolved
+
+
 # --- delivery reports: webhooks, polling, reconciliation, the report horizon -----------------------------
 POLL_TASK = "deliveries.poll_statuses"
 POLLABLE_STATUSES = (DeliveryStatus.SENT, DeliveryStatus.UNKNOWN)
@@ -1273,9 +1335,12 @@ def _poll_messages(provider: Provider, deliveries: list[Delivery], result: PollR
 
 
 def _reconcile_unknown(provider: Provider, delivery: Delivery, result: PollResult):
-    """An `unknown` delivery (no answer when it was sent) at a provider that can look it up by our id."""
+    """An `unknown` delivery (no answer when it was sent) at a provider that can look it up."""
+    full = Delivery.objects.only("pk", "phone", "text", "created_at").get(pk=delivery.pk)
+    since = (Attempt.objects.filter(delivery_id=delivery.pk).order_by("-started_at")
+             .values_list("started_at", flat=True).first()) or full.created_at
     try:
-        found = provider.reconcile(reference=str(delivery.pk), phone=delivery.phone)
+        found = provider.reconcile(reference=str(delivery.pk), phone=full.phone, text=full.text, since=since)
     except (ProviderError, NotImplementedError):
         result.errors += 1
         return
@@ -1388,10 +1453,24 @@ def delivery_retry_refusal(*, delivery: Delivery, now=None):
         return _("This SMS is more than a day old and can no longer be retried.")
     if not delivery.account.is_active:
         return _("The account is disabled.")
+    policy = _policy_refusal_now(delivery)
+    if policy is not None:
+        return policy
     if not _route_candidates(delivery):
         return _("No route is left to try: every route of the account failed on this delivery or is broken or "
                  "inactive. Fix the route, then send a test SMS.")
     return None
+
+
+def _policy_refusal_now(delivery: Delivery):
+    """Why the abuse policy would refuse this stored number today (e.g. a pumping range closed since
+    it was accepted), or None. A retry skips the limits (staff chose to send once more), not the policy."""
+    try:
+        phone = phone_parse(delivery.phone)
+    except PhoneError:
+        return None  # a hashed or redacted phone: nothing left to send to, the route check decides
+    refusal = guard_policy_refusal(account=delivery.account, phone=phone)
+    return refusal.message if refusal is not None else None
 
 
 def delivery_cancel(*, delivery: Delivery, by: str = "") -> Delivery:

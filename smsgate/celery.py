@@ -1,13 +1,19 @@
-"""The Celery app `smsgate`: `celery -A smsgate worker -Q sms-system,sms-bulk`."""
+"""The Celery app `smsgate`: `celery -A smsgate worker --queues sms-system,maintenance`.
+
+The production broker is RabbitMQ (`amqp://`): when a worker dies, RabbitMQ hands every message it
+had taken but not acknowledged to another consumer at once (Redis would wait for a visibility
+timeout longer than any countdown). Tasks are acknowledged after they ran (`acks_late`), so a
+killed worker's login codes are redelivered within seconds; the conditional claim in the send path
+keeps a redelivered message from sending twice, and a redelivered message whose delivery a dead
+worker was sending resolves that claim (deliveries.services.recovery).
+"""
 
 import os
 
-import redis
 from celery import Celery
 from celery.signals import task_postrun, task_prerun
 from django.db import close_old_connections
 from kombu import Queue
-from kombu.transport import redis as kombu_redis
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "smsgate.settings")
 
@@ -17,10 +23,19 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 QUEUE_SYSTEM = "sms-system"  # login codes: never behind a bulk backlog
 QUEUE_BULK = "sms-bulk"
 QUEUE_MAINTENANCE = "maintenance"
+# Test runs that share one broker keep their queues apart with a prefix (tests/e2e/stack.py); read
+# from the environment here because the queues are declared before Django's settings are loaded.
+QUEUE_PREFIX = os.environ.get("SMSGATE_QUEUE_PREFIX", "")
+
+
+def queue_name(base: str) -> str:
+    """The broker's name of one of our queues."""
+    return QUEUE_PREFIX + base
+
 
 app.conf.update(
-    task_queues=[Queue(QUEUE_SYSTEM), Queue(QUEUE_BULK), Queue(QUEUE_MAINTENANCE)],
-    task_default_queue=QUEUE_MAINTENANCE,
+    task_queues=[Queue(queue_name(name)) for name in (QUEUE_SYSTEM, QUEUE_BULK, QUEUE_MAINTENANCE)],
+    task_default_queue=queue_name(QUEUE_MAINTENANCE),
     # State lives in PostgreSQL, not in Celery results.
     task_ignore_result=True,
     # A task is acknowledged after it ran, so a killed worker's task is redelivered;
@@ -35,6 +50,9 @@ app.conf.update(
     broker_connection_timeout=2,
     task_publish_retry=True,
     task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2},
+    # A worker that loses its broker connection keeps running the tasks it has (threads cannot be
+    # stopped); their messages are redelivered, and the claim keeps a second worker off them.
+    worker_cancel_long_running_tasks_on_connection_loss=False,
     worker_hijack_root_logger=False,
     timezone="UTC",
     # Celery's Django fixup otherwise closes the task thread's database connection before and
@@ -55,21 +73,3 @@ def _reuse_connections(sender=None, **kwargs):
     Eager tasks (tests) run inside the caller's transaction: left alone, as Celery's fixup does."""
     if not getattr(getattr(sender, "request", None), "is_eager", False):
         close_old_connections()
-
-
-def _connection_error_when_closed(connparams):
-    """Celery 5.7 + kombu 5.7 on Redis: when the broker goes away the consumer closes the broken
-    connection while tasks still run; their acks, and the close itself, then reach a channel whose
-    connection is gone and fail with AttributeError, which kills the worker (tests/faults, Redis
-    stopped). Raising a connection error instead lets Celery log it and reconnect as it does for any
-    lost connection; an unacknowledged message is redelivered and the claim keeps it from sending twice."""
-
-    def patched(self, *args, **kwargs):
-        if self.connection.client is None:
-            raise redis.exceptions.ConnectionError("the broker connection was closed")
-        return connparams(self, *args, **kwargs)
-
-    return patched
-
-
-kombu_redis.Channel._connparams = _connection_error_when_closed(kombu_redis.Channel._connparams)

@@ -170,6 +170,9 @@ SMSGATE_MAX_BODY_BYTES = env.int("SMSGATE_MAX_BODY_BYTES", default=256 * 1024)
 # --- Celery ---------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or "filesystem://"  # empty means the default
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
+# Tests that share a broker keep their queues apart (smsgate/celery.py reads the same variable).
+SMSGATE_QUEUE_PREFIX = env.str("SMSGATE_QUEUE_PREFIX", default="")
+MAINTENANCE_QUEUE = SMSGATE_QUEUE_PREFIX + "maintenance"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "celery"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -181,15 +184,18 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
     for _folder in ("queue", "control"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
-elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+elif CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        # Longer than the longest retry countdown, so scheduled retries are not redelivered early.
-        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
-        "socket_connect_timeout": 2,
-        "socket_timeout": 5,
+        # RabbitMQ confirms each published task before `send_task` returns, so an SMS answered 200 is
+        # in a durable queue (or, if the broker refused it, left to the sweeper: never lost).
+        "confirm_publish": True,
     }
-    if env.str("CELERY_BROKER_KEY_PREFIX", default=""):
-        CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = env.str("CELERY_BROKER_KEY_PREFIX")
+if not DEV_DEFAULTS and not CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://")):
+    # RabbitMQ is the production broker (README "How a delivery is sent"): it redelivers a dead
+    # worker's messages at once. Redis holds them until a visibility timeout longer than any
+    # countdown (a killed worker's login codes would go out minutes late); the embedded
+    # filesystem:// broker is one host's and loses a killed worker's message.
+    raise ImproperlyConfigured("CELERY_BROKER_URL must be an amqp:// URL (RabbitMQ) when DEBUG is off.")
 
 # --- smsgate --------------------------------------------------------------------------------------
 # Fernet keys, comma-separated; the first encrypts, all decrypt (rotation).
@@ -264,15 +270,15 @@ CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})
 CELERY_BEAT_SCHEDULE["accounts.amo_tokens_refresh"] = {
     "task": "accounts.amo_tokens_refresh",
     "schedule": AMO_TOKEN_REFRESH_EVERY,
-    "options": {"queue": "maintenance", "expires": AMO_TOKEN_REFRESH_EVERY},
+    "options": {"queue": MAINTENANCE_QUEUE, "expires": AMO_TOKEN_REFRESH_EVERY},
 }
 
 # --- Abuse guard, recovery, retention, health (deliveries.guard, sweeper, retention) ---------------
-# Redis for the guard's counters; default: the broker's Redis. Empty (no Redis): per-process counters.
-SMSGATE_REDIS_URL = env.str(
-    "SMSGATE_REDIS_URL",
-    default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "",
-)
+# Redis for the guard's counters (and, from the amoCRM work on, other shared counters and caches).
+# Empty: per-process counters, for development only: with several processes each would count alone.
+SMSGATE_REDIS_URL = env.str("SMSGATE_REDIS_URL", default="")
+if not SMSGATE_REDIS_URL and not DEV_DEFAULTS:
+    raise ImproperlyConfigured("SMSGATE_REDIS_URL must be set when DEBUG is off (the abuse guard's counters).")
 SMSGATE_LIMIT_PHONE_COOLDOWN = env.int("SMSGATE_LIMIT_PHONE_COOLDOWN", default=30)  # seconds
 SMSGATE_LIMIT_PHONE_HOUR = env.int("SMSGATE_LIMIT_PHONE_HOUR", default=5)
 SMSGATE_LIMIT_PHONE_DAY = env.int("SMSGATE_LIMIT_PHONE_DAY", default=10)
@@ -304,9 +310,6 @@ SMSGATE_HASH_PHONE_DAYS = env.int("SMSGATE_HASH_PHONE_DAYS", default=0)
 # Retry-After at once, before any work: amoCRM (~2 s budget) has likely given up on it, and an SMS
 # recorded for a sender that is gone would only be late. 0 turns it off.
 SMSGATE_WEB_MAX_QUEUE_WAIT = env.float("SMSGATE_WEB_MAX_QUEUE_WAIT", default=2.0)
-# On a Redis broker the send task is written with one LPUSH of Celery's own message format
-# (deliveries/publisher.py), a fifth of the web tier's CPU per SMS less; off: Celery's send_task.
-SMSGATE_DIRECT_PUBLISH = env.bool("SMSGATE_DIRECT_PUBLISH", default=True)
 # PostgreSQL: statements run on every status change are PREPAREd once per connection (the counter
 # recount: ~0.7 ms of planning each time otherwise). Off behind a pooler that does not keep a
 # session per client (PgBouncer in transaction mode).
@@ -319,9 +322,9 @@ CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})
 CELERY_BEAT_SCHEDULE.update({
     # Re-enqueue what the broker lost, resolve dead workers' claims, expire missed deadlines.
     "deliveries-sweep": {"task": "deliveries.sweep", "schedule": SMSGATE_SWEEP_INTERVAL,
-                         "options": {"queue": "maintenance", "expires": 60}},
+                         "options": {"queue": MAINTENANCE_QUEUE, "expires": 60}},
     "deliveries-retention": {"task": "deliveries.retention", "schedule": 3600.0,
-                             "options": {"queue": "maintenance", "expires": 3600}},
+                             "options": {"queue": MAINTENANCE_QUEUE, "expires": 3600}},
 })
 # --- Delivery reports: polling and the report horizon (issue 3) ---------------------------------------
 # Seconds between runs of the status poller (Celery beat), and the first and base interval of a
@@ -339,7 +342,7 @@ CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})
 # Delivery reports for providers without callbacks (and a fallback for the rest); the report horizon.
 CELERY_BEAT_SCHEDULE["deliveries-poll-statuses"] = {
     "task": "deliveries.poll_statuses", "schedule": float(SMSGATE_POLL_INTERVAL),
-    "options": {"queue": "maintenance", "expires": float(SMSGATE_POLL_INTERVAL)},
+    "options": {"queue": MAINTENANCE_QUEUE, "expires": float(SMSGATE_POLL_INTERVAL)},
 }
 
 # --- Logging: ids in `extra`, never tokens, secrets or full texts; callback tokens masked -------------

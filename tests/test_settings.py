@@ -16,11 +16,17 @@ print(json.dumps({"engine": settings.DATABASES["default"]["ENGINE"], "broker": s
 """
 
 
-def settings_in_a_fresh_process(**environment) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "PYTEST_VERSION")}
-    env.update(DJANGO_SETTINGS_MODULE="smsgate.settings", SMSGATE_ENV_FILE="", DEBUG="1", **environment)
-    done = subprocess.run([sys.executable, "-c", PRINT_SETTINGS], cwd=ROOT, env=env, capture_output=True, text=True,
+def run_settings(**environment) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "SMSGATE_REDIS_URL", "PYTEST_VERSION")}
+    env.update(DJANGO_SETTINGS_MODULE="smsgate.settings", SMSGATE_ENV_FILE="", DEBUG="1")
+    env.update(environment)
+    return subprocess.run([sys.executable, "-c", PRINT_SETTINGS], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=60)
+
+
+def settings_in_a_fresh_process(**environment) -> dict:
+    done = run_settings(**environment)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -33,5 +39,27 @@ def test_empty_service_urls_mean_the_embedded_defaults():
 
 def test_service_urls_are_taken_as_given():
     assert settings_in_a_fresh_process(DATABASE_URL="postgres://u@127.0.0.1:5432/x",
-                                       CELERY_BROKER_URL="redis://127.0.0.1:6379/3") == {
-        "engine": "django.db.backends.postgresql", "broker": "redis://127.0.0.1:6379/3"}
+                                       CELERY_BROKER_URL="amqp://guest:guest@127.0.0.1:5672//") == {
+        "engine": "django.db.backends.postgresql", "broker": "amqp://guest:guest@127.0.0.1:5672//"}
+
+
+PRODUCTION = {"DEBUG": "0", "SECRET_KEY": "s" * 50, "SMSGATE_ENCRYPTION_KEYS": "k" * 43 + "=",
+              "DATABASE_URL": "postgres://u@127.0.0.1:5432/x"}
+
+
+def test_production_runs_on_rabbitmq_with_the_guard_in_redis():
+    assert settings_in_a_fresh_process(**PRODUCTION, CELERY_BROKER_URL="amqp://u:p@mq:5672/smsgate",
+                                       SMSGATE_REDIS_URL="redis://cache:6379/0")["broker"] == "amqp://u:p@mq:5672/smsgate"
+
+
+def test_production_refuses_a_broker_that_holds_a_dead_workers_messages():
+    # Redis redelivers a killed worker's login codes only after a visibility timeout (minutes).
+    done = run_settings(**PRODUCTION, CELERY_BROKER_URL="redis://cache:6379/0", SMSGATE_REDIS_URL="redis://cache:6379/0")
+    assert done.returncode != 0 and "must be an amqp:// URL (RabbitMQ)" in done.stderr
+    done = run_settings(**PRODUCTION, CELERY_BROKER_URL="", SMSGATE_REDIS_URL="redis://cache:6379/0")
+    assert done.returncode != 0 and "amqp://" in done.stderr  # the embedded broker is for development
+
+
+def test_production_needs_shared_guard_counters():
+    done = run_settings(**PRODUCTION, CELERY_BROKER_URL="amqp://u:p@mq:5672/smsgate")
+    assert done.returncode != 0 and "SMSGATE_REDIS_URL must be set" in done.stderr

@@ -258,9 +258,12 @@ class Provider(ABC):
         """Poll for at most `poll_batch_size` messages. Providers that need more than the id override it."""
         return self.fetch_statuses([query.provider_message_id for query in queries])
 
-    def reconcile(self, *, reference: str, phone: str) -> SendResult | None:
-        """After an ambiguous timeout: the message if the provider has it (looked up by our own
-        reference), None if it never arrived. Raises ProviderError when it cannot tell."""
+    def reconcile(self, *, reference: str, phone: str, text: str = "", since: datetime | None = None
+                  ) -> SendResult | None:
+        """After an ambiguous timeout or a dead worker's call: the message if the provider has it
+        (looked up by our own `reference`, or by the recipient, the `text` and the attempt's start
+        `since` where the provider keeps no reference of ours), None if it never arrived. Raises
+        ProviderError when it cannot tell."""
         raise NotImplementedError(f"{self.slug} cannot look a message up by our reference")
 
     def register_callback(self, url: str) -> None:

@@ -154,7 +154,7 @@ class SmscProvider(Provider):
         return SendResult(provider_message_id=request.reference, cost=decimal_or_none(body.get("cost")), parts=parts,
                           raw=body)
 
-    def reconcile(self, *, reference: str, phone: str) -> SendResult | None:
+    def reconcile(self, *, reference: str, phone: str, text: str = "", since=None) -> SendResult | None:
         reports = self.poll_statuses([StatusQuery(reference, phone, reference)])
         report = next((r for r in reports if r.provider_message_id == reference), None)
         if report is None or report.provider_code in ("", NOT_FOUND):

@@ -10,7 +10,9 @@ base64(HMAC-SHA1(auth token, URL + sorted params)) as twilio-python's RequestVal
 import base64
 import hashlib
 import hmac
+from datetime import datetime, timedelta
 from decimal import Decimal
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit, urlunsplit
 
 from .base import (
@@ -38,6 +40,10 @@ from .http import json_or_none
 
 API_VERSION = "2010-04-01"
 MAX_VALIDITY_SECONDS = 36000
+# Reconciling: how many of the newest messages to a number are looked at, and how far Twilio's clock
+# may be from ours when a message's `date_created` is compared with the start of our attempt.
+RECONCILE_PAGE_SIZE = 50
+RECONCILE_CLOCK_SKEW = timedelta(seconds=120)
 
 # Twilio error code -> (exception, error class). Codes 3xxxx normally arrive in status callbacks.
 ERRORS: dict[int, tuple[type[ProviderError], ErrorClass]] = {
@@ -101,6 +107,8 @@ class TwilioProvider(Provider):
     default_base_url = "https://api.twilio.com"
     supports_callbacks = True
     supports_polling = True
+    # Twilio keeps no reference of ours, but lists the messages sent to a number, newest first.
+    supports_reconcile = True
     credential_fields = (
         CredentialField(
             name="account_sid",
@@ -141,8 +149,8 @@ class TwilioProvider(Provider):
     def _account_path(self) -> str:
         return f"/{API_VERSION}/Accounts/{self.credential('account_sid')}"
 
-    def _call(self, method: str, path: str, *, data=None, ambiguous_on_failure=False) -> dict:
-        response = self.http_request(method, f"{self._account_path}{path}", data=data,
+    def _call(self, method: str, path: str, *, data=None, params=None, ambiguous_on_failure=False) -> dict:
+        response = self.http_request(method, f"{self._account_path}{path}", data=data, params=params,
                                      auth=(self.credential("account_sid"), self.credential("auth_token")))
         body = json_or_none(response)
         if response.status_code in (200, 201) and isinstance(body, dict):
@@ -196,6 +204,40 @@ class TwilioProvider(Provider):
         return SendResult(provider_message_id=str(body["sid"]),
                           status=report.status if report.status != ReportStatus.UNKNOWN else ReportStatus.SENT,
                           cost=abs(price) if price is not None else None, parts=parts, raw=without_text(body, "body"))
+
+    def reconcile(self, *, reference: str, phone: str, text: str = "", since: datetime | None = None
+                  ) -> SendResult | None:
+        """Whether Twilio took a message whose answer we never got: `GET .../Messages.json?To=`
+        (newest first) and the first outbound message created since the attempt started (give or take
+        the clocks' skew) with the same text and sender (sms-providers.md §4.7). Twilio has no
+        reference of ours, so the same text to the same number inside that window counts as ours."""
+        if since is None or not text:
+            raise ProviderTemporaryError("cannot reconcile without the text and the attempt's time",
+                                         code="reconcile_unsupported")
+        body = self._call("GET", "/Messages.json", params={"To": phone, "PageSize": str(RECONCILE_PAGE_SIZE)})
+        messages = body.get("messages")
+        if not isinstance(messages, list):
+            raise ProviderTemporaryError("unexpected list reply", code="bad_reply", raw=without_text(body, "body"))
+        service = self.credentials.get("messaging_service_sid") or None
+        for message in messages:
+            if not isinstance(message, dict) or message.get("body") != text:
+                continue
+            if str(message.get("direction", "outbound-api")).startswith("inbound"):
+                continue
+            if (service and message.get("messaging_service_sid") != service) or (
+                    not service and self.sender and message.get("from") not in (self.sender, None)):
+                continue
+            try:
+                created = parsedate_to_datetime(str(message.get("date_created") or ""))
+            except (TypeError, ValueError):
+                continue
+            if created.tzinfo is None or created < since - RECONCILE_CLOCK_SKEW:
+                continue
+            report = self._report(message)
+            return SendResult(provider_message_id=report.provider_message_id,
+                              status=report.status if report.status != ReportStatus.UNKNOWN else ReportStatus.SENT,
+                              raw=report.raw)
+        return None
 
     def fetch_statuses(self, provider_message_ids):
         return [self._report(self._call("GET", f"/Messages/{message_id}.json")) for message_id in provider_message_ids]

@@ -50,8 +50,10 @@ def inline_post(account, routes, **extra_route_fields):
             "domain": account.domain, "is_active": "on", "disabled_reason": "",
             "routes-TOTAL_FORMS": str(len(routes)), "routes-INITIAL_FORMS": str(sum(1 for r in routes if r.get("id"))),
             "routes-MIN_NUM_FORMS": "0", "routes-MAX_NUM_FORMS": "1000",
-            "limits-TOTAL_FORMS": "0", "limits-INITIAL_FORMS": "0", "limits-MIN_NUM_FORMS": "0",
-            "limits-MAX_NUM_FORMS": "1"}
+            "limit_ceilings-TOTAL_FORMS": "0", "limit_ceilings-INITIAL_FORMS": "0",
+            "limit_ceilings-MIN_NUM_FORMS": "0", "limit_ceilings-MAX_NUM_FORMS": "1",
+            "own_limits-TOTAL_FORMS": "0", "own_limits-INITIAL_FORMS": "0", "own_limits-MIN_NUM_FORMS": "0",
+            "own_limits-MAX_NUM_FORMS": "1"}
     for i, route in enumerate(routes):
         for key, value in route.items():
             data[f"routes-{i}-{key}"] = value
@@ -274,17 +276,18 @@ def test_a_wrong_credential_shows_as_a_balance_error(superuser, route, fake_smsr
 
 
 @pytest.mark.guard
-def test_staff_set_an_accounts_abuse_limits(superuser, account, client, make_token):
-    from accounts.models import AccountLimits
+def test_staff_set_an_accounts_abuse_limit_ceilings(superuser, account, client, make_token):
+    from accounts.models import AccountCeilings
     from deliveries.guard import limits_for
 
     ProviderRoute.objects.create(account=account, provider="console")
-    data = inline_post(account, [], **{"limits-TOTAL_FORMS": "1", "limits-0-phone_per_hour": "1",
-                                       "limits-0-phone_cooldown_seconds": "0", "limits-0-allowed_countries": "ru, by",
-                                       "limits-0-account": account.pk})
+    data = inline_post(account, [], **{"limit_ceilings-TOTAL_FORMS": "1", "limit_ceilings-0-phone_per_hour": "1",
+                                       "limit_ceilings-0-phone_cooldown_seconds": "0",
+                                       "limit_ceilings-0-allowed_countries": "ru, by",
+                                       "limit_ceilings-0-account": account.pk})
     response = superuser.post(account_url(account), data)
     assert response.status_code == 302, response.content.decode()[-2000:]
-    limits = AccountLimits.objects.get(account=account)
+    limits = AccountCeilings.objects.get(account=account)
     assert (limits.phone_per_hour, limits.allowed_countries, limits.phone_per_day) == (1, "BY,RU", None)
     assert limits_for(account).allowed_countries == frozenset({"RU", "BY"})
     post = lambda: client.post("/amocrm/sms", {"phone": "+375291234567", "text": "x", "token": make_token()})  # noqa: E731
@@ -292,10 +295,11 @@ def test_staff_set_an_accounts_abuse_limits(superuser, account, client, make_tok
 
 
 def test_unknown_country_codes_are_refused_in_the_admin(superuser, account):
-    from accounts.models import AccountLimits
+    from accounts.models import AccountCeilings
 
-    data = inline_post(account, [], **{"limits-TOTAL_FORMS": "1", "limits-0-allowed_countries": "RU,XX",
-                                       "limits-0-account": account.pk})
+    data = inline_post(account, [], **{"limit_ceilings-TOTAL_FORMS": "1",
+                                       "limit_ceilings-0-allowed_countries": "RU,XX",
+                                       "limit_ceilings-0-account": account.pk})
     response = superuser.post(account_url(account), data)
     assert response.status_code == 200 and "XX" in response.content.decode()
-    assert not AccountLimits.objects.exists()
+    assert not AccountCeilings.objects.exists()

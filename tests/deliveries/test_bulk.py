@@ -1,20 +1,16 @@
 """Bulk SMS, many per task (deliveries/bulk.py): queued in batches, claimed in one statement, sent
 concurrently on a fixed set of threads, each through the single-delivery path.
 
-Provider calls are real HTTP to the local fake SMS.ru; the batches go to a real Redis."""
+Provider calls are real HTTP to the local fake SMS.ru; the batches go to Celery's in-memory broker
+here and to RabbitMQ in tests/e2e/test_bulk.py."""
 
-import base64
-import json
 import threading
 import time
-import uuid
 
 import pytest
-import redis
 from django.db import connection
 
 from deliveries import bulk, tasks
-from deliveries import publisher as publisher_module
 from deliveries.models import AttemptOutcome, Delivery, DeliveryKind, DeliveryStatus
 from deliveries.services import delivery_claim, delivery_create
 from smsgate.celery import QUEUE_BULK
@@ -207,44 +203,41 @@ def test_a_batch_that_cannot_be_recorded_is_recorded_one_by_one(smsru_route, cre
         assert outcomes[str(plan.delivery.pk)].status == DeliveryStatus.SENT
         assert statuses[plan.delivery.pk] == DeliveryStatus.SENT
 
-@pytest.fixture
-def redis_broker(redis_broker_url, monkeypatch):
-    """The test process publishes to a real Redis under a key prefix of its own."""
-    prefix = f"test-bulk-{uuid.uuid4().hex[:8]}:"
-    monkeypatch.setattr(smsgate_app.conf, "broker_url", redis_broker_url)
-    monkeypatch.setattr(publisher_module, "_publishers", {})
-    options = smsgate_app.conf.broker_transport_options
-    smsgate_app.conf.broker_transport_options = {"global_keyprefix": prefix}
-    client = redis.Redis.from_url(redis_broker_url)
-    yield client, prefix
-    smsgate_app.conf.broker_transport_options = options
-    keys = list(client.scan_iter(f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
-
+def queued_batches(queue=QUEUE_BULK) -> list[tuple[str, list]]:
+    """(task name, delivery ids) of each message waiting in the in-memory broker queue, in order."""
+    batches = []
+    with smsgate_app.connection_for_write() as conn:
+        simple = conn.SimpleQueue(queue)
+        while True:
+            try:
+                message = simple.get(block=False)
+            except simple.Empty:
+                break
+            batches.append((message.headers["task"], message.payload[0][0]))
+            message.ack()
+        simple.close()
+    return batches
 
 
 @pytest.mark.django_db
-def test_bulk_deliveries_are_queued_a_batch_per_message(redis_broker, smsru_route, create_bulk, settings):
-    client, prefix = redis_broker
+def test_bulk_deliveries_are_queued_a_batch_per_message(smsru_route, create_bulk, settings):
+    queued_batches()
     settings.SMSGATE_SEND_BATCH_SIZE = 3
     smsru_route()
     ids = [str(d.pk) for d in create_bulk(7)]
 
     assert bulk.deliveries_enqueue_bulk(delivery_ids=ids) == 7
 
-    messages = [json.loads(raw) for raw in reversed(client.lrange(prefix + QUEUE_BULK, 0, -1))]
-    assert [m["headers"]["task"] for m in messages] == [bulk.SEND_BATCH_TASK] * 3
-    batches = [json.loads(base64.b64decode(m["body"]))[0][0] for m in messages]
-    assert batches == [ids[0:3], ids[3:6], ids[6:7]]
+    assert queued_batches() == [(bulk.SEND_BATCH_TASK, ids[0:3]), (bulk.SEND_BATCH_TASK, ids[3:6]),
+                                (bulk.SEND_BATCH_TASK, ids[6:7])]
 
 
 @pytest.mark.django_db
 def test_a_batch_the_broker_did_not_take_is_left_to_the_sweeper(smsru_route, create_bulk, monkeypatch):
     from deliveries import services
 
-    monkeypatch.setattr(smsgate_app.conf, "broker_url", "redis://127.0.0.1:1/0")  # nothing listens there
-    monkeypatch.setattr(publisher_module, "_publishers", {})
+    monkeypatch.setattr(smsgate_app.conf, "broker_url", "amqp://guest:guest@127.0.0.1:1//")  # nothing listens
+    monkeypatch.setattr(smsgate_app.amqp, "_producer_pool", None)  # Celery keeps the first broker's pool
     monkeypatch.setattr(services, "_broker_skip_until", 0.0)
     smsru_route()
     deliveries = create_bulk(4)

@@ -3,7 +3,7 @@ every refusal is recorded as a rejected delivery and never sent. Counters live i
 
 import pytest
 
-from accounts.models import AccountLimits, ProviderRoute
+from accounts.models import AccountCeilings, AccountOwnLimits, ProviderRoute
 from deliveries import guard
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services import DeliveryRefused, delivery_create_test
@@ -67,21 +67,21 @@ def test_phone_hourly_cap(post, account, settings):
     assert Delivery.objects.filter(status=DeliveryStatus.REJECTED, error_code="phone_hourly_cap").count() == 1
 
 
-def test_phone_daily_cap_from_account_override(post, account):
-    AccountLimits.objects.create(account=account, phone_cooldown_seconds=0, phone_per_hour=0, phone_per_day=2)
+def test_phone_daily_cap_from_the_operators_ceiling(post, account):
+    AccountCeilings.objects.create(account=account, phone_cooldown_seconds=0, phone_per_hour=0, phone_per_day=2)
     assert [post().status_code for _ in range(3)] == [200, 200, 429]
     assert Delivery.objects.get(status=DeliveryStatus.REJECTED).error_code == "phone_daily_cap"
 
 
 def test_account_caps(post, account):
-    AccountLimits.objects.create(account=account, account_per_hour=3, prefix_distinct_max=0)
+    AccountCeilings.objects.create(account=account, account_per_hour=3, prefix_distinct_max=0)
     phones = ["+79123456781", "+79123456782", "+79223456783", "+79323456784"]
     assert [post(phone=p).status_code for p in phones] == [200, 200, 200, 429]
     assert Delivery.objects.get(status=DeliveryStatus.REJECTED).error_code == "account_hourly_cap"
 
 
 def test_prefix_velocity(post, account):
-    AccountLimits.objects.create(account=account, prefix_distinct_max=3)
+    AccountOwnLimits.objects.create(account=account, prefix_distinct_max=3)  # the account's own, tighter choice
     phones = [f"+7912345{n:04d}" for n in (1, 2, 3, 4)]
     assert [post(phone=p).status_code for p in phones] == [200, 200, 200, 429]
     assert Delivery.objects.get(status=DeliveryStatus.REJECTED).error_code == "prefix_velocity"
@@ -89,7 +89,7 @@ def test_prefix_velocity(post, account):
 
 
 def test_refusals_do_not_count(post, account):
-    AccountLimits.objects.create(account=account, phone_cooldown_seconds=0, phone_per_hour=1,
+    AccountCeilings.objects.create(account=account, phone_cooldown_seconds=0, phone_per_hour=1,
                                  allowed_countries="RU")
     assert post(phone="+375291234567").status_code == 422  # refused by policy: counts nothing
     assert post().status_code == 200
@@ -104,8 +104,8 @@ def test_default_countries_follow_the_domain_zone(post):
     assert Delivery.objects.get().status == DeliveryStatus.REJECTED
 
 
-def test_account_may_widen_its_countries(post, account):
-    AccountLimits.objects.create(account=account, allowed_countries="RU, by,KZ")
+def test_the_operator_may_widen_an_accounts_countries(post, account):
+    AccountCeilings.objects.create(account=account, allowed_countries="RU, by,KZ")
     assert post(phone="+375291234567").status_code == 200
     assert post(phone="+77710009998").status_code == 200
     assert post(phone="+4915123456789").status_code == 422
@@ -122,7 +122,7 @@ def test_kommo_accounts_may_send_anywhere_by_default(client, make_token, counter
 
 @pytest.mark.parametrize("phone", ["+78091234567", "+449012345678", "+445512345678"])
 def test_premium_shared_cost_and_uan_numbers_are_refused(post, account, phone):
-    AccountLimits.objects.create(account=account, allowed_countries="*")
+    AccountCeilings.objects.create(account=account, allowed_countries="*")
     response = post(phone=phone)
     assert response.status_code == 422
     assert response.json()["code"] == "premium_number"

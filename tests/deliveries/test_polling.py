@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from deliveries import tasks
 from deliveries.models import Delivery, DeliveryStatus, StatusEvent
+from deliveries.providers.base import SendRequest
 from deliveries.services import (
     POLL_TASK,
     deliveries_close_without_report,
@@ -206,10 +207,38 @@ def test_an_unknown_delivery_the_provider_never_got_is_sent_again_within_its_val
     assert fresh(delivery).status == DeliveryStatus.SENT and len(fake.received) == 1
 
 
-def test_unknown_without_a_way_to_ask_waits_for_the_horizon(start_fake, route_for, send):
+def test_an_ambiguous_twilio_send_is_reconciled_by_listing_the_numbers_messages(start_fake, route_for, send):
     fake = start_fake("twilio")
     route_for(fake, sender="+15005550006")
-    delivery = send(phone="+79000099999", kind="bulk")  # dropped answer; a bulk SMS is never retried blindly
+    delivery = send(phone="+79000099999")  # Twilio takes it, then drops the connection
+    assert delivery.status == DeliveryStatus.SENT and len(fake.received) == 1  # found: not sent again
+    [message] = fake.messages.values()
+    assert delivery.provider_message_id == message["sid"]
+    [attempt] = delivery.attempts.all()
+    assert (attempt.outcome, attempt.error_class, attempt.provider_message_id) == ("sent", "timeout", message["sid"])
+
+
+def test_a_twilio_message_with_another_text_or_from_before_the_attempt_is_not_taken_for_ours(start_fake, route_for):
+    from datetime import datetime, timezone as dt_timezone
+
+    from deliveries.providers.twilio import TwilioProvider
+
+    fake = start_fake("twilio")
+    provider = TwilioProvider(credentials=fake.credentials, sender="+15005550006", base_url=fake.base_url)
+    before = datetime.now(dt_timezone.utc)
+    result = provider.send(SendRequest(phone="+79123456789", text="Код: 1111", reference="r1"))
+    assert provider.reconcile(reference="r2", phone="+79123456789", text="Код: 2222", since=before) is None
+    assert provider.reconcile(reference="r1", phone="+79123450000", text="Код: 1111", since=before) is None
+    later = before + timedelta(minutes=10)  # an older message with the same text is someone else's
+    assert provider.reconcile(reference="r1", phone="+79123456789", text="Код: 1111", since=later) is None
+    found = provider.reconcile(reference="r1", phone="+79123456789", text="Код: 1111", since=before)
+    assert found is not None and found.provider_message_id == result.provider_message_id
+
+
+def test_unknown_without_a_way_to_ask_waits_for_the_horizon(start_fake, route_for, send):
+    fake = start_fake("smsru", drop_rate=1.0)  # SMS.ru takes each message, the answer is lost
+    route_for(fake)
+    delivery = send(kind="bulk")  # a bulk SMS is never retried blindly, and SMS.ru cannot be asked
     assert delivery.status == DeliveryStatus.UNKNOWN and delivery.next_poll_at is None
     assert len(fake.received) == 1
     Delivery.objects.filter(pk=delivery.pk).update(created_at=timezone.now() - timedelta(hours=73))

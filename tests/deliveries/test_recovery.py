@@ -121,3 +121,112 @@ class TestDeadWorker:
         delivery_sweep()
         delivery.refresh_from_db()
         assert delivery.status == DeliveryStatus.UNKNOWN and queued_task_ids() == []
+
+
+class TestDeadWorkerCallChecked:
+    """A call in flight when its worker died: where the provider can be asked (Twilio lists the
+    number's messages), it is asked before anything is sent again."""
+
+    @pytest.fixture
+    def twilio(self, start_fake, route_for):
+        fake = start_fake("twilio")
+        return fake, route_for(fake, sender="+15005550006")
+
+    def dead_call(self, account, route, *, reached_the_provider, fake, kind="system"):
+        delivery = delivery_create(account=account, phone="+79123456789", text="Код: 4321", kind=kind).delivery
+        assert delivery_claim(delivery_id=delivery.pk)
+        Delivery.objects.filter(pk=delivery.pk).update(claimed_at=ago(3600))
+        Attempt.objects.create(delivery=delivery, route=route, provider="twilio", started_at=ago(3600))
+        if reached_the_provider:  # what the dead worker's request did before it died
+            from deliveries.providers.twilio import TwilioProvider
+
+            TwilioProvider(credentials=fake.credentials, sender="+15005550006", base_url=fake.base_url).send(
+                services.SendRequest(phone="+79123456789", text="Код: 4321", reference=str(delivery.pk)))
+        queued_task_ids()
+        return delivery
+
+    def test_the_provider_has_it_so_it_is_sent_not_resent(self, account, twilio):
+        fake, route = twilio
+        delivery = self.dead_call(account, route, reached_the_provider=True, fake=fake)
+        assert delivery_sweep().stale_resolved == 1
+        delivery.refresh_from_db()
+        [message] = fake.messages.values()
+        assert (delivery.status, delivery.provider_message_id) == (DeliveryStatus.SENT, message["sid"])
+        [attempt] = delivery.attempts.all()
+        assert (attempt.outcome, attempt.error_class) == (AttemptOutcome.SENT, "worker_lost")
+        assert queued_task_ids() == [] and len(fake.received) == 1
+
+    def test_the_provider_never_got_it_so_it_is_sent_again_even_in_bulk(self, account, twilio):
+        fake, route = twilio
+        delivery = self.dead_call(account, route, reached_the_provider=False, fake=fake, kind="bulk")
+        assert delivery_sweep().stale_resolved == 1
+        delivery.refresh_from_db()
+        assert delivery.status == DeliveryStatus.PENDING
+        assert delivery.attempts.get().outcome == AttemptOutcome.RETRY  # not ambiguous: Twilio said so
+        assert queued_task_ids("sms-bulk") == [str(delivery.pk)]
+        delivery_send(delivery_id=delivery.pk)
+        delivery.refresh_from_db()
+        assert delivery.status == DeliveryStatus.SENT and len(fake.received) == 1
+
+    def test_a_provider_that_cannot_answer_leaves_the_ambiguous_rule(self, account, twilio):
+        fake, route = twilio
+        delivery = self.dead_call(account, route, reached_the_provider=False, fake=fake, kind="bulk")
+        fake.error_rate = 1.0  # the list call fails too: nobody can tell
+        delivery_sweep()
+        delivery.refresh_from_db()
+        assert delivery.status == DeliveryStatus.UNKNOWN
+        assert delivery.attempts.get().outcome == AttemptOutcome.AMBIGUOUS and queued_task_ids("sms-bulk") == []
+
+
+class TestRedeliveredClaim:
+    """RabbitMQ redelivers a dead worker's message at once; its claim is resolved as soon as no live
+    call can still hold it (services.redelivered_claim_seconds), not after the sweeper's timers."""
+
+    def test_a_young_claim_is_checked_again_when_it_is_due(self, make, settings):
+        settings.SMSGATE_PROVIDER_TIMEOUT = 4
+        delivery = make()
+        assert delivery_claim(delivery_id=delivery.pk)
+        Delivery.objects.filter(pk=delivery.pk).update(claimed_at=ago(2))
+        assert services.deliveries_claim_check(delivery_ids=[str(delivery.pk)]) == 0
+        from smsgate.celery import app as celery_app
+
+        with celery_app.connection_for_write() as conn:
+            simple = conn.SimpleQueue("sms-system")
+            message = simple.get(block=False)
+            assert message.headers["task"] == services.CLAIM_CHECK_TASK
+            countdown = (timezone.datetime.fromisoformat(message.headers["eta"]) - timezone.now()).total_seconds()
+            message.ack()
+            simple.close()
+        assert 6 <= countdown <= 8  # 3 s connect + 4 s read + 2 s margin, minus the 2 s it is old
+
+    def test_an_old_enough_claim_is_resolved_at_once(self, make, route, settings):
+        settings.SMSGATE_PROVIDER_TIMEOUT = 4
+        delivery = make()
+        assert delivery_claim(delivery_id=delivery.pk)
+        Delivery.objects.filter(pk=delivery.pk).update(claimed_at=ago(10))  # below the sweeper's 34 s
+        assert delivery_sweep().stale_resolved == 0
+        assert services.deliveries_claim_check(delivery_ids=[str(delivery.pk)]) == 1
+        delivery.refresh_from_db()
+        assert delivery.status == DeliveryStatus.PENDING and queued_task_ids() == [str(delivery.pk)]
+
+    def test_finished_or_pending_deliveries_are_left_alone(self, make):
+        sent = make(status=DeliveryStatus.SENT)
+        pending = make()
+        assert services.deliveries_claim_check(delivery_ids=[str(sent.pk), str(pending.pk)]) == 0
+        assert queued_task_ids() == []
+
+
+def test_a_retry_later_than_the_broker_may_hold_is_queued_by_the_sweeper_when_due(make, route, monkeypatch):
+    from deliveries.providers.base import ProviderTemporaryError
+
+    delivery = make(kind="bulk", valid_until=timezone.now() + timedelta(hours=2))
+    assert delivery_claim(delivery_id=delivery.pk)
+    delivery.refresh_from_db()
+    outcome = services._schedule_retry(delivery, ProviderTemporaryError("busy", code="429", retry_after=600),
+                                       {"error_class": "throttled", "code": "429", "text": "busy"})
+    assert outcome.status == DeliveryStatus.PENDING and outcome.retry_in is None  # no 10-minute countdown
+    delivery.refresh_from_db()
+    assert delivery.enqueued_at is None and delivery.next_attempt_at > timezone.now() + timedelta(seconds=590)
+    assert delivery_sweep().requeued == 0  # not due yet
+    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=ago(1), created_at=ago(610))  # ten minutes on
+    assert delivery_sweep().requeued == 1 and queued_task_ids("sms-bulk") == [str(delivery.pk)]

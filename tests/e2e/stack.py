@@ -1,7 +1,8 @@
-"""Real processes for end-to-end tests: gunicorn and a Celery worker on PostgreSQL and Redis.
+"""Real processes for end-to-end tests: gunicorn and a Celery worker on PostgreSQL and RabbitMQ.
 
-The processes use the test database that pytest-django created, and a Redis key prefix of their
-own, so parallel runs never consume each other's messages.
+The processes use the test database that pytest-django created, and queues of their own on the
+broker (SMSGATE_QUEUE_PREFIX), deleted when the stack stops, so parallel runs never consume each
+other's messages.
 """
 
 import os
@@ -16,11 +17,14 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
-import redis
 from django.conf import settings
 from django.db import connection
+from kombu import Connection
 
+from smsgate.celery import QUEUE_BULK, QUEUE_MAINTENANCE, QUEUE_SYSTEM
 from tests.conftest import E2E_BROKER_URL, service_missing
+
+QUEUES = (QUEUE_SYSTEM, QUEUE_BULK, QUEUE_MAINTENANCE)
 
 ROOT = Path(settings.BASE_DIR)
 
@@ -39,22 +43,40 @@ def database_url() -> str:
     return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
+def broker_reachable(url: str) -> str | None:
+    """None if the broker at `url` answers, else why not."""
+    try:
+        with Connection(url, connect_timeout=2) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:  # kombu and py-amqp raise many types for a broker that is not there
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def ensure_services():
-    """PostgreSQL and Redis must be there: fail in CI, skip on a developer machine without them."""
+    """PostgreSQL and RabbitMQ must be there: fail in CI, skip on a developer machine without them."""
     problems = []
     if connection.vendor != "postgresql":
         problems.append("DATABASE_URL does not point at PostgreSQL")
     broker = E2E_BROKER_URL
-    if not broker.startswith("redis://"):
-        problems.append("CELERY_BROKER_URL does not point at Redis")
-    else:
-        try:
-            redis.Redis.from_url(broker, socket_connect_timeout=2).ping()
-        except redis.RedisError as exc:
-            problems.append(f"Redis is not reachable: {exc}")
+    if not broker.startswith("amqp://"):
+        problems.append("CELERY_BROKER_URL does not point at RabbitMQ (amqp://)")
+    elif (problem := broker_reachable(broker)) is not None:
+        problems.append(f"RabbitMQ is not reachable: {problem}")
     if problems:
-        service_missing("end-to-end tests need PostgreSQL and Redis (set them as .ci/run does): "
+        service_missing("end-to-end tests need PostgreSQL and RabbitMQ (set them as .ci/run does): "
                         + "; ".join(problems))
+
+
+def delete_queues(url: str, prefix: str):
+    """Remove a stack's queues from the broker (they are durable: they would outlive the test)."""
+    try:
+        with Connection(url, connect_timeout=2) as conn:
+            channel = conn.default_channel
+            for name in QUEUES:
+                channel.queue_delete(prefix + name)
+    except Exception:  # the broker is gone (a fault test stopped it): nothing to clean
+        pass
 
 
 @dataclass
@@ -100,7 +122,12 @@ class Stack:
         wait_for(lambda: _http_ok(self.web_url + "/amocrm/sms"), 30, f"web did not start:\n{process.log()}")
         return process
 
-    def start_worker(self, *, concurrency=4, queues="sms-system,sms-bulk,maintenance") -> Process:
+    @property
+    def queue_prefix(self) -> str:
+        return self.env.get("SMSGATE_QUEUE_PREFIX", "")
+
+    def start_worker(self, *, concurrency=4, queues=",".join(QUEUES)) -> Process:
+        queues = ",".join(self.queue_prefix + name for name in queues.split(","))
         process = self.spawn("worker", [sys.executable, "-m", "celery", "-A", "smsgate", "worker", "--queues", queues,
                                         "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", "INFO",
                                         "--without-gossip", "--without-mingle", "--without-heartbeat",
@@ -121,6 +148,7 @@ class Stack:
     def stop(self):
         for process in reversed(self.processes):
             process.stop()
+        delete_queues(self.env["CELERY_BROKER_URL"], self.queue_prefix)
 
 
 def _http_ok(url) -> bool:
@@ -144,7 +172,7 @@ def stack_env(**extra) -> dict:
     env.update(
         DATABASE_URL=database_url(),
         CELERY_BROKER_URL=E2E_BROKER_URL,
-        CELERY_BROKER_KEY_PREFIX=f"e2e-{uuid.uuid4().hex}:",
+        SMSGATE_QUEUE_PREFIX=f"e2e-{uuid.uuid4().hex[:12]}-",
         SMSGATE_ENV_FILE="",
         DEBUG="0",
         SECRET_KEY=settings.SECRET_KEY,

@@ -46,6 +46,7 @@ class FakeRequest:
     query: dict  # name -> list of values
     form: dict  # name -> list of values (form bodies only)
     client_port: int = 0  # the client's TCP port: one per connection (keep-alive reuse shows here)
+    raw_query: str = ""  # the query string as sent (order and repeated keys kept)
 
     def json(self):
         return json.loads(self.body or b"null")
@@ -224,22 +225,26 @@ class FakeProviderServer:
                     if ctype.startswith("application/x-www-form-urlencoded") else {}
                 request = FakeRequest(self.command, parts.path, {k.lower(): v for k, v in self.headers.items()},
                                       body, parse_qs(parts.query, keep_blank_values=True), form,
-                                      self.client_address[1])
+                                      self.client_address[1], parts.query)
                 with fake.lock:
                     fake.requests.append(request)
-                if fake.latency:
-                    time.sleep(fake.latency)
-                fault = fake.pick_fault(request)
-                if fault == "error":
-                    response = fake.server_error(request)
-                else:
-                    try:
-                        response = fake.handle(request)
-                    except Exception:
-                        logger.exception("fake %s crashed", fake.slug)
-                        response = FakeResponse(500, {"error": "fake crashed"})
-                    if fault == "drop":
-                        response = FakeResponse(drop_connection=True)
+                # A refusal on arrival (a rate limit) is answered at once: no latency, no fault, no processing.
+                response = fake.admit(request)
+                if response is None:
+                    if fake.latency:
+                        time.sleep(fake.latency)
+                    fault = fake.pick_fault(request)
+                    if fault == "error":
+                        response = fake.server_error(request)
+                    else:
+                        try:
+                            response = fake.handle(request)
+                        except Exception:
+                            logger.exception("fake %s crashed", fake.slug)
+                            response = FakeResponse(500, {"error": "fake crashed"})
+                        if fault == "drop":
+                            response = FakeResponse(drop_connection=True)
+                fake.answered(request, response)
                 if response.drop_connection:
                     self.close_connection = True
                     try:
@@ -256,7 +261,7 @@ class FakeProviderServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_GET = do_POST = do_PUT = do_DELETE = _handle
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
         self._scheduler = _Scheduler(f"fake-{self.slug}-timers")
         self._server = _Server((self.host, self.port), Handler)
@@ -346,6 +351,13 @@ class FakeProviderServer:
 
     def handle(self, request: FakeRequest) -> FakeResponse:
         raise NotImplementedError
+
+    def admit(self, request: FakeRequest) -> FakeResponse | None:
+        """Called on arrival, before `latency` and faults: a response here answers the request unprocessed."""
+        return None
+
+    def answered(self, request: FakeRequest, response: FakeResponse) -> None:
+        """Called with every final answer (a dropped connection included), just before it is sent."""
 
     def requests_to(self, path: str) -> list[FakeRequest]:
         with self.lock:

@@ -1,5 +1,6 @@
 """Fake Twilio Messaging (https://www.twilio.com/docs/messaging/api/message-resource):
-POST /2010-04-01/Accounts/{Sid}/Messages.json, GET .../Messages/{Sid}.json, GET .../Balance.json.
+POST /2010-04-01/Accounts/{Sid}/Messages.json, GET .../Messages/{Sid}.json, GET .../Messages.json (the list,
+newest first, filtered by `To`/`From`, `PageSize`), GET .../Balance.json.
 
 HTTP Basic `AccountSid:AuthToken` (the path's AccountSid must match); success is 201 with the
 Message resource; errors are `{"code", "message", "more_info", "status"}`. Status callbacks are
@@ -64,6 +65,8 @@ class FakeTwilio(FakeProviderServer):
         rest = match["rest"]
         if rest == "Messages.json" and request.method == "POST":
             return self._send(request)
+        if rest == "Messages.json" and request.method == "GET":
+            return self._list(request)
         if rest.startswith("Messages/") and rest.endswith(".json") and request.method == "GET":
             with self.lock:
                 message = self.messages.get(rest[len("Messages/"):-len(".json")])
@@ -73,6 +76,20 @@ class FakeTwilio(FakeProviderServer):
         if rest == "Balance.json" and request.method == "GET":
             return FakeResponse(200, {"account_sid": self.account_sid, "balance": self.balance, "currency": "USD"})
         return self._error(20404, "The requested resource was not found", status=404)
+
+    def _list(self, request: FakeRequest) -> FakeResponse:
+        """One page of the account's messages, newest first (Twilio's order), optionally filtered."""
+        try:
+            size = max(1, min(1000, int(request.value("PageSize") or 50)))
+        except ValueError:
+            return self._error(20001, "Invalid PageSize")
+        to, sender = request.value("To"), request.value("From")
+        with self.lock:
+            found = [dict(m) for m in reversed(self.messages.values())
+                     if (not to or m["to"] == to) and (not sender or m["from"] == sender)]
+        return FakeResponse(200, {"messages": found[:size], "page": 0, "page_size": size, "start": 0,
+                                  "end": max(0, min(size, len(found)) - 1), "next_page_uri": None,
+                                  "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages.json"})
 
     def server_error(self, request):
         return self._error(20500, "Internal Server Error")

@@ -1,14 +1,14 @@
-"""Private PostgreSQL and Redis servers that a fault test may stop and start at will, without
-touching the machine's shared ones."""
+"""Private PostgreSQL, and a cuttable path to the machine's RabbitMQ, that a fault test may stop and
+start at will without touching the machine's shared servers."""
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
-
-import redis
 
 from tests.e2e.stack import free_port, wait_for
 
@@ -24,38 +24,75 @@ def _pg_bin(name: str) -> str:
     raise FileNotFoundError(name)
 
 
-class PrivateRedis:
-    def __init__(self):
+class BrokerProxy:
+    """A TCP proxy in front of RabbitMQ. `down()` drops every connection and refuses new ones, as a
+    broker that died would look to our processes (what was already queued stays in RabbitMQ, as it
+    would on a broker's disk); `up()` lets them connect again on the same port."""
+
+    def __init__(self, upstream=("127.0.0.1", 5672)):
+        self.upstream = upstream
         self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="smsgate-redis-")
-        self.process = None
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._listener: socket.socket | None = None
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+    def url(self, user="guest", password="guest", vhost="/") -> str:
+        return f"amqp://{user}:{password}@127.0.0.1:{self.port}/{'' if vhost == '/' else vhost}"
 
-    def start(self):
-        self.process = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
-             "--dir", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self.ping, 10, "private redis did not start")
+    def up(self):
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(128)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
         return self
 
-    def ping(self) -> bool:
+    def down(self):
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            sockets, self._sockets = self._sockets, set()
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _accept(self, listener):
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # closed by down()
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:  # went down meanwhile
+                    client.close(), server.close()
+                    return
+                self._sockets.update((client, server))
+            for source, target in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    def _pump(self, source, target):
         try:
-            return redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
-        except redis.RedisError:
-            return False
-
-    def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        self.process = None
-
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
 
 class PrivatePostgres:

@@ -1,13 +1,17 @@
-"""Fault tests with real processes: gunicorn, Celery worker and beat, PostgreSQL, Redis and a fake
-SMS.ru. Each prints its counts (run with -s to see them).
+"""Fault tests with real processes: gunicorn, Celery worker and beat, PostgreSQL, RabbitMQ and fake
+providers. Each prints its counts (run with -s to see them).
 
-(a) Redis stopped while 100 SMS arrive: all answered 200, all sent once Redis is back, none twice.
+(a) the broker unreachable while 100 SMS arrive: all answered 200, all sent once it is back, none twice.
 (b) the worker SIGKILLed five times during 500 SMS to a slow provider: every delivery final (its
     delivery report polled back), except ambiguous ones left `unknown`; the provider got each at
-    most once except those marked ambiguous.
+    most once except those marked ambiguous (SMS.ru cannot be asked whether it has a message).
 (c) a provider answering 30 % 5xx and 10 % timeouts: every delivery final (or `unknown` after two
     ambiguous attempts), retries bounded by the validity deadline.
 (d) PostgreSQL stopped: the endpoint answers 503 fast, and recovers when it is back.
+(e) a login-code worker SIGKILLed during 50 sends to Twilio and restarted 5 s later: the messages it
+    had taken but not started reach the provider seconds after the restart (RabbitMQ redelivers
+    them; with Redis they waited for the sweeper's lost-message rule, ~5 minutes), and the calls in
+    flight are checked with Twilio before anything is sent again: no phone gets its code twice.
 """
 
 import random
@@ -30,7 +34,9 @@ from tests.e2e.stack import Stack, ensure_services, stack_env, wait_for
 from tests.fakes.base import FakeResponse
 from tests.fakes.smsru import FakeSmsRu
 
-from .servers import PrivatePostgres, PrivateRedis
+from tests.fakes.twilio import FakeTwilio
+
+from .servers import BrokerProxy, PrivatePostgres
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
@@ -77,55 +83,55 @@ def not_final() -> int:
 
 
 @pytest.fixture
-def private_redis():
-    server = PrivateRedis().start()
-    yield server
-    server.cleanup()
+def broker_proxy():
+    proxy = BrokerProxy().up()
+    yield proxy
+    proxy.down()
 
 
-def _fast_recovery_env(stack: Stack, broker_url: str, fake_url: str, **extra):
-    stack.env.update(CELERY_BROKER_URL=broker_url, SMSGATE_REDIS_URL=broker_url,
-                     SMSGATE_PROVIDER_BASE_URLS=f"smsru={fake_url}", SMSGATE_SWEEP_INTERVAL="1",
+def _fast_recovery_env(stack: Stack, fake_url: str, *, provider="smsru", broker_url=None, **extra):
+    if broker_url:
+        stack.env["CELERY_BROKER_URL"] = broker_url
+    stack.env.update(SMSGATE_PROVIDER_BASE_URLS=f"{provider}={fake_url}", SMSGATE_SWEEP_INTERVAL="1",
                      SMSGATE_SWEEP_GRACE_SECONDS="1", **{k: str(v) for k, v in extra.items()})
 
 
-def test_a_redis_down_while_100_sms_arrive(stack, private_redis, smsru_route, make_token):
+def test_a_broker_down_while_100_sms_arrive(stack, broker_proxy, smsru_route, make_token):
     with FakeSmsRu(status_delays=(0.05, 0.05)) as fake:
-        _fast_recovery_env(stack, private_redis.url, fake.url)
+        _fast_recovery_env(stack, fake.url, broker_url=broker_proxy.url())
         smsru_route()
         stack.start_web()
         stack.start_worker()
         stack.start_beat()
 
         warm = post_many(stack.web_url, make_token, [f"+7913{i:07d}" for i in range(20)])
-        # Redis here keeps nothing on disk: a message still queued when it stops is gone, and only
-        # the lost-message horizon (minutes) brings it back. This test is about the outage itself.
         wait_for(lambda: Delivery.objects.filter(status=DeliveryStatus.SENT).count() == 20, 60,
                  lambda: f"warm-up SMS not sent: {status_counts()}", interval=0.2)
-        private_redis.stop()
+        broker_proxy.down()
         numbers = phones(100)
         results = post_many(stack.web_url, make_token, numbers)
         answered = Counter(status for status, _ in results)
-        print(f"\n(a) Redis up: {latency_summary(warm)}; Redis down: answers {dict(answered)}, {latency_summary(results)}; "
-              f"left for the sweeper: {Delivery.objects.filter(enqueued_at__isnull=True).count()}")
+        print(f"\n(a) broker up: {latency_summary(warm)}; broker down: answers {dict(answered)}, "
+              f"{latency_summary(results)}; left for the sweeper: "
+              f"{Delivery.objects.filter(enqueued_at__isnull=True).count()}")
         assert answered == {200: 100}
         assert Delivery.objects.filter(status=DeliveryStatus.PENDING, phone__in=numbers).count() == 100
 
-        private_redis.start()
+        broker_proxy.up()
         started = time.monotonic()
         wait_for(lambda: Delivery.objects.filter(status=DeliveryStatus.SENT).count() == 120, 120,
-                 lambda: f"not all sent after Redis came back: {status_counts()}\n"
+                 lambda: f"not all sent after the broker came back: {status_counts()}\n"
                          f"worker log:\n{stack.processes[-2].log()[-6000:]}", interval=0.5)
         received = Counter(m["to"] for m in fake.messages.values())
-        print(f"(a) Redis back: all sent {time.monotonic() - started:.1f} s later; provider received "
+        print(f"(a) broker back: all sent {time.monotonic() - started:.1f} s later; provider received "
               f"{sum(received.values())} messages, max {max(received.values())} per number")
         assert set(n.lstrip("+") for n in numbers) <= set(received) and len(received) == 120
         assert set(received.values()) == {1}
 
 
-def test_b_worker_killed_five_times_during_500_sms(stack, private_redis, smsru_route, make_token):
+def test_b_worker_killed_five_times_during_500_sms(stack, smsru_route, make_token):
     with FakeSmsRu(latency=0.3, status_delays=(0.05, 0.05)) as fake:
-        _fast_recovery_env(stack, private_redis.url, fake.url, SMSGATE_PROVIDER_TIMEOUT=2,
+        _fast_recovery_env(stack, fake.url, SMSGATE_PROVIDER_TIMEOUT=2,
                            SMSGATE_STALE_CLAIM_SECONDS=4, SMSGATE_LOST_MESSAGE_SECONDS=8, **FAST_REPORTS)
         smsru_route()
         stack.start_web(workers=2)
@@ -269,3 +275,56 @@ def test_d_postgres_down_gives_fast_503_and_recovers(tmp_path):
     finally:
         stack.stop()
         postgres.cleanup()
+
+
+def test_e_a_killed_login_code_worker_delays_nothing_and_doubles_nothing(stack, route_for, make_token):
+    """The issue's reproduction: `--concurrency 16`, Twilio answering in 1 s, SIGKILL during 50 sends,
+    the worker restarted 5 s later. Prints how long after the restart the last message the dead
+    worker held (taken, not started) reached Twilio, and how many phones got a code twice. The
+    assertion is only that redelivery did not wait for the sweeper's lost-message rule (300 s)."""
+    with FakeTwilio(latency=1.0, status_delays=(0.05, 0.05)) as fake:
+        _fast_recovery_env(stack, fake.base_url, provider="twilio")
+        route_for(fake, sender="+15005550006")
+        stack.start_web(workers=2)
+        worker = stack.start_worker(concurrency=16, queues="sms-system,maintenance")
+        stack.start_beat()
+
+        numbers = phones(50)
+        with ThreadPoolExecutor(1) as background:
+            posting = background.submit(post_many, stack.web_url, make_token, numbers, concurrency=16)
+            wait_for(lambda: len(fake.received) >= 4, 30, lambda: f"nothing sent: {worker.log()[-3000:]}",
+                     interval=0.01)
+            worker.popen.send_signal(signal.SIGKILL)
+            worker.popen.wait(10)
+            killed_at = time.time()
+            results = posting.result()
+        assert Counter(status for status, _ in results) == {200: 50}
+        sent_before = len(fake.received)
+        held = set(Delivery.objects.filter(status=DeliveryStatus.PENDING).values_list("phone", flat=True))
+        in_flight = set(Delivery.objects.filter(status=DeliveryStatus.SENDING).values_list("phone", flat=True))
+        time.sleep(max(0.0, 5.0 - (time.time() - killed_at)))
+        restarted_at = time.time()
+        stack.start_worker(concurrency=16, queues="sms-system,maintenance")
+        ready_after = time.time() - restarted_at
+
+        on_its_way = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
+        wait_for(lambda: not Delivery.objects.filter(status__in=on_its_way).exists()
+                 and len({m.recipient for m in fake.received}) == 50, 120,
+                 lambda: f"not all sent: {status_counts()}, {len(fake.received)} received", interval=0.2)
+        received = Counter(m.recipient for m in fake.received)
+        first_arrival = {}
+        for message in sorted(fake.received, key=lambda m: m.received_at):
+            first_arrival.setdefault(message.recipient, message.received_at)
+        held_arrivals = [first_arrival[phone] for phone in held]
+        last_held = max(held_arrivals) - restarted_at if held_arrivals else 0.0
+        twice = sorted(number for number, count in received.items() if count > 1)
+        resolved = Attempt.objects.filter(error_class="worker_lost").values_list("outcome", flat=True)
+        print(f"\n(e) SIGKILL with {sent_before} at Twilio: {len(held)} held by the dead worker (or not yet "
+              f"published), {len(in_flight)} in flight; restarted {restarted_at - killed_at:.1f} s later, the new "
+              f"worker ready {ready_after:.1f} s after its start; the last held message reached Twilio "
+              f"{last_held:.1f} s after the restart (target 10 s); "
+              f"in-flight calls resolved as {dict(Counter(resolved))}; phones that got a message twice: "
+              f"{len(twice)}; statuses {status_counts()}")
+        assert held and in_flight
+        assert last_held < 120  # far below the lost-message rule (300 s), far above the 10 s target
+        assert len(received) == 50

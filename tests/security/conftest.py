@@ -16,7 +16,7 @@ from django.db import connection
 
 from accounts.models import Account, Integration
 from tests.conftest import E2E_BROKER_URL, REDIRECT_URI, SECRET, service_missing
-from tests.e2e.stack import free_port, stack_env, wait_for
+from tests.e2e.stack import delete_queues, free_port, stack_env, wait_for
 
 ROOT = Path(settings.BASE_DIR)
 
@@ -95,8 +95,8 @@ class Processes:
         if not E2E_BROKER_URL:
             service_missing("a Celery worker needs a broker: set CELERY_BROKER_URL as .ci/run does")
         popen, log_path = self.spawn("worker", [
-            sys.executable, "-m", "celery", "-A", "smsgate", "worker", "--queues", "maintenance", "--pool", "solo",
-            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+            sys.executable, "-m", "celery", "-A", "smsgate", "worker", "--queues", self.maintenance_queue,
+            "--pool", "solo", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
             "--hostname", f"security-{uuid.uuid4().hex[:8]}@%h"], self.env)
         worker = Server(popen, log_path, 0)
         self.started.append(worker)
@@ -108,8 +108,13 @@ class Processes:
     def send_task(self, name: str, args: list):
         """Publish a task as the application does (its broker and options), from a process of its own."""
         code = ("import sys; from smsgate.celery import app; "
-                "app.send_task(sys.argv[1], args=sys.argv[2:], queue='maintenance')")
-        subprocess.run([sys.executable, "-c", code, name, *args], cwd=ROOT, env=self.env, check=True, timeout=60)
+                "app.send_task(sys.argv[1], args=sys.argv[3:], queue=sys.argv[2])")
+        subprocess.run([sys.executable, "-c", code, name, self.maintenance_queue, *args], cwd=ROOT, env=self.env,
+                       check=True, timeout=60)
+
+    @property
+    def maintenance_queue(self) -> str:
+        return self.env.get("SMSGATE_QUEUE_PREFIX", "") + "maintenance"
 
 
 def _answers(port: int) -> bool:
@@ -133,3 +138,5 @@ def gunicorn(transactional_db, tmp_path):
     yield processes
     for process in reversed(processes.started):
         process.stop()
+    if E2E_BROKER_URL and any(process.port == 0 for process in processes.started):  # a worker's queues
+        delete_queues(E2E_BROKER_URL, processes.env.get("SMSGATE_QUEUE_PREFIX", ""))
