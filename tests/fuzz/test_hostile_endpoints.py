@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from accounts.models import Account, AccountLimits, ProviderRoute
+from accounts.models import Account, AccountCeilings, AccountOwnLimits, ProviderRoute
 from accounts.services import uninstall_signature
 from deliveries.models import Delivery, StatusEvent, UnmatchedReport
 from deliveries.providers import PROVIDERS
@@ -76,7 +76,8 @@ def multipart(draw, fields: dict) -> tuple[bytes, str]:
 def snapshot(account) -> tuple:
     account.refresh_from_db()
     return (Delivery.objects.count(), StatusEvent.objects.count(), UnmatchedReport.objects.count(),
-            Account.objects.count(), account.is_active, AccountLimits.objects.count(),
+            Account.objects.count(), account.is_active,
+            list(AccountOwnLimits.objects.values()), list(AccountCeilings.objects.values()),
             sorted(ProviderRoute.objects.values_list("id", "priority", "sender", "is_active")),
             list(Delivery.objects.order_by("pk").values_list("status", flat=True)))
 
