@@ -13,7 +13,6 @@
 
 import json
 import re
-from itertools import accumulate
 
 BIGINT_MAX = 2**63 - 1
 # Our bodies nest two levels ({"credentials": {...}}); providers' reports three or four.
@@ -67,27 +66,41 @@ class JSONTooDeep(ValueError):
     pass
 
 
-_NOT_STRUCTURE = re.compile(r'[^"\[\]{}]+')
-_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+# Bytes that are not JSON structure (everything but quotes and brackets), and objects read as arrays:
+# nesting depth does not depend on the kind of bracket.
+_NOT_STRUCTURE = bytes(set(range(256)) - set(b'"[]{}'))
+_ONE_KIND = bytes.maketrans(b"{}", b"[]")
 
 
 def json_too_deep(text: str, max_depth: int = JSON_MAX_DEPTH) -> bool:
-    """Whether a JSON text nests deeper than `max_depth`, found without decoding it (linear, in C
-    string operations).
+    """Whether a JSON text nests deeper than `max_depth`, found without decoding it, in a few passes
+    of C string operations (the decoder itself recurses, so it cannot be asked).
 
-    Escaped backslashes and escaped quotes are dropped first, so every quote left opens or closes
-    a string; the strings' contents are dropped; what is left are the brackets of the structure.
-    For invalid JSON the decoder stops at its first error, and up to there both read the same
-    structure, so the decoder never goes deeper than this finds."""
+    Escaped backslashes and escaped quotes are dropped first, so every quote left opens or closes a
+    string (UTF-8 never puts an ASCII byte inside a multi-byte character); the strings' contents are
+    dropped; what is left is the structure. Each pass then removes every innermost pair "[]", one
+    level. What no pass removes are brackets never closed, each a level deeper for the decoder, which
+    recurses into them before it finds the error. For invalid JSON the decoder stops at its first
+    error, and up to there both read the same structure, so it never goes deeper than this finds."""
     if text.count("[") + text.count("{") <= max_depth:
         return False
-    text = text.replace("\\\\", "").replace('\\"', "")
-    structure = "".join(_NOT_STRUCTURE.sub("", text).split('"')[::2])
-    return max(accumulate(map(_STEP.__getitem__, structure)), default=0) > max_depth
+    raw = text.encode("utf-8", "surrogatepass").replace(b"\\\\", b"").replace(b'\\"', b"")
+    structure = b"".join(raw.translate(_ONE_KIND, _NOT_STRUCTURE).split(b'"')[::2])
+    if b"[" * (max_depth + 1) in structure:
+        return True
+    for depth in range(max_depth + 1):
+        if b"[]" not in structure:
+            return depth + structure.count(b"[") > max_depth
+        structure = structure.replace(b"[]", b"")
+    return True
 
 
 def _no_constants(name):
     raise ValueError(f"{name} is not JSON")
+
+
+# One decoder: json.loads() with an argument builds a new one on every call.
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)
 
 
 def json_loads(data: bytes | str, *, max_depth: int = JSON_MAX_DEPTH):
@@ -96,4 +109,4 @@ def json_loads(data: bytes | str, *, max_depth: int = JSON_MAX_DEPTH):
     text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
     if json_too_deep(text, max_depth):
         raise JSONTooDeep(f"JSON nested deeper than {max_depth} levels")
-    return json.loads(text, parse_constant=_no_constants)
+    return _DECODER.decode(text)

@@ -36,7 +36,9 @@ def mask_secrets(text: str) -> str:
     """The text with callback tokens, secret URL parameters and JWTs replaced by ***."""
     if "/webhooks/" in text:
         text = _CALLBACK_TOKEN.sub(rf"\1{MASK}", text)
-    if "=" in text:
+    # A parameter follows "?", "&" or ";", or starts the text (gunicorn's query-string atom): the
+    # regex, which cannot skip ahead to a literal, runs only then (most lines are key=value extras).
+    if "=" in text and ("?" in text or "&" in text or ";" in text or _SECRET_PARAMETER.match(text)):
         text = _SECRET_PARAMETER.sub(rf"\1{MASK}", text)
     if "eyJ" in text:
         text = _JWT.sub(MASK, text)
