@@ -26,7 +26,8 @@ from deliveries.services import DeliveryRefused, delivery_create_test, route_bal
 from smsgate.admin_lookups import StrictChangeListMixin
 
 from .forms import AccountCeilingsForm, IntegrationForm, SendTestSmsForm, credential_form_field_names, route_form_class
-from .models import LIMIT_NUMBER_FIELDS, Account, AccountCeilings, AccountOwnLimits, Integration, ProviderRoute
+from .models import (LIMIT_NUMBER_FIELDS, Account, AccountCeilings, AccountOwnLimits, AmoApiStatus, AmoToken,
+                     Integration, ProviderRoute)
 from .services import route_save
 
 ROUTE_FIELDS = ("provider", "priority", "sender", "is_active")
@@ -254,15 +255,21 @@ class AccountOwnLimitsInline(admin.StackedInline):
 @admin.register(Account)
 class AccountAdmin(StrictChangeListMixin, admin.ModelAdmin):
     list_display = ("subdomain", "domain", "amo_id", "integration", "is_active", "deliveries_24h", "routes_health",
-                    "dashboard_link")
-    list_filter = ("is_active", "domain")
+                    "amo_api", "dashboard_link")
+    list_filter = ("is_active", "domain", "amo_api_status")
     list_select_related = ("integration",)
     search_fields = ("subdomain", "=amo_id")
     show_facets = admin.ShowFacets.NEVER
     fields = ("integration", "amo_id", "subdomain", "domain", "is_active", "disabled_reason", "first_seen_at",
-              "last_seen_at", "deliveries_24h", "dashboard_link")
-    readonly_fields = ("first_seen_at", "last_seen_at", "deliveries_24h", "dashboard_link")
+              "last_seen_at", "amo_api", "amo_api_status_reason", "deliveries_24h", "dashboard_link")
+    readonly_fields = ("first_seen_at", "last_seen_at", "amo_api", "amo_api_status_reason", "deliveries_24h",
+                       "dashboard_link")
     inlines = [ProviderRouteInline, AccountCeilingsInline, AccountOwnLimitsInline]
+
+    # Accounts are disabled, never deleted: their deliveries keep pointing at them (and the delete
+    # page would list every one of them, millions of rows).
+    def has_delete_permission(self, request, obj=None):
+        return False
 
     def get_queryset(self, request):
         # The 24-hour volume comes from the hourly counters, never from a count over deliveries.
@@ -270,6 +277,8 @@ class AccountAdmin(StrictChangeListMixin, admin.ModelAdmin):
             volume_24h=stats.volume_24h_subquery(),
             active_routes=_route_count(is_active=True),
             broken_routes=_route_count(is_active=True, is_broken=True),
+            # None: no token pair. Read as a flag, not by joining the (encrypted) tokens themselves.
+            amo_needs_reinstall=Subquery(AmoToken.objects.filter(account=OuterRef("pk")).values("needs_reinstall")[:1]),
         )
 
     @admin.display(description=_("deliveries, 24 h"), ordering="volume_24h")
@@ -286,6 +295,24 @@ class AccountAdmin(StrictChangeListMixin, admin.ModelAdmin):
                                % {"broken": account.broken_routes, "total": account.active_routes})
         return format_html('<span class="sms-health-ok">{}</span>', gettext("%(total)d ok")
                            % {"total": account.active_routes})
+
+    @admin.display(description=_("amoCRM API"), ordering="amo_api_status")
+    def amo_api(self, account):
+        """Whether smsgate can call amoCRM for this account: its token pair, and amoCRM's last refusal of
+        the whole account (402 unpaid, 403 blocked, 401), which the next successful call clears."""
+        if not account.pk:
+            return "—"
+        needs_reinstall = getattr(account, "amo_needs_reinstall", None)
+        if needs_reinstall is None:
+            return gettext("not connected")
+        if account.amo_api_status == AmoApiStatus.OK and not needs_reinstall:
+            return format_html('<span class="sms-health-ok">{}</span>', account.get_amo_api_status_display())
+        label = (account.get_amo_api_status_display() if account.amo_api_status != AmoApiStatus.OK
+                 else gettext("needs reinstall"))
+        since = (gettext("since %(time)s") % {"time": date_format(localtime(account.amo_api_status_at),
+                                                                   "SHORT_DATETIME_FORMAT")}
+                 if account.amo_api_status != AmoApiStatus.OK and account.amo_api_status_at else "")
+        return format_html('<span class="sms-health-broken">{}</span> <span class="help">{}</span>', label, since)
 
     @admin.display(description=_("dashboard"))
     def dashboard_link(self, account):

@@ -34,6 +34,16 @@ class Integration(models.Model):
         return f"{parts.scheme}://{parts.hostname}"
 
 
+class AmoApiStatus(models.TextChoices):
+    """What amoCRM's API last answered this account (accounts.amocrm.api), shown to staff: a refusal
+    of the whole account is recorded when it happens and cleared by the next successful call."""
+
+    OK = "ok", _("ok")
+    UNPAID = "unpaid", _("unpaid (402)")
+    BLOCKED = "blocked", _("blocked (403)")
+    UNAUTHORIZED = "unauthorized", _("not authorized (401)")
+
+
 class Account(models.Model):
     """An amoCRM account, registered on its first valid token."""
 
@@ -47,6 +57,10 @@ class Account(models.Model):
     disabled_reason = models.CharField(_("why disabled"), max_length=200, blank=True)
     first_seen_at = models.DateTimeField(_("first seen"), auto_now_add=True)
     last_seen_at = models.DateTimeField(_("last seen"), auto_now_add=True)
+    amo_api_status = models.CharField(_("amoCRM API"), max_length=20, choices=AmoApiStatus.choices,
+                                      default=AmoApiStatus.OK)
+    amo_api_status_at = models.DateTimeField(_("amoCRM API status since"), null=True, blank=True)
+    amo_api_status_reason = models.CharField(_("amoCRM API answer"), max_length=200, blank=True)
 
     class Meta:
         verbose_name = _("account")

@@ -42,9 +42,19 @@ def query_row_estimate(queryset) -> int | None:
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
+# The deepest page served: page N costs an OFFSET walk over N x per_page rows of the index, so a
+# URL like ?p=100000 would scan millions; older rows are reached by narrowing the filters instead.
+MAX_PAGES = 200
+
+
 class EstimatedCountPaginator(Paginator):
     exact_up_to = EXACT_UP_TO
     trusted_estimate = TRUSTED_ESTIMATE
+    max_pages = MAX_PAGES
+
+    @cached_property
+    def num_pages(self):
+        return min(super().num_pages, self.max_pages)
 
     @cached_property
     def count(self):

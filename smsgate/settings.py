@@ -260,9 +260,16 @@ CORS_ALLOWED_ORIGIN_REGEXES = [r"^https://[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.
 CORS_URLS_REGEX = r"^/api/v1/.*$"
 CORS_ALLOW_HEADERS = ["accept", "accept-language", "content-type", "x-auth-token", "x-requested-with"]
 CORS_PREFLIGHT_MAX_AGE = 3600
-# OAuth code exchange and token refresh: https://{referer}/oauth2/access_token. Tests and staging
-# point it at a local fake ("http://127.0.0.1:9100"); the referer is still checked to be an amoCRM host.
-AMO_OAUTH_BASE_URL = env.str("AMO_OAUTH_BASE_URL", default="").rstrip("/")
+# Every amoCRM call, OAuth (code exchange, refresh) and API v4, goes to https://{account host}; tests,
+# staging and `make run` point them all at a stand-in ("http://127.0.0.1:9100", the fake amoCRM); the
+# referer of an install is still checked to be an amoCRM host. AMO_OAUTH_BASE_URL is its former name,
+# still read when AMO_BASE_URL is not set.
+AMO_BASE_URL = (env.str("AMO_BASE_URL", default="") or env.str("AMO_OAUTH_BASE_URL", default="")).rstrip("/")
+# amoCRM's API limit: requests per second per account (per integration), counted across every process
+# of the deployment (in Redis, SMSGATE_REDIS_URL) the way amoCRM counts: a sliding second.
+AMO_API_RPS = env.int("AMO_API_RPS", default=7)
+if AMO_API_RPS < 1:
+    raise ImproperlyConfigured("AMO_API_RPS must be at least 1.")
 # Access tokens expiring within this many seconds are refreshed by the beat task.
 AMO_TOKEN_REFRESH_MARGIN = env.int("AMO_TOKEN_REFRESH_MARGIN", default=6 * 3600)
 AMO_TOKEN_REFRESH_EVERY = env.int("AMO_TOKEN_REFRESH_EVERY", default=15 * 60)
@@ -279,6 +286,15 @@ CELERY_BEAT_SCHEDULE["accounts.amo_tokens_refresh"] = {
 SMSGATE_REDIS_URL = env.str("SMSGATE_REDIS_URL", default="")
 if not SMSGATE_REDIS_URL and not DEV_DEFAULTS:
     raise ImproperlyConfigured("SMSGATE_REDIS_URL must be set when DEBUG is off (the abuse guard's counters).")
+# Django's cache (the dashboard's past days, the admin's search budgets) is shared through the same
+# Redis, so every process sees one value; without Redis, each process keeps its own (development).
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": SMSGATE_REDIS_URL,
+                      "KEY_PREFIX": "smsgate", "TIMEOUT": 300,
+                      "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}}} if SMSGATE_REDIS_URL \
+    else {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Staff without the "see the text" permission see phones masked (5 digits hidden); exact phone searches
+# are their only way to test a guess, so each may make this many per hour (0 = no limit).
+SMSGATE_ADMIN_PHONE_SEARCHES_PER_HOUR = env.int("SMSGATE_ADMIN_PHONE_SEARCHES_PER_HOUR", default=60)
 SMSGATE_LIMIT_PHONE_COOLDOWN = env.int("SMSGATE_LIMIT_PHONE_COOLDOWN", default=30)  # seconds
 SMSGATE_LIMIT_PHONE_HOUR = env.int("SMSGATE_LIMIT_PHONE_HOUR", default=5)
 SMSGATE_LIMIT_PHONE_DAY = env.int("SMSGATE_LIMIT_PHONE_DAY", default=10)

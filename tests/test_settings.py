@@ -63,3 +63,22 @@ def test_production_refuses_a_broker_that_holds_a_dead_workers_messages():
 def test_production_needs_shared_guard_counters():
     done = run_settings(**PRODUCTION, CELERY_BROKER_URL="amqp://u:p@mq:5672/smsgate")
     assert done.returncode != 0 and "SMSGATE_REDIS_URL must be set" in done.stderr
+
+
+def amo_settings(**environment) -> dict:
+    """AMO_BASE_URL and AMO_API_RPS as a fresh process reads them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AMO_") and k != "PYTEST_VERSION"}
+    env.update(DJANGO_SETTINGS_MODULE="smsgate.settings", SMSGATE_ENV_FILE="", DEBUG="1", **environment)
+    script = ("import json, django; django.setup(); from django.conf import settings; "
+              "print(json.dumps([settings.AMO_BASE_URL, settings.AMO_API_RPS]))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_one_setting_points_every_amocrm_call_at_a_stand_in_and_the_former_name_still_works():
+    assert amo_settings() == ["", 7]  # the account's own host
+    assert amo_settings(AMO_BASE_URL="http://127.0.0.1:9100/", AMO_API_RPS="5") == ["http://127.0.0.1:9100", 5]
+    assert amo_settings(AMO_OAUTH_BASE_URL="http://127.0.0.1:9200")[0] == "http://127.0.0.1:9200"
+    assert amo_settings(AMO_BASE_URL="http://new:1", AMO_OAUTH_BASE_URL="http://old:2")[0] == "http://new:1"

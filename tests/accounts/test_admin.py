@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.forms import credential_form_field_name, route_form_class
-from accounts.models import Integration, ProviderRoute
+from accounts.models import Account, AmoApiStatus, AmoToken, Integration, ProviderRoute
 from deliveries.models import Delivery, DeliveryHourCount, DeliveryKind
 from deliveries.providers import PROVIDERS
 from deliveries.providers.base import CredentialField, Provider
@@ -233,6 +233,33 @@ def test_the_accounts_list_shows_the_24h_volume_without_touching_deliveries(supe
     assert "1234" in body.replace("\xa0", "").replace(" ", "").replace(",", "")
     assert queries_touching_deliveries(captured) == []
     assert "sms-health-ok" in body
+
+
+def test_the_accounts_amocrm_api_state_in_the_list_its_filter_and_the_page(superuser, account, other_account):
+    """Whether smsgate can call amoCRM for the account: no token pair, ok, or amoCRM's refusal with its time."""
+    Account.objects.create(integration=account.integration, amo_id=777, subdomain="gamma")
+    for one in (account, other_account):
+        AmoToken.objects.create(account=one, access_token="a", refresh_token="r",
+                                expires_at=timezone.now() + timedelta(days=1))
+    Account.objects.filter(pk=other_account.pk).update(
+        amo_api_status=AmoApiStatus.BLOCKED, amo_api_status_at=timezone.now(),
+        amo_api_status_reason="HTTP 403 on GET /api/v4/leads")
+    changelist = reverse("admin:accounts_account_changelist")
+
+    def page(url):
+        return superuser.get(url, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+
+    body = page(changelist)
+    rows = {name: body.split(f">{name}<", 1)[1].split("</tr>", 1)[0] for name in ("acme", "beta", "gamma")}
+    assert 'sms-health-ok">ok<' in rows["acme"]
+    assert 'sms-health-broken">blocked (403)<' in rows["beta"] and "since " in rows["beta"]
+    assert "not connected" in rows["gamma"]
+    filtered = page(changelist + "?amo_api_status__exact=blocked")
+    assert ">beta<" in filtered and ">acme<" not in filtered and ">gamma<" not in filtered
+    one = page(account_url(other_account))
+    assert "blocked (403)" in one and "HTTP 403 on GET /api/v4/leads" in one
+    AmoToken.objects.filter(account=account).update(needs_reinstall=True)
+    assert 'sms-health-broken">needs reinstall<' in page(account_url(account))
 
 
 # --- route tools ------------------------------------------------------------------------------------------

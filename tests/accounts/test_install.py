@@ -23,7 +23,7 @@ UNINSTALL = "/amocrm/uninstall"
 @pytest.fixture
 def amocrm(settings, integration):
     with FakeAmoCRM(client_id=str(integration.client_uuid), client_secret=SECRET, redirect_uri=REDIRECT_URI) as fake:
-        settings.AMO_OAUTH_BASE_URL = fake.url
+        settings.AMO_BASE_URL = fake.url
         yield fake
 
 

@@ -1,5 +1,5 @@
 """`python -m tests.fakes.amocrm --port 9100 [--seed-demo]`: the fake amoCRM on its own (point
-AMO_OAUTH_BASE_URL at it). The client id, secret and redirect URI default to AMO_CLIENT_ID,
+AMO_BASE_URL at it). The client id, secret and redirect URI default to AMO_CLIENT_ID,
 AMO_CLIENT_SECRET and AMO_REDIRECT_URI from the environment; without a client id any client is accepted."""
 
 import argparse

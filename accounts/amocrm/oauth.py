@@ -1,7 +1,8 @@
-"""The one HTTP seam towards amoCRM itself (OAuth): exchange a code, refresh a token pair.
+"""amoCRM OAuth: exchange an install's code, refresh a token pair, read an account's id.
 
 Kept apart from `deliveries/providers/http.py` because its errors mean something else here: there
-is no SMS that could go out twice, only a code or a refresh token that may have been spent.
+is no SMS that could go out twice, only a code or a refresh token that may have been spent. The API
+v4 calls made with the stored pair go through `api.AmoClient`; both use `base_url` (AMO_BASE_URL).
 """
 
 import base64
@@ -65,9 +66,14 @@ def account_host_parse(referer) -> tuple[str, str] | None:
     return match["subdomain"], match["domain"]
 
 
+def base_url(account_host: str) -> str:
+    """Where every amoCRM call of an account goes: the account's own host (as amoCRM asks), or the
+    stand-in of AMO_BASE_URL (tests, staging, `make run` against the fake amoCRM)."""
+    return settings.AMO_BASE_URL or f"https://{account_host}"
+
+
 def oauth_url(account_host: str) -> str:
-    base = settings.AMO_OAUTH_BASE_URL or f"https://{account_host}"
-    return f"{base}/oauth2/access_token"
+    return f"{base_url(account_host)}/oauth2/access_token"
 
 
 def _claims_unverified(access_token: str) -> dict:
@@ -138,7 +144,7 @@ def token_refresh(*, account_host: str, client_id: str, client_secret: str, redi
 
 def account_id_fetch(*, account_host: str, access_token: str) -> int:
     """`GET /api/v4/account` → id, for access tokens that do not carry `account_id`."""
-    base = settings.AMO_OAUTH_BASE_URL or f"https://{account_host}"
+    base = base_url(account_host)
     try:
         with httpx.Client(timeout=EXCHANGE_TIMEOUT, headers={"User-Agent": USER_AGENT}) as client:
             response = client.get(f"{base}/api/v4/account", headers={"Authorization": f"Bearer {access_token}"})
