@@ -23,6 +23,7 @@ from deliveries.providers import PROVIDERS
 from deliveries.providers.base import ProviderError
 from deliveries.selectors import provider_catalogue
 from deliveries.services import DeliveryRefused, delivery_create_test, route_balance, route_callback_url
+from smsgate import drf, inputs
 
 from .models import LIMIT_NUMBER_FIELDS, AccountOwnLimits, ProviderRoute
 from .services import account_limits_save, route_delete, route_save, routes_reorder
@@ -60,26 +61,32 @@ def api_exception_handler(exc, context):
         response.data = {"detail": str(_("Not found.")), "code": "not_found"}
     elif isinstance(exc, exceptions.APIException):
         codes = exc.get_codes()
-        response.data = {"detail": str(exc.detail), "code": codes if isinstance(codes, str) else "error"}
+        response.data = {"detail": _text(exc.detail), "code": codes if isinstance(codes, str) else "error"}
     return response
+
+
+def _text(value) -> str:
+    """An error message as it can be sent: messages may quote the input ("x" is not a valid choice),
+    and a lone surrogate in it cannot be encoded (an error answer must never become a 500)."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _messages(value, prefix=""):
     """Nested DRF errors (a dict field's keys, a list's items) as flat "key: message" strings."""
     if isinstance(value, dict):
         for key, item in value.items():
-            yield from _messages(item, f"{prefix}{key}: " if str(key) else prefix)
+            yield from _messages(item, f"{prefix}{_text(key)}: " if str(key) else prefix)
     elif isinstance(value, (list, tuple)):
         for item in value:
             yield from _messages(item, prefix)
     else:
-        yield f"{prefix}{value}"
+        yield f"{prefix}{_text(value)}"
 
 
 def _field_messages(detail) -> dict[str, list[str]]:
     """{"field": ["message", ...]}, always that shape (the schema promises it)."""
     if isinstance(detail, dict):
-        return {str(field): list(_messages(value)) for field, value in detail.items()}
+        return {_text(field): list(_messages(value)) for field, value in detail.items()}
     return {"non_field_errors": list(_messages(detail))}
 
 
@@ -155,8 +162,8 @@ class RouteSerializer(serializers.Serializer):
     provider = serializers.ChoiceField(choices=sorted(PROVIDERS), help_text="a slug from /api/v1/providers/")
     provider_name = serializers.SerializerMethodField()
     sender = serializers.CharField(max_length=20, allow_blank=True, required=False)
-    priority = serializers.IntegerField(min_value=0, max_value=32767, required=False,
-                                        help_text="lower numbers are tried first")
+    priority = drf.IntegerField(min_value=0, max_value=32767, required=False,
+                                help_text="lower numbers are tried first")
     is_active = serializers.BooleanField(required=False)
     credentials = serializers.DictField(
         child=serializers.CharField(allow_blank=True, max_length=MAX_CREDENTIAL_LENGTH, trim_whitespace=True),
@@ -229,7 +236,8 @@ class RouteSerializer(serializers.Serializer):
 
 
 class ReorderSerializer(serializers.Serializer):
-    ids = serializers.ListField(child=serializers.IntegerField(), allow_empty=False, max_length=100,
+    ids = serializers.ListField(child=drf.IntegerField(min_value=1, max_value=inputs.BIGINT_MAX), allow_empty=False,
+                                max_length=100,
                                 help_text="every route id of the account, first to be tried first")
 
 
@@ -258,6 +266,12 @@ class RouteViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
         if getattr(self, "swagger_fake_view", False):  # schema generation has no caller
             return ProviderRoute.objects.none()
         return ProviderRoute.objects.filter(account=self.request.user.account).order_by("priority", "id")
+
+    def get_object(self):
+        # The ORM would read the id with int(): "١" (ARABIC-INDIC ONE) would find route 1.
+        if inputs.db_id(self.kwargs.get(self.lookup_field)) is None:
+            raise Http404
+        return super().get_object()
 
     def get_serializer_context(self):
         return {**super().get_serializer_context(), "account": self.request.user.account}
@@ -313,13 +327,13 @@ class LimitValuesSerializer(serializers.Serializer):
     most the ceiling (0 = no limit only where the ceiling is 0), the cooldown and the prefix window at
     least the ceiling, countries within the operator's list."""
 
-    phone_cooldown_seconds = serializers.IntegerField(min_value=0, max_value=86_400, allow_null=True, required=False)
-    phone_per_hour = serializers.IntegerField(min_value=0, max_value=100_000, allow_null=True, required=False)
-    phone_per_day = serializers.IntegerField(min_value=0, max_value=100_000, allow_null=True, required=False)
-    account_per_hour = serializers.IntegerField(min_value=0, max_value=10_000_000, allow_null=True, required=False)
-    account_per_day = serializers.IntegerField(min_value=0, max_value=10_000_000, allow_null=True, required=False)
-    prefix_distinct_max = serializers.IntegerField(min_value=0, max_value=100_000, allow_null=True, required=False)
-    prefix_window_seconds = serializers.IntegerField(min_value=1, max_value=86_400, allow_null=True, required=False)
+    phone_cooldown_seconds = drf.IntegerField(min_value=0, max_value=86_400, allow_null=True, required=False)
+    phone_per_hour = drf.IntegerField(min_value=0, max_value=100_000, allow_null=True, required=False)
+    phone_per_day = drf.IntegerField(min_value=0, max_value=100_000, allow_null=True, required=False)
+    account_per_hour = drf.IntegerField(min_value=0, max_value=10_000_000, allow_null=True, required=False)
+    account_per_day = drf.IntegerField(min_value=0, max_value=10_000_000, allow_null=True, required=False)
+    prefix_distinct_max = drf.IntegerField(min_value=0, max_value=100_000, allow_null=True, required=False)
+    prefix_window_seconds = drf.IntegerField(min_value=1, max_value=86_400, allow_null=True, required=False)
     allowed_countries = serializers.ListField(
         child=serializers.CharField(max_length=2, min_length=1), allow_null=True, required=False, max_length=250,
         help_text='ISO 3166 codes such as ["RU", "KZ"], ["*"] for any country (only where the operator allows any), '

@@ -13,6 +13,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from smsgate.inputs import db_id
+
 from . import selectors
 from .models import LIMIT_NUMBER_FIELDS, Account, AccountOwnLimits, AmoToken, Integration, ProviderRoute
 from .tokens import TokenClaims
@@ -143,7 +145,9 @@ def integration_for_oauth(*, client_id) -> Integration:
     only active one (amoCRM's install webhook does not always name it)."""
     if client_id:
         try:
-            client_uuid = uuid.UUID(str(client_id))
+            if not (isinstance(client_id, str) and client_id.isascii()):  # uuid.UUID() reads any script's digits
+                raise ValueError(client_id)
+            client_uuid = uuid.UUID(client_id)
         except ValueError:
             raise InstallRefused("unknown_integration", _("Unknown integration.")) from None
         integration = Integration.objects.filter(client_uuid=client_uuid, is_active=True).first()
@@ -170,7 +174,7 @@ def account_install(*, code, referer, client_id=None) -> Account:
     host = amocrm.account_host_parse(referer)
     if host is None:
         raise InstallRefused("bad_referer", _("The referer is not an amoCRM or Kommo account address."))
-    if not isinstance(code, str) or not 0 < len(code) <= 2000:
+    if not isinstance(code, str) or not 0 < len(code) <= 2000 or not (code.isascii() and code.isprintable()):
         raise InstallRefused("bad_code", _("The authorization code is missing or malformed."))
     integration = integration_for_oauth(client_id=client_id)
     subdomain, domain = host
@@ -273,7 +277,8 @@ def account_uninstall(*, client_uuid, account_id, signature) -> Account | None:
     tokens (amoCRM has revoked them). None when we never saw the account; repeating is harmless."""
     if not all(isinstance(v, str) and 0 < len(v) <= 200 for v in (client_uuid, account_id, signature)):
         raise InstallRefused("bad_request", _("account_id, client_uuid and signature are required."))
-    if not account_id.isdigit():
+    amo_id = db_id(account_id)  # ASCII digits in the bigint range ("²".isdigit() is true, int("²") fails)
+    if amo_id is None:
         raise InstallRefused("bad_request", _("account_id must be a number."))
     integration = integration_for_oauth(client_id=client_uuid)
     expected = uninstall_signature(client_secret=integration.client_secret, client_uuid=client_uuid,
@@ -281,9 +286,9 @@ def account_uninstall(*, client_uuid, account_id, signature) -> Account | None:
     if not hmac.compare_digest(expected, signature.lower().encode("ascii", "replace").decode()):
         raise InstallRefused("bad_signature", _("The signature is not valid."), http_status=403)
     with transaction.atomic():
-        account = Account.objects.select_for_update().filter(integration=integration, amo_id=int(account_id)).first()
+        account = Account.objects.select_for_update().filter(integration=integration, amo_id=amo_id).first()
         if account is None:
-            logger.info("uninstall of an unknown account", extra={"amo_id": account_id})
+            logger.info("uninstall of an unknown account", extra={"amo_id": amo_id})
             return None
         Account.objects.filter(pk=account.pk).update(is_active=False, disabled_reason=UNINSTALLED_REASON)
         selectors.forget_account(account.pk)

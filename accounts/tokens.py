@@ -19,6 +19,8 @@ import jwt
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
+from smsgate.inputs import BIGINT_MAX
+
 from . import selectors
 
 ALGORITHM = "HS256"
@@ -98,11 +100,13 @@ def _leeway() -> int:
 
 
 def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer claim that fits the bigint column it may reach (account_id, user_id)."""
+    return isinstance(value, int) and not isinstance(value, bool) and -BIGINT_MAX <= value <= BIGINT_MAX
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A time claim: a finite number in the range of a bigint (NaN and infinities compare false)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and -BIGINT_MAX <= value <= BIGINT_MAX
 
 
 def verify_token(token) -> TokenClaims:
@@ -146,7 +150,8 @@ def _candidate_keys(unverified: dict):
     raw_uuid = unverified.get("client_uuid")
     if raw_uuid is not None:
         try:
-            client_uuid = uuid.UUID(str(raw_uuid)) if isinstance(raw_uuid, str) else None
+            # ASCII only: uuid.UUID() reads hex digits with int(), which takes any script's digits.
+            client_uuid = uuid.UUID(raw_uuid) if isinstance(raw_uuid, str) and raw_uuid.isascii() else None
         except ValueError:
             client_uuid = None
         if client_uuid is None:

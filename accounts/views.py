@@ -1,11 +1,11 @@
 """amoCRM's install lifecycle: the OAuth redirect URI and the uninstall hook. Thin views."""
 
 import logging
+from functools import wraps
 
 from django.http import JsonResponse
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET
 
 from .services import InstallRefused, account_install, account_uninstall
 
@@ -15,6 +15,20 @@ logger = logging.getLogger(__name__)
 def _answer(http_status: int, /, **body) -> JsonResponse:
     body = {k: str(v) for k, v in body.items()}
     return JsonResponse(body, status=http_status, json_dumps_params={"ensure_ascii": False})
+
+
+def require_GET(view):
+    """Django's require_GET, answering the machine endpoints' JSON error instead of an empty 405."""
+
+    @wraps(view)
+    def get_only(request, *args, **kwargs):
+        if request.method != "GET":
+            response = _answer(405, code="method_not_allowed", detail=_("Use GET."))
+            response["Allow"] = "GET"
+            return response
+        return view(request, *args, **kwargs)
+
+    return get_only
 
 
 @csrf_exempt

@@ -9,14 +9,17 @@ credential of the recipient, not of the account owner.
 import uuid
 
 from django.http import Http404
+from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, viewsets
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.apis import ERRORS
+from smsgate import drf, inputs
 
 from .masking import text_mask_codes
 from .models import Attempt, Delivery, DeliveryStatus, StatusEvent
@@ -32,6 +35,24 @@ class DeliveryCursorPagination(CursorPagination):
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100
+
+    def get_page_size(self, request):
+        # DRF reads the number with int(), which takes any script's digits; those mean the default.
+        if not inputs.ascii_digits(request.query_params.get(self.page_size_query_param, "0")):
+            return self.page_size
+        return super().get_page_size(request)
+
+    def decode_cursor(self, request):
+        # The cursor's position goes into the query as a creation time: a forged one that is not a
+        # time would be a database error, so it is refused like any other invalid cursor.
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            try:
+                if parse_datetime(cursor.position) is None:
+                    raise ValueError(cursor.position)
+            except ValueError:
+                raise NotFound(self.invalid_cursor_message) from None
+        return cursor
 
 
 class DeliverySerializer(serializers.ModelSerializer):
@@ -77,8 +98,8 @@ class DeliveryDetailSerializer(DeliverySerializer):
 class DeliveryFilterSerializer(serializers.Serializer):
     status = serializers.MultipleChoiceField(choices=DeliveryStatus.choices, required=False,
                                              help_text="repeat for several, or separate by commas")
-    created_from = serializers.DateField(required=False, help_text="from this day on (inclusive)")
-    created_to = serializers.DateField(required=False, help_text="up to this day (inclusive)")
+    created_from = drf.DateField(required=False, help_text="from this day on (inclusive)")
+    created_to = drf.DateField(required=False, help_text="up to this day (inclusive)")
     phone = serializers.CharField(required=False, max_length=40,
                                   help_text="any common format; normalised to E.164, exact match")
 
@@ -128,6 +149,8 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     @extend_schema(responses={200: DeliveryDetailSerializer, **ERRORS})
     def retrieve(self, request, *args, **kwargs):
         try:
+            if not kwargs["pk"].isascii():  # uuid.UUID() reads hex digits with int(): any script's digits
+                raise ValueError(kwargs["pk"])
             delivery_id = uuid.UUID(kwargs["pk"])
         except ValueError:
             raise Http404 from None
@@ -149,7 +172,7 @@ class StatsSerializer(serializers.Serializer):
 
 
 class StatsParamsSerializer(serializers.Serializer):
-    days = serializers.IntegerField(min_value=1, max_value=STATS_MAX_DAYS, default=30, required=False)
+    days = drf.IntegerField(min_value=1, max_value=STATS_MAX_DAYS, default=30, required=False)
 
 
 class StatsView(APIView):

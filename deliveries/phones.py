@@ -1,11 +1,17 @@
 """Phone numbers: parse and validate with Google's libphonenumber, store E.164, mask for display."""
 
+import re
 from dataclasses import dataclass
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
 
 MAX_PHONE_INPUT = 40  # "+7 (912) 345-67-89" and friends fit easily
+# What a phone is written with: ASCII digits, "+" first, and the usual separators (space, "-", ".",
+# "/", parentheses). libphonenumber would read more: keypad letters as digits ("+7 912 ABC 4567" is
+# +79122224567 to it), other scripts' digits as ASCII ones, and it drops what follows the number
+# ("ext. 1", a NUL). A phone from amoCRM is ASCII, so anything else is not a phone.
+_WRITTEN_PHONE = re.compile(r"\+?[0-9 ().\-/]+")
 
 # Numbers that can receive an SMS. Landlines, toll-free numbers, pagers, voicemail and VoIP numbers
 # cannot: they are an input error (400), never sent, so they cannot be pumped either.
@@ -54,7 +60,7 @@ def phone_parse(raw, *, default_region: str | None = None) -> Phone:
     calling code are returned: refusing them is a policy decision (deliveries.guard), recorded and
     visible to staff, not an input error.
     """
-    if not isinstance(raw, str) or not raw.strip() or len(raw) > MAX_PHONE_INPUT:
+    if not isinstance(raw, str) or len(raw) > MAX_PHONE_INPUT or not _WRITTEN_PHONE.fullmatch(raw.strip()):
         raise PhoneError("invalid")
     try:
         number = phonenumbers.parse(raw, default_region)
@@ -83,8 +89,10 @@ def phone_normalise_for_search(raw: str, *, default_region: str | None = "RU") -
     else digits only taken as international ("8823421234" is +882 342 1234, as it was sent); failing
     both, a merely possible number (a search may look for what was never valid).
     """
+    if not isinstance(raw, str) or len(raw) > MAX_PHONE_INPUT or not _WRITTEN_PHONE.fullmatch(raw.strip()):
+        return None  # letters, other scripts' digits: not a phone (see _WRITTEN_PHONE)
     candidates = [(raw, default_region)]
-    if isinstance(raw, str) and raw.strip().isdigit():
+    if raw.strip().isascii() and raw.strip().isdigit():
         candidates.append(("+" + raw.strip(), None))
     possible = None
     for text, region in candidates:

@@ -135,7 +135,7 @@ def _recipient(raw, *, account: Account) -> Phone:
     try:
         return phone_parse(raw, default_region=region)
     except PhoneError as exc:
-        if isinstance(raw, str) and raw.strip().isdigit():  # "79123456789": international without "+"
+        if isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit():  # "79123456789": no "+"
             try:
                 return phone_parse("+" + raw.strip())
             except PhoneError:

@@ -1,6 +1,5 @@
 """The amoCRM system-SMS endpoint. Thin: parse, verify, call the service, answer."""
 
-import json
 import logging
 
 from django.http import JsonResponse
@@ -9,6 +8,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from accounts.services import account_register
 from accounts.tokens import TokenError, verify_token
+from smsgate.inputs import json_loads
 
 from .services import DeliveryRefused, delivery_create
 
@@ -35,16 +35,19 @@ class BadBody(Exception):
 
 
 def _read_body(request) -> dict:
-    """Form fields (what amoCRM sends) or a JSON object (accepted too)."""
+    """Form fields (what amoCRM sends) or a JSON object (accepted too). A body Django cannot parse
+    (a broken multipart body, too many fields) is answered by smsgate.errors as `bad_body` too."""
     content_type = request.content_type or ""
     if content_type == "application/json":
         try:
-            data = json.loads(request.body or b"null")
-        except (ValueError, UnicodeDecodeError):
+            data = json_loads(request.body or b"null")
+        except ValueError:  # not UTF-8, not JSON, or nested too deep
             raise BadBody from None
         if not isinstance(data, dict):
             raise BadBody
         return data
+    if request.FILES:  # a multipart body with a file part: not what amoCRM sends
+        raise BadBody
     return {key: request.POST.get(key) for key in ("text", "phone", "token")}
 
 

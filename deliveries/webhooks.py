@@ -13,6 +13,7 @@ from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts.selectors import route_by_callback_token
+from smsgate.inputs import json_too_deep, storable_text
 
 from .providers.base import ProviderError, WebhookRequest, WebhookSignatureError
 from .services import RouteChoice, build_provider, delivery_reports_apply
@@ -27,13 +28,18 @@ def _reply(status: int, code: str) -> JsonResponse:
 def _webhook_request(request) -> WebhookRequest:
     # The provider signed the URL we gave it (built from SMSGATE_PUBLIC_URL); behind a proxy the URL
     # this server sees may differ, so both are offered to the verifier.
+    body = request.body  # first: parsing a multipart body (below) would consume the stream
+    if request.method == "POST" and request.FILES:
+        raise ValueError("a file part in a delivery report")
+    if body.lstrip()[:1] in (b"{", b"[") and json_too_deep(body.decode("utf-8", "replace")):
+        raise ValueError("JSON nested too deep")  # the bound of every JSON body we read (smsgate/inputs.py)
     path = request.get_full_path()
     return WebhookRequest(
         url=f"{settings.SMSGATE_PUBLIC_URL}{path}",
         alternate_urls=(request.build_absolute_uri(path),),
         method=request.method,
         headers={name.lower(): value for name, value in request.headers.items()},
-        body=request.body,
+        body=body,
         form={name: request.POST.getlist(name) for name in request.POST} if request.method == "POST" else {},
         query={name: request.GET.getlist(name) for name in request.GET},
     )
@@ -58,6 +64,8 @@ def provider_webhook(request, provider: str, token: str):
         hook = _webhook_request(request)
         adapter.verify_webhook(hook)
         reports = adapter.parse_webhook(hook)
+        if not all(storable_text([r.provider_message_id, r.provider_code, r.raw]) for r in reports):
+            raise ValueError("a NUL or a lone surrogate in a report")  # the database would refuse it
     except WebhookSignatureError as exc:
         logger.warning("callback signature refused: %s", exc, extra=log_extra)
         return _reply(400, "bad_signature")

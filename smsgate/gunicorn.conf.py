@@ -2,6 +2,10 @@
 
 import os
 
+from gunicorn.glogging import Logger
+
+from smsgate.logs import MASK, MaskSecretsFilter, mask_secrets
+
 bind = os.environ.get("WEB_BIND", "127.0.0.1:8000")
 worker_class = "gthread"
 # 4 processes on 2 cores (gunicorn's 2 x cores): the SMS endpoint is Python-bound, and one process
@@ -13,6 +17,32 @@ graceful_timeout = 10
 keepalive = 5
 accesslog = os.environ.get("WEB_ACCESS_LOG") or None
 
+# Request headers that are credentials, should an access_log_format name them ({x-auth-token}i).
+_SECRET_HEADERS = {"authorization", "cookie", "x-auth-token", "x-twilio-signature", "proxy-authorization"}
+
+
+class MaskingLogger(Logger):
+    """gunicorn's logs without callback tokens or OAuth codes (smsgate.logs.mask_secrets): the access
+    log's request line, path, query string, referer and environ atoms, and every error log line."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            if not any(isinstance(f, MaskSecretsFilter) for f in log.filters):
+                log.addFilter(MaskSecretsFilter())
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        for key, value in atoms.items():
+            if key.endswith("}i") and key[1:-2] in _SECRET_HEADERS:
+                atoms[key] = MASK
+            elif isinstance(value, str):
+                atoms[key] = mask_secrets(value)
+        return atoms
+
+
+logger_class = MaskingLogger
+
 
 def child_exit(server, worker):
     # Prometheus multiprocess mode: forget the metrics files of a worker that exited.
@@ -20,6 +50,14 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def pre_request(worker, req):
+    # A body refused for its size must close the connection, so gunicorn does not read the rest of it;
+    # gunicorn drops an application's Connection header, so the refusal closes it through the request.
+    from smsgate.bodylimit import remember_server_request
+
+    remember_server_request(req)
 
 
 def post_worker_init(worker):

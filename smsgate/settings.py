@@ -164,6 +164,9 @@ SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not DEV_DEFAULTS
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024  # the SMS endpoint takes a few kB at most
+# Every body but the admin's, chunked ones included, is refused (413) past this many bytes before it is
+# read (smsgate/bodylimit.py, around the WSGI application): file parts and DRF's reads count too.
+SMSGATE_MAX_BODY_BYTES = env.int("SMSGATE_MAX_BODY_BYTES", default=256 * 1024)
 
 # --- Celery ---------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or "filesystem://"  # empty means the default
@@ -230,7 +233,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.AmoTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.ActiveAccount", "accounts.permissions.AdminWrites"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # DRF's JSON parser with a bound on nesting (a deep body is a RecursionError otherwise).
+    "DEFAULT_PARSER_CLASSES": ["smsgate.drf.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "accounts.apis.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -358,7 +362,7 @@ CELERY_BEAT_SCHEDULE["deliveries-poll-statuses"] = {
     "options": {"queue": MAINTENANCE_QUEUE, "expires": float(SMSGATE_POLL_INTERVAL)},
 }
 
-# --- Logging: ids in `extra`, never tokens, secrets or full texts --------------------------------
+# --- Logging: ids in `extra`, never tokens, secrets or full texts; callback tokens masked -------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
@@ -372,6 +376,10 @@ LOGGING = {
     "loggers": {
         # Django adds its own console handler when DEBUG is on; one handler is enough.
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # runserver's request lines and Celery's task logger have handlers of their own otherwise, whose
+        # formatters would not mask callback tokens and OAuth codes (smsgate/logs.py).
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "celery.task": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "django.db.backends": {"level": "WARNING"},
         # filesystem:// has no host and kombu warns about it on every publish.
         "kombu.connection": {"level": "ERROR" if CELERY_BROKER_URL.startswith("filesystem://") else "WARNING"},

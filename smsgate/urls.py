@@ -22,3 +22,7 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),
 ]
+
+# JSON on the machine endpoints for what Django refuses itself (smsgate/errors.py).
+handler400 = "smsgate.errors.bad_request"
+handler404 = "smsgate.errors.not_found"

@@ -14,6 +14,8 @@ from datetime import timedelta
 import httpx
 from django.conf import settings
 
+from smsgate.inputs import db_id
+
 # amoCRM gives the redirect URI 3 seconds; the exchange must fit in what is left of them.
 EXCHANGE_TIMEOUT = httpx.Timeout(connect=1.0, read=2.0, write=1.0, pool=1.0)
 REFRESH_TIMEOUT = httpx.Timeout(connect=3.0, read=10.0, write=3.0, pool=3.0)
@@ -54,8 +56,8 @@ def account_host_parse(referer) -> tuple[str, str] | None:
 
     amoCRM sends the bare host; a scheme, a port or a path is tolerated only around a valid host.
     """
-    if not isinstance(referer, str) or not 0 < len(referer) <= 200:
-        return None
+    if not isinstance(referer, str) or not 0 < len(referer) <= 200 or not referer.isascii():
+        return None  # ASCII first: lower() maps some other letters to ASCII ones (KELVIN SIGN -> "k")
     host = referer.strip().lower()
     host = re.sub(r"^https?://", "", host).split("/", 1)[0]
     match = _ACCOUNT_HOST.match(host)
@@ -110,7 +112,7 @@ def _pair_from_reply(response: httpx.Response) -> TokenPair:
         access_token=access,
         refresh_token=refresh,
         expires_in=expires_in,
-        account_id=account_id if isinstance(account_id, int) and not isinstance(account_id, bool) else None,
+        account_id=db_id(account_id) if isinstance(account_id, int) else None,  # None if not a bigint id
         api_domain=api_domain if isinstance(api_domain, str) and _API_DOMAIN.match(api_domain) else "",
     )
 
@@ -152,6 +154,6 @@ def account_id_fetch(*, account_host: str, access_token: str) -> int:
         account_id = response.json().get("id") if response.status_code == 200 else None
     except (ValueError, AttributeError):
         account_id = None
-    if not isinstance(account_id, int) or isinstance(account_id, bool) or account_id <= 0:
+    if not isinstance(account_id, int) or db_id(account_id) is None:
         raise AmoUnavailable(f"no account id: HTTP {response.status_code}")
     return account_id

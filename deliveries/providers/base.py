@@ -7,6 +7,7 @@ each error means for the delivery (retry, next route, final status).
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,13 +59,19 @@ class ProviderError(Exception):
         super().__init__(f"[{self.error_class}] {self.code} {message}".strip())
 
 
+MAX_RETRY_AFTER = 86_400.0  # no login code or bulk SMS is worth sending a day later
+
+
 class ProviderTemporaryError(ProviderError):
     """Retry later. `ambiguous` means the provider may have got (and sent) the message."""
 
     default_class = ErrorClass.PROVIDER_UNAVAILABLE
 
     def __init__(self, message="", *, retry_after: float | None = None, ambiguous: bool = False, **kwargs):
-        self.retry_after = retry_after
+        # A provider's Retry-After is only a hint: "Infinity" or 1e400 would overflow the retry's date.
+        if retry_after is not None and not (isinstance(retry_after, (int, float)) and math.isfinite(retry_after)):
+            retry_after = None
+        self.retry_after = min(max(retry_after, 0.0), MAX_RETRY_AFTER) if retry_after is not None else None
         self.ambiguous = ambiguous
         super().__init__(message, **kwargs)
 
@@ -108,6 +115,10 @@ class SendRequest:
     callback_url: str | None = None
 
 
+MAX_COST = Decimal(10) ** 8  # Attempt.cost: max_digits=12, decimal_places=4
+MAX_PARTS = 255  # a concatenated SMS numbers its parts in one byte
+
+
 @dataclass(frozen=True)
 class SendResult:
     provider_message_id: str
@@ -115,6 +126,15 @@ class SendResult:
     cost: Decimal | None = None
     parts: int | None = None
     raw: dict | list | str | None = None
+
+    def __post_init__(self):
+        # A reply's cost and part count are stored in columns of a fixed size (12 digits with 4
+        # decimals; a small integer): a value that does not fit is no cost or part count, so dropped.
+        if self.cost is not None and not (isinstance(self.cost, Decimal) and self.cost.is_finite()
+                                          and abs(self.cost) < MAX_COST):
+            object.__setattr__(self, "cost", None)
+        if self.parts is not None and not (isinstance(self.parts, int) and 0 <= self.parts <= MAX_PARTS):
+            object.__setattr__(self, "parts", None)
 
 
 @dataclass(frozen=True)
@@ -267,18 +287,30 @@ def decimal_or_none(value) -> Decimal | None:
     if value is None or value == "" or isinstance(value, bool):
         return None
     try:
-        return Decimal(str(value).strip().replace(",", "."))
+        amount = Decimal(str(value).strip().replace(",", "."))
     except (ArithmeticError, ValueError):
         return None
+    return amount if amount.is_finite() else None  # "NaN" and "Infinity" are Decimals too
+
+
+def int_or_none(value) -> int | None:
+    """An integer from a provider (42, "42", " -42 "), or None. Only ASCII digits: int() also reads
+    other scripts' digits, "1_000" and far longer numbers than any provider sends."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = value.strip() if isinstance(value, str) else ""
+    digits = text[1:] if text[:1] in ("-", "+") else text
+    return int(text) if digits.isascii() and digits.isdigit() and len(digits) <= 18 else None
 
 
 def timestamp_or_none(value) -> datetime | None:
     """A Unix time from a provider ("1700000000", 1700000000, garbage, absurd values) as UTC, or None."""
-    if value in (None, "", 0, "0") or isinstance(value, bool):
+    seconds = int_or_none(value)
+    if not seconds:
         return None
     try:
-        return datetime.fromtimestamp(int(str(value).strip()), tz=UTC)
-    except (TypeError, ValueError, OverflowError, OSError):
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (ValueError, OverflowError, OSError):
         return None
 
 

@@ -25,6 +25,7 @@ from .base import (
     SendResult,
     StatusReport,
     decimal_or_none,
+    int_or_none,
 )
 from .http import json_or_none
 
@@ -39,7 +40,7 @@ _ERRORS: dict[int, tuple[type[ProviderError], ErrorClass]] = {
     9: (ProviderTemporaryError, ErrorClass.PROVIDER_UNAVAILABLE),  # internal server error
 }
 _RECIPIENT_WORDS = ("destination", "phone", "number", "номер", "получател")
-_LOOSE_CODE = re.compile(r"""["']?Code["']?\s*:\s*(-?\d+)""")
+_LOOSE_CODE = re.compile(r"""["']?Code["']?\s*:\s*(-?[0-9]{1,18})""")
 _LOOSE_DESC = re.compile(r"""["']?Desc["']?\s*:\s*["“”]?([^"“”}]*)""")
 
 
@@ -47,10 +48,7 @@ def _error_fields(response) -> tuple[int | None, str]:
     """Code and Desc of an error reply; the published samples are not strict JSON, so read loosely."""
     body = json_or_none(response)
     if isinstance(body, dict):
-        try:
-            return int(body.get("Code")), str(body.get("Desc") or "")
-        except (TypeError, ValueError):
-            return None, str(body.get("Desc") or "")
+        return int_or_none(body.get("Code")), str(body.get("Desc") or "")
     text = response.text[:2000]
     code, desc = _LOOSE_CODE.search(text), _LOOSE_DESC.search(text)
     return (int(code.group(1)) if code else None), (desc.group(1).strip() if desc else "")

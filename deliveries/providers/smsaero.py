@@ -30,6 +30,7 @@ from .base import (
     StatusReport,
     WebhookRequest,
     decimal_or_none,
+    int_or_none,
     timestamp_or_none,
     without_text,
 )
@@ -65,7 +66,8 @@ def _message_object(data) -> dict | None:
     if isinstance(data, list):
         data = data[0] if data else None
     if isinstance(data, dict) and "id" not in data:
-        first = next((v for k, v in data.items() if str(k).isdigit() and isinstance(v, dict)), None)
+        first = next((v for k, v in data.items() if str(k).isascii() and str(k).isdigit() and isinstance(v, dict)),
+                     None)
         data = first or data
     return data if isinstance(data, dict) else None
 
@@ -156,10 +158,8 @@ class SmsAeroProvider(Provider):
     def fetch_statuses(self, provider_message_ids):
         reports = []
         for message_id in provider_message_ids:
-            try:
-                payload_id = int(message_id)
-            except ValueError:
-                payload_id = message_id
+            number = int_or_none(message_id)
+            payload_id = message_id if number is None else number
             data = _message_object(self._call("/sms/status", {"id": payload_id}))
             if data:
                 reports.append(self._report(str(data.get("id") or message_id), data))

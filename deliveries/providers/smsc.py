@@ -29,6 +29,7 @@ from .base import (
     StatusReport,
     WebhookRequest,
     decimal_or_none,
+    int_or_none,
     timestamp_or_none,
     without_text,
 )
@@ -118,10 +119,8 @@ class SmscProvider(Provider):
         return body
 
     def _error(self, body: dict) -> ProviderError:
-        try:
-            code = int(body.get("error_code"))
-        except (TypeError, ValueError):
-            code = -1
+        code = int_or_none(body.get("error_code"))
+        code = -1 if code is None else code
         exc_class, error_class, retry_after = _ERRORS.get(code, (ProviderBadRequestError, ErrorClass.UNKNOWN, None))
         message = str(body.get("error", ""))[:200]
         if exc_class is ProviderTemporaryError:
@@ -150,10 +149,7 @@ class SmscProvider(Provider):
             raise
         if not isinstance(body, dict):
             raise ProviderTemporaryError("unexpected send reply", code="bad_reply", ambiguous=True, raw=body)
-        try:
-            parts = int(body["cnt"]) if body.get("cnt") not in (None, "") else None
-        except (TypeError, ValueError):
-            parts = None
+        parts = int_or_none(body.get("cnt"))
         # The message is known to SMSC by the id we gave it.
         return SendResult(provider_message_id=request.reference, cost=decimal_or_none(body.get("cost")), parts=parts,
                           raw=body)
@@ -209,7 +205,7 @@ class SmscProvider(Provider):
     # --- delivery-report callbacks [?] ----------------------------------------------------------
     def parse_webhook(self, request: WebhookRequest) -> list[StatusReport]:
         message_id, code = request.value("id").strip(), request.value("status").strip()
-        if not message_id or not code.lstrip("-").isdigit():
+        if not message_id or not (code.isascii() and code.lstrip("-").isdigit()):  # "²".isdigit() is true
             return []  # not a status report (SMSC also forwards incoming messages to this URL)
         fields = without_text({name: values[-1] for name, values in {**request.query, **request.form}.items()
                                if name not in ("login", "psw", "md5", "sha1")}, "message", "mes")

@@ -30,6 +30,7 @@ from .base import (
     WebhookReply,
     WebhookRequest,
     WebhookSignatureError,
+    int_or_none,
     timestamp_or_none,
 )
 from .http import json_or_none
@@ -128,10 +129,8 @@ class SmsRuProvider(Provider):
         return body
 
     def _error(self, entry: dict) -> ProviderError:
-        try:
-            code = int(entry.get("status_code"))
-        except (TypeError, ValueError):
-            code = -1
+        code = int_or_none(entry.get("status_code"))
+        code = -1 if code is None else code
         exc_class, error_class = _ERRORS.get(code, (ProviderBadRequestError, ErrorClass.UNKNOWN))
         return exc_class(str(entry.get("status_text", ""))[:200], code=str(code), error_class=error_class, raw=entry)
 
@@ -197,7 +196,7 @@ class SmsRuProvider(Provider):
         return WebhookReply(200, "100")
 
 
-_INDEXED_DATA = re.compile(r"^data\[(\d+)\]$")
+_INDEXED_DATA = re.compile(r"^data\[([0-9]{1,4})\]$")  # not \d: it matches every script's digits
 
 
 def _callback_records(request: WebhookRequest) -> list[str]:

@@ -33,6 +33,7 @@ from .base import (
     WebhookRequest,
     WebhookSignatureError,
     decimal_or_none,
+    int_or_none,
     without_text,
 )
 from .http import json_or_none
@@ -159,10 +160,7 @@ class TwilioProvider(Provider):
     def _error(self, response, body, ambiguous_on_failure) -> ProviderError:
         status = response.status_code
         raw = body if isinstance(body, dict) else None
-        try:
-            code = int(body.get("code")) if isinstance(body, dict) else None
-        except (TypeError, ValueError):
-            code = None
+        code = int_or_none(body.get("code")) if isinstance(body, dict) else None
         message = str(body.get("message") or "")[:200] if isinstance(body, dict) else ""
         if code in ERRORS:
             exc_class, error_class = ERRORS[code]
@@ -201,10 +199,7 @@ class TwilioProvider(Provider):
             raise ProviderTemporaryError("no sid in the reply", code="bad_reply", ambiguous=True,
                                          raw=without_text(body, "body"))
         report = self._report(body)
-        try:
-            parts = int(body.get("num_segments")) if body.get("num_segments") not in (None, "") else None
-        except (TypeError, ValueError):
-            parts = None
+        parts = int_or_none(body.get("num_segments"))
         price = decimal_or_none(body.get("price"))
         return SendResult(provider_message_id=str(body["sid"]),
                           status=report.status if report.status != ReportStatus.UNKNOWN else ReportStatus.SENT,
@@ -253,10 +248,7 @@ class TwilioProvider(Provider):
         error_code = message.get("error_code") or message.get("ErrorCode") or ""
         normalised = self.map_status(status)
         error_class = None
-        try:
-            numeric = int(error_code) if error_code not in (None, "") else None
-        except (TypeError, ValueError):
-            numeric = None
+        numeric = int_or_none(error_code)
         if numeric is not None and normalised in (ReportStatus.FAILED, ReportStatus.UNDELIVERED):
             if numeric in REJECTION_CODES:
                 normalised = ReportStatus.REJECTED
