@@ -5,9 +5,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from django.conf import settings
 
-from .models import Account, Integration, ProviderRoute
+from .integrations import integration_sync_from_settings, is_settings_integration
+from .models import Account, Integration
 
 # Integration keys are read on every token check; a few seconds of caching saves a query per
 # request. A change in the admin takes effect within this many seconds.
@@ -21,7 +21,7 @@ class IntegrationKey:
     audience: str
 
 
-class _TTLCache:
+class TTLCache:
     def __init__(self, maxsize=1024):
         self._data = {}
         self._lock = threading.Lock()
@@ -54,7 +54,7 @@ class _TTLCache:
                 del self._data[key]
 
 
-_integration_cache = _TTLCache()
+_integration_cache = TTLCache()
 
 
 def clear_integration_cache():
@@ -70,9 +70,7 @@ def integration_key_by_uuid(client_uuid: uuid.UUID) -> IntegrationKey | None:
     if hit:
         return hit[1]
     integration = Integration.objects.filter(client_uuid=client_uuid, is_active=True).first()
-    if integration is None and _is_settings_integration(client_uuid):
-        from .services import integration_sync_from_settings
-
+    if integration is None and is_settings_integration(client_uuid):
         integration = integration_sync_from_settings()
     key = _key_of(integration) if integration and integration.is_active else None
     _integration_cache.put(("uuid", client_uuid), key, INTEGRATION_CACHE_SECONDS)
@@ -88,21 +86,12 @@ def integration_keys_by_audience(audience: str) -> list[IntegrationKey]:
     return keys
 
 
-def _is_settings_integration(client_uuid: uuid.UUID) -> bool:
-    try:
-        return bool(settings.AMO_CLIENT_SECRET) and uuid.UUID(settings.AMO_CLIENT_ID) == client_uuid
-    except ValueError:
-        return False
-
-
 # The SMS endpoint reads the account and whether it has an active route on every request; a few
 # seconds of per-process caching save two queries per request (issue 7). Writes in this process
 # forget the entry at once (`forget_account`); other processes see a change within this many seconds.
 ACCOUNT_CACHE_SECONDS = 5.0
-_account_cache = _TTLCache(maxsize=10_000)
-_route_cache = _TTLCache(maxsize=10_000)
-_routes_cache = _TTLCache(maxsize=10_000)  # the send path's active routes of an account
-_account_by_pk_cache = _TTLCache(maxsize=10_000)  # the send path's account of a delivery
+_account_cache = TTLCache(maxsize=10_000)
+_account_by_pk_cache = TTLCache(maxsize=10_000)  # the send path's account of a delivery
 
 
 def account_cached(*, integration_id: int, amo_id: int) -> Account | None:
@@ -114,26 +103,12 @@ def account_remember(account: Account):
     _account_cache.put((account.integration_id, account.amo_id), account, ACCOUNT_CACHE_SECONDS)
 
 
-def account_has_active_route(*, account: Account) -> bool:
-    """Whether the account has an active route; only a yes is cached (a new route counts at once)."""
-    if _route_cache.get(account.pk):
-        return True
-    exists = ProviderRoute.objects.filter(account=account, is_active=True).exists()
-    if exists:
-        _route_cache.put(account.pk, True, ACCOUNT_CACHE_SECONDS)
-    return exists
-
-
 def forget_account(account_id: int | None = None):
-    """Drop cached reads of one account (or of all): call after changing an account or its routes."""
+    """Drop cached reads of one account (or of all): call after changing an account."""
     if account_id is None:
         _account_cache.clear()
-        _route_cache.clear()
-        _routes_cache.clear()
         _account_by_pk_cache.clear()
         return
-    _route_cache.pop(account_id)
-    _routes_cache.pop(account_id)
     _account_by_pk_cache.pop(account_id)
     _account_cache.pop_where(lambda account: account.pk == account_id)
 
@@ -153,20 +128,3 @@ def account_get(*, integration_id: int, amo_id: int) -> Account | None:
     return Account.objects.filter(integration_id=integration_id, amo_id=amo_id).first()
 
 
-def routes_active(*, account: Account) -> list[ProviderRoute]:
-    """The routes to try, in order: active ones by ascending priority. Read for every SMS a worker
-    sends, so kept per process like the account (credentials decrypted once, not per message); the
-    instances are shared between threads and only read. A route marked broken or changed elsewhere
-    counts here within ACCOUNT_CACHE_SECONDS."""
-    hit = _routes_cache.get(account.pk)
-    if hit:
-        return hit[1]
-    routes = list(ProviderRoute.objects.filter(account=account, is_active=True).order_by("priority", "id"))
-    _routes_cache.put(account.pk, routes, ACCOUNT_CACHE_SECONDS)
-    return routes
-
-
-def route_by_callback_token(*, provider: str, token: str) -> ProviderRoute | None:
-    """The route a delivery-report URL /webhooks/<provider>/<token>/ belongs to (active or not:
-    reports for messages it sent earlier still count)."""
-    return ProviderRoute.objects.filter(callback_token=token, provider=provider).first()

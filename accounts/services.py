@@ -7,49 +7,23 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from smsgate.inputs import db_id
 
-from . import selectors
-from .models import LIMIT_NUMBER_FIELDS, Account, AccountOwnLimits, AmoToken, Integration, ProviderRoute
+from . import amocrm, selectors
+from .integrations import integration_sync_from_settings
+from .limits import ceilings_for, forget_limits, own_limits_errors
+from .models import LIMIT_NUMBER_FIELDS, Account, AccountOwnLimits, AmoToken, Integration
 from .tokens import TokenClaims
 
 logger = logging.getLogger(__name__)
 
 # last_seen_at is refreshed at most this often, so the hot path does not write per request.
 LAST_SEEN_RESOLUTION = timedelta(minutes=1)
-
-
-def integration_sync_from_settings() -> Integration | None:
-    """Create or update the deployment's own integration from AMO_CLIENT_ID/SECRET/REDIRECT_URI."""
-    if not settings.AMO_CLIENT_ID:
-        return None
-    if not (settings.AMO_CLIENT_SECRET and settings.AMO_REDIRECT_URI):
-        raise ImproperlyConfigured("AMO_CLIENT_SECRET and AMO_REDIRECT_URI must be set with AMO_CLIENT_ID.")
-    try:
-        client_uuid = uuid.UUID(settings.AMO_CLIENT_ID)
-    except ValueError as exc:
-        raise ImproperlyConfigured("AMO_CLIENT_ID must be the integration's UUID.") from exc
-    integration, created = Integration.objects.get_or_create(
-        client_uuid=client_uuid,
-        defaults={
-            "name": "amoCRM (from environment)",
-            "client_secret": settings.AMO_CLIENT_SECRET,
-            "redirect_uri": settings.AMO_REDIRECT_URI,
-        },
-    )
-    if not created and (
-        integration.client_secret != settings.AMO_CLIENT_SECRET or integration.redirect_uri != settings.AMO_REDIRECT_URI
-    ):
-        integration.client_secret = settings.AMO_CLIENT_SECRET
-        integration.redirect_uri = settings.AMO_REDIRECT_URI
-        integration.save(update_fields=["client_secret", "redirect_uri", "updated_at"])
-    return integration
 
 
 def account_register(*, claims: TokenClaims) -> Account:
@@ -86,48 +60,8 @@ def account_register(*, claims: TokenClaims) -> Account:
     return account
 
 
-def route_save(
-    *,
-    account: Account,
-    provider: str,
-    credentials: dict | None = None,
-    sender: str | None = None,
-    priority: int | None = None,
-    is_active: bool | None = None,
-    route: ProviderRoute | None = None,
-) -> ProviderRoute:
-    """Create a route, or update the given one. New credentials clear the broken mark."""
-    from deliveries.providers import PROVIDERS
-
-    if provider not in PROVIDERS:
-        raise ValueError(f"unknown provider {provider!r}")
-    if route is None:
-        route = ProviderRoute(account=account, provider=provider)
-    elif route.provider != provider:
-        route.provider = provider
-    if credentials is not None:
-        merged = dict(route.credentials or {}) if route.pk else {}
-        merged.update({k: v for k, v in credentials.items() if v not in (None, "")})
-        if merged != route.credentials:
-            route.credentials = merged
-            route.is_broken = False
-            route.broken_reason = ""
-            route.broken_at = None
-            route.consecutive_failures = 0
-    if sender is not None:
-        route.sender = sender
-    if priority is not None:
-        route.priority = priority
-    if is_active is not None:
-        route.is_active = is_active
-    route.save()
-    selectors.forget_account(route.account_id)
-    return route
-
-
 # --- install lifecycle: OAuth install, token refresh, uninstall (issue 5) -------------------------
 UNINSTALLED_REASON = "uninstalled in amoCRM"
-REFRESH_LEASE = timedelta(seconds=60)  # longer than a refresh call may take (amocrm.REFRESH_TIMEOUT)
 
 
 class InstallRefused(Exception):
@@ -169,8 +103,6 @@ def account_install(*, code, referer, client_id=None) -> Account:
     then written in one short transaction. Reinstalling re-enables an account the uninstall hook
     disabled (not one staff disabled for another reason).
     """
-    from . import amocrm
-
     host = amocrm.account_host_parse(referer)
     if host is None:
         raise InstallRefused("bad_referer", _("The referer is not an amoCRM or Kommo account address."))
@@ -212,62 +144,6 @@ def account_install(*, code, referer, client_id=None) -> Account:
     return account
 
 
-def amo_token_refresh(*, account_id: int) -> bool:
-    """Swap the account's token pair for a new one before it expires. True when a new pair is stored.
-
-    A refresh token works once, so only one worker may spend it: a conditional UPDATE takes a
-    lease, the call to amoCRM runs outside any transaction, and the new pair is written under a
-    row lock in one transaction, only if the stored refresh token is still the one we spent.
-    """
-    from . import amocrm
-
-    lease = uuid.uuid4().hex
-    now = timezone.now()
-    claimed = (
-        AmoToken.objects.filter(account_id=account_id, needs_reinstall=False)
-        .filter(Q(refresh_lease_until__isnull=True) | Q(refresh_lease_until__lt=now))
-        .update(refresh_lease=lease, refresh_lease_until=now + REFRESH_LEASE)
-    )
-    if not claimed:
-        return False
-    token = AmoToken.objects.select_related("account__integration").get(account_id=account_id)
-    account, integration = token.account, token.account.integration
-    spent = token.refresh_token
-    try:
-        pair = amocrm.token_refresh(account_host=account.host, client_id=str(integration.client_uuid),
-                                    client_secret=integration.client_secret, redirect_uri=integration.redirect_uri,
-                                    refresh_token=spent)
-    except (amocrm.AmoOAuthError, amocrm.AmoUnavailable) as exc:
-        refused = isinstance(exc, amocrm.AmoOAuthError)
-        AmoToken.objects.filter(pk=token.pk, refresh_lease=lease).update(
-            refresh_lease="", refresh_lease_until=None, last_error=f"{type(exc).__name__}: {exc}"[:200],
-            needs_reinstall=refused)
-        logger.warning("token refresh failed", extra={"account_id": account_id, "refused": refused})
-        return False
-
-    with transaction.atomic():
-        current = AmoToken.objects.select_for_update().get(pk=token.pk)
-        if current.refresh_token != spent:  # a reinstall stored a newer pair meanwhile: keep it
-            logger.warning("token pair changed during refresh; keeping the stored one",
-                           extra={"account_id": account_id})
-            return False
-        now = timezone.now()
-        current.access_token, current.refresh_token = pair.access_token, pair.refresh_token
-        current.expires_at = now + pair.lifetime
-        current.api_domain = pair.api_domain or current.api_domain
-        current.refreshed_at = now
-        current.refresh_lease, current.refresh_lease_until, current.last_error = "", None, ""
-        current.save()
-    logger.info("token pair refreshed", extra={"account_id": account_id})
-    return True
-
-
-def amo_tokens_refresh_due(*, margin: timedelta) -> int:
-    """Refresh every token pair that expires within `margin`; returns how many were refreshed."""
-    due = AmoToken.objects.filter(needs_reinstall=False, expires_at__lt=timezone.now() + margin)
-    return sum(amo_token_refresh(account_id=account_id) for account_id in due.values_list("account_id", flat=True))
-
-
 def uninstall_signature(*, client_secret: str, client_uuid: str, account_id: str) -> str:
     return hmac.new(client_secret.encode(), f"{client_uuid}|{account_id}".encode(), hashlib.sha256).hexdigest()
 
@@ -298,41 +174,10 @@ def account_uninstall(*, client_uuid, account_id, signature) -> Account | None:
     return account
 
 
-# --- routes, for the account API (issue 5) --------------------------------------------------------
-ROUTE_PRIORITY_STEP = 10
-
-
-def route_delete(*, route: ProviderRoute) -> None:
-    """Remove a route. Its past deliveries and attempts keep their history (route set to NULL)."""
-    logger.info("route deleted", extra={"account_id": route.account_id, "route_id": route.pk})
-    route.delete()
-    selectors.forget_account(route.account_id)
-
-
-def routes_reorder(*, account: Account, route_ids: list[int]) -> list[ProviderRoute]:
-    """Give the account's routes priorities 10, 20, 30 ... in the given order.
-
-    `route_ids` must name every route of the account exactly once (anything else is a ValueError),
-    so a stale page cannot silently leave a route out of the order.
-    """
-    with transaction.atomic():
-        routes = {r.pk: r for r in ProviderRoute.objects.select_for_update().filter(account=account)}
-        if len(route_ids) != len(set(route_ids)) or set(route_ids) != set(routes):
-            raise ValueError("route_ids must list each of the account's routes once")
-        for position, route_id in enumerate(route_ids, start=1):
-            route = routes[route_id]
-            if route.priority != position * ROUTE_PRIORITY_STEP:
-                route.priority = position * ROUTE_PRIORITY_STEP
-                route.save(update_fields=["priority", "updated_at"])
-    return [routes[route_id] for route_id in route_ids]
-
-
 def account_limits_save(*, account: Account, values: dict) -> AccountOwnLimits:
     """Set the account's own abuse limits (None: back to the operator's ceiling). Only the given keys
     change. An account may only tighten its ceilings: a value that would loosen one raises
     ValidationError with a message per field that names the ceiling, and nothing is saved."""
-    from deliveries.guard import ceilings_for, forget_limits, own_limits_errors
-
     errors = own_limits_errors(ceilings=ceilings_for(account), values=values)
     if errors:
         raise ValidationError(errors)
@@ -346,18 +191,3 @@ def account_limits_save(*, account: Account, values: dict) -> AccountOwnLimits:
     limits.save()
     forget_limits(account.pk)
     return limits
-def route_credentials_errors(*, provider: str, credentials: dict, route: ProviderRoute | None = None) -> list[str]:
-    """What is wrong with credentials for a provider, checked against its declared fields: unknown
-    names, and required fields that neither these credentials nor the existing route provide."""
-    from deliveries.providers import PROVIDERS
-
-    if provider not in PROVIDERS:
-        return [f"unknown provider {provider!r}; known: {', '.join(sorted(PROVIDERS))}"]
-    fields = {f.name: f for f in PROVIDERS[provider].credential_fields}
-    errors = [f"{name!r} is not a credential of {provider} (expected: {', '.join(fields) or 'none'})"
-              for name in credentials if name not in fields]
-    have = dict(route.credentials or {}) if route is not None and route.provider == provider else {}
-    have.update({k: v for k, v in credentials.items() if v not in (None, "")})
-    errors += [f"{name!r} is required for {provider}" for name, declared in fields.items()
-               if declared.required and not have.get(name)]
-    return errors

@@ -5,10 +5,10 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 
-from . import services
+from .amocrm import amo_tokens_refresh_due
 
 
 @shared_task(name="accounts.amo_tokens_refresh", ignore_result=True)
 def amo_tokens_refresh():
     """Beat: refresh amoCRM token pairs that expire soon (refresh tokens are single-use)."""
-    return services.amo_tokens_refresh_due(margin=timedelta(seconds=settings.AMO_TOKEN_REFRESH_MARGIN))
+    return amo_tokens_refresh_due(margin=timedelta(seconds=settings.AMO_TOKEN_REFRESH_MARGIN))

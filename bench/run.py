@@ -676,7 +676,7 @@ def record_bulk(messages: list[tuple]) -> list:
     as pending rows waiting for a worker."""
     from django.utils import timezone
 
-    from deliveries import stats
+    from deliveries import counters, dashboard
     from deliveries.models import Delivery
 
     now = timezone.now()

@@ -16,7 +16,7 @@ from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from accounts.apis import ERRORS, ApiError
+from smsgate.drf import ERRORS, ApiError
 from accounts.permissions import ActiveAccount
 from deliveries.models import Delivery
 

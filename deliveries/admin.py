@@ -28,15 +28,20 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Account
+from routes.admin import AccountRoutesAdmin, ProviderRouteAdmin
+from routes.forms import SendTestSmsForm
+from routes.models import ProviderRoute
+from routes.providers import PROVIDERS
+from routes.redaction import deployment_secret_values, redact, secret_values
 from smsgate.admin_lookups import StrictChangeListMixin
 
-from . import charts, stats
+from . import charts, dashboard
+from .masking import mask_codes, personal_replacements
 from .models import Delivery, DeliveryKind, DeliveryStatus
 from .paginators import EstimatedCountPaginator
-from .phones import phone_mask, phone_normalise_for_search
-from .providers import PROVIDERS
-from .redaction import deployment_secret_values, mask_codes, personal_replacements, redact, secret_values
-from .services import DeliveryActionRefused, delivery_cancel, delivery_retry, delivery_retry_refusal
+from smsgate.phones import phone_mask, phone_normalise_for_search
+from .services.intake import DeliveryRefused, delivery_create_test
+from .services.staff import DeliveryActionRefused, delivery_cancel, delivery_retry, delivery_retry_refusal
 
 # At most this many deliveries per bulk action (a "select all" over millions is refused).
 ACTION_LIMIT = 500
@@ -334,7 +339,7 @@ class DeliveryAdmin(StrictChangeListMixin, admin.ModelAdmin):
     def route_link(self, obj):
         if not obj.route_id:
             return "—"
-        url = reverse("admin:accounts_providerroute_change", args=[obj.route_id])
+        url = reverse("admin:routes_providerroute_change", args=[obj.route_id])
         return format_html('<a href="{}">{}</a>', url, obj.route)
 
     @admin.display(description=_("phone"))
@@ -462,10 +467,10 @@ def dashboard_context(request) -> dict:
     until = timezone.localdate()
     since = until - timedelta(days=DASHBOARD_DAYS - 1)
 
-    rows = stats.summary_rows(since=since, until=until, account_id=account_id)
-    days = stats.daily_by_status(since=since, until=until, rows=rows)
+    rows = dashboard.summary_rows(since=since, until=until, account_id=account_id)
+    days = dashboard.daily_by_status(since=since, until=until, rows=rows)
     total = sum(sum(counts.values()) for counts in days.values())
-    providers = stats.provider_summaries(since=since, until=until, rows=rows)
+    providers = dashboard.provider_summaries(since=since, until=until, rows=rows)
     provider_rows = []
     for summary in providers:
         rate = summary.delivery_rate
@@ -487,7 +492,7 @@ def dashboard_context(request) -> dict:
              "finished": number_format(row["finished"], force_grouping=True)})
          for row in provider_rows if row["finished"] and row["provider_slug"]],
         colour=charts.STATUS_COLOURS[DeliveryStatus.DELIVERED])
-    failures = stats.top_failure_reasons(since=since, until=until, rows=rows)
+    failures = dashboard.top_failure_reasons(since=since, until=until, rows=rows)
     peak = max((f["n"] for f in failures), default=1)
     labels = dict(DeliveryStatus.choices)
     failure_chart = charts.horizontal_bars(
@@ -511,3 +516,82 @@ def dashboard_context(request) -> dict:
         "failure_chart": failure_chart,
         "deliveries_url": reverse("admin:deliveries_delivery_changelist"),
     }
+
+
+# --- the account page and the route page: what deliveries add to them -------------------------------------
+class AccountDeliveriesAdmin(AccountRoutesAdmin):
+    """The account admin with its deliveries: the last 24 hours' volume (hourly counters, never a count
+    over deliveries) and a link to its dashboard."""
+
+    list_display = (*AccountRoutesAdmin.list_display[:5], "deliveries_24h", *AccountRoutesAdmin.list_display[5:],
+                    "dashboard_link")
+    fields = (*AccountRoutesAdmin.fields, "deliveries_24h", "dashboard_link")
+    readonly_fields = (*AccountRoutesAdmin.readonly_fields, "deliveries_24h", "dashboard_link")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(volume_24h=dashboard.volume_24h_subquery())
+
+    @admin.display(description=_("deliveries, 24 h"), ordering="volume_24h")
+    def deliveries_24h(self, account):
+        return number_format(getattr(account, "volume_24h", 0), force_grouping=True)
+
+    @admin.display(description=_("dashboard"))
+    def dashboard_link(self, account):
+        if not account.pk:
+            return "—"
+        return format_html('<a href="{}?account={}">{}</a>', reverse("admin:deliveries_delivery_dashboard"),
+                           account.pk, gettext("dashboard"))
+
+
+class ProviderRouteTestSmsAdmin(ProviderRouteAdmin):
+    """The route admin with a test SMS through the route (a delivery of kind `test`)."""
+
+    actions = (*ProviderRouteAdmin.actions, "send_test_sms")
+
+    def route_tools(self, route):
+        return [(reverse("admin:routes_providerroute_test_sms", args=[route.pk]), gettext("Send test SMS")),
+                *super().route_tools(route)]
+
+    @admin.action(description=_("Send a test SMS through the selected route"), permissions=["change"])
+    def send_test_sms(self, request, queryset):
+        routes = list(queryset[:2])
+        if len(routes) != 1:
+            self.message_user(request, gettext("Select exactly one route."), messages.WARNING)
+            return None
+        return HttpResponseRedirect(reverse("admin:routes_providerroute_test_sms", args=[routes[0].pk]))
+
+    def get_urls(self):
+        return [path("<path:object_id>/test-sms/", self.admin_site.admin_view(self.test_sms_view),
+                     name="routes_providerroute_test_sms"), *super().get_urls()]
+
+    def test_sms_view(self, request, object_id):
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        route = self._route_or_404(request, object_id)
+        form = SendTestSmsForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                result = delivery_create_test(account=route.account, phone=form.cleaned_data["phone"], route=route)
+            except DeliveryRefused as exc:
+                for errors in exc.errors.values():
+                    for error in errors:
+                        form.add_error("phone", str(error))
+                if not exc.errors:
+                    form.add_error(None, str(exc.message))
+            else:
+                self.message_user(request, gettext("The test SMS is queued; its delivery is below."), messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:deliveries_delivery_change", args=[result.delivery.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": gettext("Send a test SMS through %(route)s") % {"route": route},
+            "route": route,
+            "form": form,
+            "opts": self.opts,
+        }
+        return TemplateResponse(request, "admin/routes/providerroute/test_sms.html", context)
+
+
+admin.site.unregister(Account)
+admin.site.register(Account, AccountDeliveriesAdmin)
+admin.site.unregister(ProviderRoute)
+admin.site.register(ProviderRoute, ProviderRouteTestSmsAdmin)

@@ -11,20 +11,22 @@ import uuid
 from django.http import Http404
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext_lazy as _
-from drf_spectacular.utils import extend_schema, extend_schema_field
-from rest_framework import mixins, serializers, viewsets
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.apis import ERRORS
+from routes.models import ProviderRoute
 from smsgate import drf, inputs
+from smsgate.drf import ERRORS, ErrorSerializer
 
-from .masking import text_mask_codes
+from .masking import mask_codes
 from .models import Attempt, Delivery, DeliveryStatus, StatusEvent
-from .phones import phone_normalise_for_search
+from smsgate.phones import phone_normalise_for_search
 from .selectors import DeliveryFilter, deliveries_of_account, delivery_of_account, delivery_stats
+from .services.intake import delivery_create_test
 
 STATS_MAX_DAYS = 90
 _DOMAIN_REGION = {"amocrm.ru": "RU"}
@@ -68,7 +70,7 @@ class DeliverySerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.CharField())
     def get_text(self, delivery) -> str:
-        return text_mask_codes(delivery.text)
+        return mask_codes(delivery.text)
 
 
 class AttemptSerializer(serializers.ModelSerializer):
@@ -184,3 +186,33 @@ class StatsView(APIView):
         days = params.validated_data.get("days", 30)
         return Response(StatsSerializer({"days": days,
                                          "series": delivery_stats(account=request.user.account, days=days)}).data)
+
+
+# --- a test SMS through one route ---------------------------------------------------------------------------
+class TestSmsSerializer(serializers.Serializer):
+    phone = serializers.CharField(max_length=40, help_text="international format, e.g. +79123456789")
+
+
+class TestSmsResultSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.CharField()
+
+
+class RouteTestSmsView(APIView):
+    """`POST /api/v1/routes/{id}/test-sms/`: a test SMS (a delivery) through one of the account's routes."""
+
+    @extend_schema(operation_id="routes_test_sms_create", request=TestSmsSerializer,
+                   responses={202: TestSmsResultSerializer, 422: OpenApiResponse(ErrorSerializer),
+                              429: OpenApiResponse(ErrorSerializer, description="an abuse limit; see Retry-After"),
+                              **ERRORS}, tags=["routes"])
+    def post(self, request, pk):
+        route_id = inputs.db_id(pk)  # the ORM would read "١" (ARABIC-INDIC ONE) as route 1
+        route = ProviderRoute.objects.filter(account=request.user.account, pk=route_id).first() if route_id else None
+        if route is None:
+            raise Http404
+        serializer = TestSmsSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = delivery_create_test(account=request.user.account, phone=serializer.validated_data["phone"],
+                                      route=route)
+        return Response(TestSmsResultSerializer({"id": result.delivery.pk, "status": result.delivery.status}).data,
+                        status=status.HTTP_202_ACCEPTED)

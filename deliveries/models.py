@@ -3,7 +3,8 @@ import uuid
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from accounts.models import Account, ProviderRoute
+from accounts.models import Account
+from routes.models import ProviderRoute
 
 
 class DeliveryKind(models.TextChoices):
@@ -34,7 +35,7 @@ FINAL_STATUSES = frozenset(
     }
 )
 
-# Statuses only move up this ladder; the first final status wins.
+# Reports only move a delivery up this ladder; the first final status wins.
 STATUS_RANK = {
     DeliveryStatus.PENDING: 0,
     DeliveryStatus.SENDING: 10,
@@ -42,6 +43,38 @@ STATUS_RANK = {
     DeliveryStatus.SENT: 40,
     **{status: 100 for status in FINAL_STATUSES},
 }
+
+_S = DeliveryStatus
+# Every status change a delivery may make, and who makes it. deliveries.services.status applies them
+# (and only it): a change not listed here changes nothing.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    # a worker claims it; it expires unsent; staff cancel it (failed); a report about an earlier
+    # attempt arrives while a retry waits (sent, unknown or final).
+    _S.PENDING: frozenset({_S.SENDING, _S.SENT, _S.UNKNOWN, *FINAL_STATUSES}),
+    # the provider's answer (sent, a final outcome, unknown: no answer), a retry scheduled or a dead
+    # worker's claim given back (pending), a report racing the worker.
+    _S.SENDING: frozenset({_S.PENDING, _S.SENT, _S.UNKNOWN, *FINAL_STATUSES}),
+    # the provider, asked later, never got it (pending: send again), or has it (sent), or a report.
+    _S.UNKNOWN: frozenset({_S.PENDING, _S.SENT, *FINAL_STATUSES}),
+    # delivery reports.
+    _S.SENT: frozenset(FINAL_STATUSES),
+    # staff retry a failed or expired delivery.
+    _S.FAILED: frozenset({_S.PENDING}),
+    _S.EXPIRED: frozenset({_S.PENDING}),
+    _S.DELIVERED: frozenset(),
+    _S.UNDELIVERED: frozenset(),
+    _S.REJECTED: frozenset(),
+}
+
+
+def may_follow(status: str) -> frozenset[str]:
+    """The statuses a delivery in `status` may move to."""
+    return TRANSITIONS[DeliveryStatus(status)]
+
+
+def may_precede(status: str) -> frozenset[str]:
+    """The statuses a delivery may be in to move to `status`."""
+    return frozenset(source for source, targets in TRANSITIONS.items() if status in targets)
 
 
 class Delivery(models.Model):
@@ -83,7 +116,7 @@ class Delivery(models.Model):
     # Status polling (deliveries.poll_statuses): when to ask the provider next, and how often we did.
     next_poll_at = models.DateTimeField(_("next status poll at"), null=True, blank=True)
     poll_count = models.PositiveIntegerField(_("status polls"), default=0, db_default=0)
-    # The dashboard key this delivery is counted under (deliveries.stats); NULL until counted.
+    # The dashboard key this delivery is counted under (deliveries.counters); NULL until counted.
     stats_key = models.CharField(_("statistics key"), max_length=100, null=True, blank=True, editable=False)
 
     class Meta:
@@ -205,7 +238,7 @@ class UnmatchedReport(models.Model):
         verbose_name_plural = _("unmatched status reports")
         ordering = ["received_at", "id"]
         indexes = [models.Index(fields=["provider", "provider_message_id"], name="unmatched_provider_msg_idx")]
-# --- dashboard counters (kept by deliveries.stats) -------------------------------------------------
+# --- dashboard counters (kept by deliveries.counters) -------------------------------------------------
 class DeliveryDayStat(models.Model):
     """How many deliveries created on a day are now in one state: the dashboard reads only this.
 

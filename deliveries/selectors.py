@@ -10,8 +10,6 @@ from django.utils import timezone
 from accounts.models import Account
 
 from .models import Delivery, DeliveryStatus
-from .providers import PROVIDERS
-from .providers.base import Provider
 
 
 @dataclass(frozen=True)
@@ -67,27 +65,3 @@ def delivery_stats(*, account: Account, days: int = 30) -> list[dict]:
     statuses = [s.value for s in DeliveryStatus]
     return [{"date": day, "total": sum(counts.values()),
              "by_status": {s: counts.get(s, 0) for s in statuses}} for day, counts in series.items()]
-
-
-def provider_catalogue(*, language: str) -> list[dict]:
-    """Every registered provider with the credentials it needs, labels in `language` (en fallback).
-
-    Generic over the registry: a new provider appears here and in the widget's form by itself.
-    """
-    def pick(texts: dict) -> str:
-        return texts.get(language) or texts.get("en") or next(iter(texts.values()), "")
-
-    return [
-        {
-            "slug": cls.slug,
-            "name": cls.name,
-            "supports_callbacks": bool(cls.supports_callbacks),
-            "supports_balance": cls.balance is not Provider.balance,
-            "credential_fields": [
-                {"name": f.name, "label": pick(f.label), "help": pick(f.help) if f.help else "",
-                 "secret": f.secret, "required": f.required}
-                for f in cls.credential_fields
-            ],
-        }
-        for cls in PROVIDERS.values()
-    ]

@@ -3,7 +3,8 @@
 from celery import shared_task
 from celery.signals import worker_shutdown
 
-from . import bulk, retention, services
+from . import retention
+from .services import dispatch, polling, queueing, recovery
 
 
 def _redelivered(task) -> bool:
@@ -11,34 +12,37 @@ def _redelivered(task) -> bool:
     return bool((task.request.delivery_info or {}).get("redelivered"))
 
 
-@shared_task(name=services.SEND_TASK, bind=True, acks_late=True, ignore_result=True)
-def delivery_send(self, delivery_id: str):
-    outcome = services.delivery_send(delivery_id=delivery_id)
-    if outcome is None and _redelivered(self):  # a dead worker may have left its claim
-        services.deliveries_claim_check(delivery_ids=[delivery_id])
-    if outcome is not None and outcome.retry_in is not None:
-        services.delivery_enqueue(delivery_id=delivery_id, kind=outcome.kind, countdown=outcome.retry_in)
-
-
-@shared_task(name=bulk.SEND_BATCH_TASK, bind=True, acks_late=True, ignore_result=True)
-def deliveries_send_batch(self, delivery_ids: list[str]):
-    outcomes = bulk.deliveries_send_batch(delivery_ids=delivery_ids)
-    if _redelivered(self):
-        handled = {delivery_id for delivery_id, _outcome in outcomes}
-        services.deliveries_claim_check(delivery_ids=[i for i in delivery_ids if i not in handled])
+def _queue_retries(outcomes):
     for delivery_id, outcome in outcomes:
         if outcome.retry_in is not None:  # a retry is a single task, like any other
-            services.delivery_enqueue(delivery_id=delivery_id, kind=outcome.kind, countdown=outcome.retry_in)
+            queueing.delivery_enqueue(delivery_id=delivery_id, kind=outcome.kind, countdown=outcome.retry_in)
 
 
-@shared_task(name=services.CLAIM_CHECK_TASK, acks_late=True, ignore_result=True)
+@shared_task(name=queueing.SEND_TASK, bind=True, acks_late=True, ignore_result=True)
+def delivery_send(self, delivery_id: str):
+    outcomes = dispatch.deliveries_send(delivery_ids=[delivery_id])
+    if not outcomes and _redelivered(self):  # a dead worker may have left its claim
+        recovery.deliveries_claim_check(delivery_ids=[delivery_id])
+    _queue_retries(outcomes)
+
+
+@shared_task(name=queueing.SEND_BATCH_TASK, bind=True, acks_late=True, ignore_result=True)
+def deliveries_send_batch(self, delivery_ids: list[str]):
+    outcomes = dispatch.deliveries_send_batch(delivery_ids=delivery_ids)
+    if _redelivered(self):
+        handled = {delivery_id for delivery_id, _outcome in outcomes}
+        recovery.deliveries_claim_check(delivery_ids=[i for i in delivery_ids if i not in handled])
+    _queue_retries(outcomes)
+
+
+@shared_task(name=queueing.CLAIM_CHECK_TASK, acks_late=True, ignore_result=True)
 def deliveries_claim_check(delivery_ids: list[str]):
-    services.deliveries_claim_check(delivery_ids=delivery_ids)
+    recovery.deliveries_claim_check(delivery_ids=delivery_ids)
 
 
 @shared_task(name="deliveries.sweep", ignore_result=True, expires=60)
 def delivery_sweep():
-    services.delivery_sweep()
+    recovery.delivery_sweep()
 
 
 @shared_task(name="deliveries.retention", ignore_result=True, expires=3600)
@@ -46,12 +50,12 @@ def delivery_retention():
     retention.retention_run()
 
 
-@shared_task(name=services.POLL_TASK, ignore_result=True)
+@shared_task(name=queueing.POLL_TASK, ignore_result=True)
 def deliveries_poll():
     """Celery beat, every SMSGATE_POLL_INTERVAL seconds (smsgate/celery.py)."""
-    services.deliveries_poll()
+    polling.deliveries_poll()
 
 
 @worker_shutdown.connect
 def _stop_sending_threads(**kwargs):
-    bulk.stop_sending_threads()
+    dispatch.stop_sending_threads()

@@ -8,26 +8,12 @@ from django.views.decorators.csrf import csrf_exempt
 
 from accounts.services import account_register
 from accounts.tokens import TokenError, verify_token
+from smsgate.errors import json_error as error_response
 from smsgate.inputs import json_loads
 
-from .services import DeliveryRefused, delivery_create
+from .services.intake import DeliveryRefused, delivery_create
 
 logger = logging.getLogger(__name__)
-
-
-def error_response(status: int, code: str, detail, **extra) -> JsonResponse:
-    return JsonResponse({"detail": str(detail), "code": code, **extra}, status=status,
-                        json_dumps_params={"ensure_ascii": False})
-
-
-def refusal_response(exc: DeliveryRefused) -> JsonResponse:
-    extra = {"errors": {k: [str(m) for m in v] for k, v in exc.errors.items()}} if exc.errors else {}
-    if exc.delivery_id:
-        extra["id"] = str(exc.delivery_id)
-    response = error_response(exc.http_status, exc.code, exc.message, **extra)
-    if exc.retry_after:
-        response["Retry-After"] = str(exc.retry_after)
-    return response
 
 
 class BadBody(Exception):
@@ -77,5 +63,5 @@ def amocrm_sms(request):
     try:
         result = delivery_create(account=account, phone=data.get("phone"), text=data.get("text"), jti=claims.jti)
     except DeliveryRefused as exc:
-        return refusal_response(exc)
+        return exc.response()
     return JsonResponse({"id": str(result.delivery.pk), "status": result.delivery.status})

@@ -12,11 +12,12 @@ from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from accounts.selectors import route_by_callback_token
+from routes.providers.base import ProviderError, WebhookRequest, WebhookSignatureError
+from routes.selectors import route_by_callback_token
+from routes.services import RouteChoice, build_provider
 from smsgate.inputs import json_too_deep, storable_text
 
-from .providers.base import ProviderError, WebhookRequest, WebhookSignatureError
-from .services import RouteChoice, build_provider, delivery_reports_apply
+from .services.reports import delivery_reports_apply
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def provider_webhook(request, provider: str, token: str):
         return _reply(404, "unknown_callback_url")
     log_extra = {"route_id": route.pk, "provider": provider}
     try:
-        adapter = build_provider(RouteChoice(route, route.provider, route.credentials, route.sender))
+        adapter = build_provider(RouteChoice.of(route))
     except Exception:  # undecryptable credentials and the like: the provider will call again
         logger.exception("cannot load the route for a callback", extra=log_extra)
         return _reply(503, "route_unavailable")

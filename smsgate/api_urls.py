@@ -7,15 +7,17 @@ from rest_framework.routers import SimpleRouter
 from accounts import apis as account_apis
 from crm import apis as crm_apis
 from deliveries import apis as delivery_apis
+from routes import apis as route_apis
 
 router = SimpleRouter()
-router.register("routes", account_apis.RouteViewSet, basename="route")
+router.register("routes", route_apis.RouteViewSet, basename="route")
 router.register("deliveries", delivery_apis.DeliveryViewSet, basename="delivery")
 router.register("templates", crm_apis.TemplateViewSet, basename="template")
 
 v1 = [
     path("account/", account_apis.AccountView.as_view(), name="account"),
-    path("providers/", account_apis.ProviderCatalogueView.as_view(), name="providers"),
+    path("providers/", route_apis.ProviderCatalogueView.as_view(), name="providers"),
+    path("routes/<str:pk>/test-sms/", delivery_apis.RouteTestSmsView.as_view(), name="route-test-sms"),
     path("stats/", delivery_apis.StatsView.as_view(), name="stats"),
     path("limits/", account_apis.LimitsView.as_view(), name="limits"),
     *router.urls,

@@ -37,3 +37,38 @@ def not_found(request, exception, template_name=defaults.ERROR_404_TEMPLATE_NAME
     if not is_machine_path(request.path_info):
         return defaults.page_not_found(request, exception, template_name)
     return json_error(404, "not_found", _("Not found."))
+
+
+class ClientError(Exception):
+    """A request from outside that the service refuses, with what the client is told: the HTTP status,
+    a machine-readable `code`, a message for people, field errors, and `Retry-After` for a limit.
+    Services raise it (or a subclass); the SMS endpoint and the account API answer it the same way."""
+
+    http_status = 400
+    code = "invalid"
+
+    def __init__(self, message, *, errors: dict | None = None, code: str | None = None,
+                 http_status: int | None = None, retry_after: int | None = None):
+        self.message = message
+        self.errors = errors or {}
+        if code:
+            self.code = code
+        if http_status:
+            self.http_status = http_status
+        self.retry_after = retry_after  # seconds
+        super().__init__(str(message))
+
+    def body(self) -> dict:
+        body = {"detail": str(self.message), "code": self.code}
+        if self.errors:
+            body["errors"] = {field: [str(message) for message in messages] for field, messages in self.errors.items()}
+        return body
+
+    def headers(self) -> dict:
+        return {"Retry-After": str(self.retry_after)} if self.retry_after else {}
+
+    def response(self) -> JsonResponse:
+        response = JsonResponse(self.body(), status=self.http_status, json_dumps_params={"ensure_ascii": False})
+        for name, value in self.headers().items():
+            response[name] = value
+        return response

@@ -9,8 +9,9 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 from prometheus_client import Counter
 
-from accounts.crypto import DecryptionError
+from smsgate.crypto import DecryptionError
 from smsgate import webqueue
+from smsgate.errors import json_error
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +40,8 @@ class OverloadSheddingMiddleware:
         if time.monotonic() - self.logged_at > 1.0:  # a line a second per process, not one per request
             self.logged_at = time.monotonic()
             logger.warning("overloaded: a request waited %.1f s for a web thread; answering 503", waited)
-        from deliveries.views import error_response  # the SMS endpoint's own answer shape
-
         with translation.override(translation.get_language_from_request(request)):
-            response = error_response(503, "overloaded", _("The service is overloaded. Try again in a few seconds."))
+            response = json_error(503, "overloaded", _("The service is overloaded. Try again in a few seconds."))
         response["Retry-After"] = "2"
         return response
 

@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "accounts",
+    "routes",
     "deliveries",
     "crm",
 ]
@@ -236,7 +237,7 @@ REST_FRAMEWORK = {
     # DRF's JSON parser with a bound on nesting (a deep body is a RecursionError otherwise).
     "DEFAULT_PARSER_CLASSES": ["smsgate.drf.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "accounts.apis.api_exception_handler",
+    "EXCEPTION_HANDLER": "smsgate.drf.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -315,7 +316,7 @@ SMSGATE_LOST_MESSAGE_SECONDS = env.int("SMSGATE_LOST_MESSAGE_SECONDS", default=3
 SMSGATE_PROVIDER_TIMEOUT = env.float("SMSGATE_PROVIDER_TIMEOUT", default=10.0)  # read timeout, seconds
 SMSGATE_STALE_CLAIM_SECONDS = env.float("SMSGATE_STALE_CLAIM_SECONDS", default=SMSGATE_PROVIDER_TIMEOUT + 30)
 # Bulk SMS are queued SMSGATE_SEND_BATCH_SIZE to a message and sent concurrently on
-# SMSGATE_SEND_THREADS threads per worker process (deliveries/bulk.py); 0 threads: one by one.
+# SMSGATE_SEND_THREADS threads per worker process (deliveries/services/dispatch.py); 0 threads: one by one.
 SMSGATE_SEND_BATCH_SIZE = env.int("SMSGATE_SEND_BATCH_SIZE", default=32)
 SMSGATE_SEND_THREADS = env.int("SMSGATE_SEND_THREADS", default=64)
 # Retention: system SMS text redacted N hours after it is final; every text purged after N days;

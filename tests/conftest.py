@@ -6,8 +6,10 @@ import jwt
 import pytest
 from django.core.cache import cache
 
-from accounts.models import Account, Integration, ProviderRoute
+from accounts.models import Account, Integration
+from routes.models import ProviderRoute
 from accounts.selectors import clear_integration_cache, forget_account
+from routes.selectors import forget_routes
 from smsgate.celery import app as celery_app
 from tests.fakes.smsru import FakeSmsRu
 
@@ -53,9 +55,10 @@ def redis_url(settings):
 def _abuse_guard(request, settings):
     """Fresh guard counters per test. Tests about other things send freely; tests marked
     `guard` get the production defaults."""
+    from accounts.limits import clear_limits_cache
     from deliveries import guard
 
-    guard.clear_limits_cache()
+    clear_limits_cache()
     guard._counters = None
     if settings.SMSGATE_REDIS_URL:
         import redis
@@ -73,17 +76,19 @@ def _abuse_guard(request, settings):
             setattr(settings, f"SMSGATE_LIMIT_{name}", 0)
         settings.SMSGATE_DEFAULT_COUNTRIES = {"amocrm.ru": "*", "amocrm.com": "*", "kommo.com": "*"}
     yield
-    guard.clear_limits_cache()
+    clear_limits_cache()
 
 
 @pytest.fixture(autouse=True)
 def _fresh_integration_cache():
     clear_integration_cache()
     forget_account()
+    forget_routes()
     cache.clear()  # Django's per-process cache (the dashboard's past days)
     yield
     clear_integration_cache()
     forget_account()
+    forget_routes()
     cache.clear()
 
 

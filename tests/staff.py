@@ -7,7 +7,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from deliveries import stats
+from deliveries import counters, dashboard
 from deliveries.models import Delivery, DeliveryHourCount, DeliveryDayStat
 
 
@@ -35,7 +35,7 @@ def staff_client(*permissions: str, username="staff", superuser=False) -> tuple[
 def set_state(delivery: Delivery, **fields) -> Delivery:
     """Put a delivery into a state directly (as a worker would have), keeping the counters exact."""
     Delivery.objects.filter(pk=delivery.pk).update(**fields)
-    stats.delivery_recount(delivery_id=delivery.pk)
+    counters.delivery_recount(delivery_id=delivery.pk)
     delivery.refresh_from_db()
     return delivery
 
@@ -52,7 +52,7 @@ def age(delivery: Delivery, **delta) -> Delivery:
     old_day = timezone.localdate(delivery.created_at)
     delivery.refresh_from_db()
     new_day = timezone.localdate(delivery.created_at)
-    stats.stats_rebuild(since=min(old_day, new_day), until=max(old_day, new_day))
+    counters.stats_rebuild(since=min(old_day, new_day), until=max(old_day, new_day))
     return delivery
 
 
@@ -68,7 +68,7 @@ def rebuilt_snapshot() -> tuple[set, set]:
     """Counters as a rebuild from the raw table computes them (over every day that has deliveries)."""
     first = Delivery.objects.order_by("created_at").values_list("created_at", flat=True).first()
     if first is not None:
-        stats.stats_rebuild(since=timezone.localdate(first), until=timezone.localdate())
+        counters.stats_rebuild(since=timezone.localdate(first), until=timezone.localdate())
     return counters_snapshot()
 
 

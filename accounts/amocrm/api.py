@@ -6,7 +6,7 @@
                                       "params": {"text": "...", "phone": "+7..."}}])   # {"n-1": note id}
 
 What every call gets (amocrm-platform.md §4, §5, §5a):
-- the account's stored OAuth pair, refreshed through `services.amo_token_refresh` (its lease makes one
+- the account's stored OAuth pair, refreshed through `tokens.amo_token_refresh` (its lease makes one
   process spend a refresh token) when the access token is about to expire, or once after a 401; a pair
   another process refreshed meanwhile is re-read, not refreshed again;
 - at most AMO_API_RPS requests per second per account across every process (ratelimit.py); a slot
@@ -47,6 +47,7 @@ from django.utils.translation import gettext_lazy as _
 
 from ..models import Account, AmoApiStatus, AmoToken
 from . import oauth
+from .tokens import amo_token_refresh
 from .ratelimit import SlotTooFar, limiter
 
 logger = logging.getLogger(__name__)
@@ -241,9 +242,7 @@ class AmoClient:
 
     def _refresh(self, stale: str) -> None:
         """A new access token in place of `stale`: the one another process stored meanwhile, or one we
-        get through services.amo_token_refresh (whose lease lets one process spend the refresh token)."""
-        from ..services import amo_token_refresh
-
+        get through tokens.amo_token_refresh (whose lease lets one process spend the refresh token)."""
         fresh = self._stored_token()
         if fresh.access_token != stale and not self._expiring(fresh):
             self._token = fresh

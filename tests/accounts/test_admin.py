@@ -11,11 +11,12 @@ from django.test import RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.forms import credential_form_field_name, route_form_class
-from accounts.models import Account, AmoApiStatus, AmoToken, Integration, ProviderRoute
+from routes.forms import credential_form_field_name, route_form_class
+from accounts.models import Account, AmoApiStatus, AmoToken, Integration
+from routes.models import ProviderRoute
 from deliveries.models import Delivery, DeliveryHourCount, DeliveryKind
-from deliveries.providers import PROVIDERS
-from deliveries.providers.base import CredentialField, Provider
+from routes.providers import PROVIDERS
+from routes.providers.base import CredentialField, Provider
 from tests.conftest import SECRET
 from tests.staff import queries_touching_deliveries, staff_client
 
@@ -82,13 +83,13 @@ def every_admin_page(objects, user) -> list[str]:
 def test_no_admin_page_renders_a_stored_secret(superuser_and_user, account, route, integration, settings):
     superuser, user = superuser_and_user
     settings.SMSGATE_DEFAULT_ROUTE = "console"
-    from deliveries.services import delivery_create
+    from deliveries.services.intake import delivery_create
 
     delivery = delivery_create(account=account, phone="+79123456789", text="Код: 1").delivery
     objects = {ProviderRoute: [route], Integration: [integration], type(account): [account], Delivery: [delivery]}
     urls = every_admin_page(objects, user) + [
         reverse("admin:deliveries_delivery_dashboard"),
-        reverse("admin:accounts_providerroute_test_sms", args=[route.pk]),
+        reverse("admin:routes_providerroute_test_sms", args=[route.pk]),
         reverse("admin:accounts_account_changelist") + "?q=acme",
     ]
     for url in urls:
@@ -98,7 +99,7 @@ def test_no_admin_page_renders_a_stored_secret(superuser_and_user, account, rout
         assert ROUTE_SECRET not in body, url
         assert SECRET not in body, url
     # Staff who may only look get the same pages read-only: the secret is not there either.
-    viewer, _ = staff_client("accounts.view_account", "accounts.view_providerroute", "accounts.view_integration",
+    viewer, _ = staff_client("accounts.view_account", "routes.view_providerroute", "accounts.view_integration",
                              username="viewer")
     for url in [u for u in urls if "/accounts/" in u and not u.endswith(("/add/", "/test-sms/"))]:
         response = viewer.get(url)
@@ -264,7 +265,7 @@ def test_the_accounts_amocrm_api_state_in_the_list_its_filter_and_the_page(super
 
 # --- route tools ------------------------------------------------------------------------------------------
 def test_send_a_test_sms_through_one_route(superuser, account, route, django_capture_on_commit_callbacks):
-    url = reverse("admin:accounts_providerroute_test_sms", args=[route.pk])
+    url = reverse("admin:routes_providerroute_test_sms", args=[route.pk])
     response = superuser.post(url, {"phone": "8 912 345-67-89"})
     delivery = Delivery.objects.get()
     assert response.status_code == 302 and response["Location"].endswith(f"/{delivery.pk}/change/")
@@ -272,32 +273,32 @@ def test_send_a_test_sms_through_one_route(superuser, account, route, django_cap
 
 
 def test_a_test_sms_to_a_bad_number_is_a_form_error(superuser, route):
-    url = reverse("admin:accounts_providerroute_test_sms", args=[route.pk])
+    url = reverse("admin:routes_providerroute_test_sms", args=[route.pk])
     response = superuser.post(url, {"phone": "+7 000"})
     assert response.status_code == 200 and "errorlist" in response.content.decode()
     assert not Delivery.objects.exists()
 
 
 def test_a_test_sms_needs_the_change_permission(route):
-    client, _ = staff_client("accounts.view_providerroute")
-    url = reverse("admin:accounts_providerroute_test_sms", args=[route.pk])
+    client, _ = staff_client("routes.view_providerroute")
+    url = reverse("admin:routes_providerroute_test_sms", args=[route.pk])
     assert client.post(url, {"phone": "+79123456789"}).status_code == 403
     assert not Delivery.objects.exists()
 
 
 def test_check_balance_calls_the_provider(superuser, account, route, fake_smsru):
     ProviderRoute.objects.filter(pk=route.pk).update(credentials={"api_id": "test-api-id"})
-    response = superuser.get(reverse("admin:accounts_providerroute_balance", args=[route.pk]), follow=True)
+    response = superuser.get(reverse("admin:routes_providerroute_balance", args=[route.pk]), follow=True)
     text = " ".join(str(m) for m in response.context["messages"])
     assert "4122" in text.replace("\xa0", "").replace(" ", "").replace(",", "")
     console = ProviderRoute.objects.create(account=account, provider="console", priority=5)
-    response = superuser.post(reverse("admin:accounts_providerroute_changelist"),
+    response = superuser.post(reverse("admin:routes_providerroute_changelist"),
                               {"action": "check_balance", "_selected_action": [console.pk]}, follow=True)
     assert len(list(response.context["messages"])) == 1
 
 
 def test_a_wrong_credential_shows_as_a_balance_error(superuser, route, fake_smsru):
-    response = superuser.get(reverse("admin:accounts_providerroute_balance", args=[route.pk]), follow=True)
+    response = superuser.get(reverse("admin:routes_providerroute_balance", args=[route.pk]), follow=True)
     text = " ".join(str(m) for m in response.context["messages"])
     assert "auth" in text and ROUTE_SECRET not in text
 
@@ -305,7 +306,7 @@ def test_a_wrong_credential_shows_as_a_balance_error(superuser, route, fake_smsr
 @pytest.mark.guard
 def test_staff_set_an_accounts_abuse_limit_ceilings(superuser, account, client, make_token):
     from accounts.models import AccountCeilings
-    from deliveries.guard import limits_for
+    from accounts.limits import limits_for
 
     ProviderRoute.objects.create(account=account, provider="console")
     data = inline_post(account, [], **{"limit_ceilings-TOTAL_FORMS": "1", "limit_ceilings-0-phone_per_hour": "1",

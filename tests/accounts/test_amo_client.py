@@ -30,7 +30,7 @@ from accounts.amocrm.api import (
     AmoUnauthorized,
 )
 from accounts.models import Account, AmoApiStatus, AmoToken
-from accounts.services import amo_token_refresh
+from accounts.amocrm import amo_token_refresh
 from tests.conftest import REDIRECT_URI, SECRET, service_missing
 from tests.fakes.amocrm import FakeAmoCRM
 

@@ -5,9 +5,10 @@ import json
 import pytest
 from django.db import connection
 
-from accounts.models import Account, ProviderRoute
+from accounts.models import Account
+from routes.models import ProviderRoute
 from deliveries.models import Delivery, DeliveryKind
-from deliveries.providers import PROVIDERS
+from routes.providers import PROVIDERS
 from deliveries.tasks import delivery_send
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,8 @@ from django.utils import timezone
 
 from accounts import services
 from accounts.models import Account, AmoToken
-from accounts.services import amo_token_refresh, uninstall_signature
+from accounts.amocrm import amo_token_refresh
+from accounts.services import uninstall_signature
 from accounts.tasks import amo_tokens_refresh
 from tests.conftest import REDIRECT_URI, SECRET
 from tests.fakes.amocrm import FakeAmoCRM

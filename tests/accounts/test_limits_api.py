@@ -3,7 +3,8 @@ account may not loosen is tested in tests/security/test_limit_ceilings.py."""
 
 import pytest
 
-from accounts.models import AccountCeilings, AccountOwnLimits, ProviderRoute
+from accounts.models import AccountCeilings, AccountOwnLimits
+from routes.models import ProviderRoute
 
 pytestmark = [pytest.mark.django_db, pytest.mark.guard]
 URL = "/api/v1/limits/"

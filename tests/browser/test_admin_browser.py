@@ -8,9 +8,11 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 
-from accounts.models import ProviderRoute
+from routes.models import ProviderRoute
 from deliveries.models import DeliveryStatus, StatusEvent
-from deliveries.services import delivery_create, delivery_send, delivery_status_apply
+from deliveries.services.dispatch import delivery_send
+from deliveries.services.intake import delivery_create
+from deliveries.services.reports import delivery_status_apply
 from tests.conftest import SECRET
 from tests.fakes.smsru import FakeSmsRu
 
@@ -22,7 +24,7 @@ ROUTE_SECRET = "browser-route-secret-7c1e9a"
 CODE = "834622"
 PHONE = "+79123456789"
 STAFF_PERMISSIONS = ["deliveries.view_delivery", "accounts.view_account", "accounts.change_account",
-                     "accounts.view_providerroute", "accounts.change_providerroute", "accounts.view_integration",
+                     "routes.view_providerroute", "routes.change_providerroute", "accounts.view_integration",
                      "accounts.change_integration"]
 
 

@@ -15,7 +15,7 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 
-from accounts.models import ProviderRoute
+from routes.models import ProviderRoute
 from crm.models import SmsTemplate
 from deliveries.models import Delivery, DeliveryKind
 from tests.e2e.stack import wait_for

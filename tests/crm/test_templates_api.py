@@ -262,7 +262,7 @@ def test_a_body_over_the_upload_limit_is_a_json_413(api, template):
     for response in (api.post(URL, {"name": "x", "text": huge}), api.patch(url(template), {"text": huge}),
                      api.post(URL + "preview/", {"text": huge}), api.post("/api/v1/routes/", {"sender": huge})):
         assert response.status_code == 413
-        assert response.json() == {"detail": "Тело запроса слишком большое.", "code": "body_too_large"}
+        assert response.json() == {"detail": "Тело запроса слишком велико.", "code": "body_too_large"}
     template.refresh_from_db()
     assert template.text == TEXT
 

@@ -36,8 +36,8 @@ def test_list_is_newest_first_with_masked_codes(api, account):
     assert response.status_code == 200
     body = response.json()
     assert ids(response) == [str(new.pk), str(old.pk)]
-    assert body["results"][0]["text"] == "Ваш код ****, действует 10 минут"
-    assert body["results"][1]["text"] == "Код для входа: ******"
+    assert body["results"][0]["text"] == "Ваш код ••••, действует •• минут"
+    assert body["results"][1]["text"] == "Код для входа: ••••••"
     assert body["results"][0]["phone"] == "+79123456789"
     assert "834622" not in response.content.decode()
 
@@ -100,7 +100,7 @@ def test_one_delivery_with_attempts_and_events(api, account):
     response = api.get(f"{LIST}{delivery.pk}/")
     assert response.status_code == 200
     body = response.json()
-    assert body["text"] == "Код для входа: ******"
+    assert body["text"] == "Код для входа: ••••••"
     [attempt] = body["attempts"]
     assert attempt["outcome"] == "sent" and attempt["provider_message_id"] == "000-1"
     assert "raw_response" not in attempt

@@ -9,7 +9,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from deliveries.models import Attempt, Delivery, DeliveryDayStat, DeliveryStatus, StatusEvent
-from deliveries.stats import StatKey, key_of
+from deliveries.counters import StatKey, key_of
 from tests.staff import counters_snapshot, rebuilt_snapshot
 
 pytestmark = pytest.mark.django_db

@@ -95,7 +95,7 @@ def test_replayed_jti_returns_the_same_delivery_and_sends_once(post, make_token,
 
 
 def test_same_jti_in_two_accounts_is_two_deliveries(post, make_token, with_route, account):
-    from accounts.models import ProviderRoute
+    from routes.models import ProviderRoute
 
     other = Account.objects.create(integration=account.integration, amo_id=999, subdomain="beta")
     ProviderRoute.objects.create(account=other, provider="console")

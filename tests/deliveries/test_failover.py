@@ -8,9 +8,10 @@ Repeated auth or funds failures mark a route broken until its credentials change
 import pytest
 from django.utils import timezone
 
-from accounts.services import route_save
+from routes.services import route_save
 from deliveries.models import AttemptOutcome, Delivery, DeliveryStatus
-from deliveries.services import delivery_create, delivery_send
+from deliveries.services.dispatch import delivery_send
+from deliveries.services.intake import delivery_create
 
 pytestmark = pytest.mark.django_db
 

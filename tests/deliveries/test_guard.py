@@ -3,10 +3,11 @@ every refusal is recorded as a rejected delivery and never sent. Counters live i
 
 import pytest
 
-from accounts.models import AccountCeilings, AccountOwnLimits, ProviderRoute
+from accounts.models import AccountCeilings, AccountOwnLimits
+from routes.models import ProviderRoute
 from deliveries import guard
 from deliveries.models import Delivery, DeliveryStatus
-from deliveries.services import DeliveryRefused, delivery_create_test
+from deliveries.services.intake import DeliveryRefused, delivery_create_test
 from tests.conftest import service_missing
 
 URL = "/amocrm/sms"

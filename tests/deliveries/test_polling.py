@@ -8,14 +8,11 @@ from django.utils import timezone
 
 from deliveries import tasks
 from deliveries.models import Delivery, DeliveryStatus, StatusEvent
-from deliveries.providers.base import SendRequest
-from deliveries.services import (
-    POLL_TASK,
-    deliveries_close_without_report,
-    deliveries_poll,
-    delivery_create,
-    delivery_send,
-)
+from routes.providers.base import SendRequest
+from deliveries.services.dispatch import delivery_send
+from deliveries.services.intake import delivery_create
+from deliveries.services.polling import deliveries_close_without_report, deliveries_poll
+from deliveries.services.queueing import POLL_TASK
 from tests.conftest import eventually
 from tests.deliveries.test_endpoint import queued_task_ids
 
@@ -221,7 +218,7 @@ def test_an_ambiguous_twilio_send_is_reconciled_by_listing_the_numbers_messages(
 def test_a_twilio_message_with_another_text_or_from_before_the_attempt_is_not_taken_for_ours(start_fake, route_for):
     from datetime import datetime, timezone as dt_timezone
 
-    from deliveries.providers.twilio import TwilioProvider
+    from routes.providers.twilio import TwilioProvider
 
     fake = start_fake("twilio")
     provider = TwilioProvider(credentials=fake.credentials, sender="+15005550006", base_url=fake.base_url)

@@ -5,10 +5,14 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from accounts.models import ProviderRoute
-from deliveries import services
+from routes.models import ProviderRoute
+from deliveries.services import outcomes, queueing, recovery
+from routes.providers.base import SendRequest
 from deliveries.models import Attempt, AttemptOutcome, Delivery, DeliveryStatus
-from deliveries.services import delivery_claim, delivery_create, delivery_send, delivery_sweep
+from deliveries.services.dispatch import deliveries_claim
+from deliveries.services.dispatch import delivery_send
+from deliveries.services.intake import delivery_create
+from deliveries.services.recovery import delivery_sweep
 from tests.deliveries.test_endpoint import queued_task_ids
 
 pytestmark = pytest.mark.django_db
@@ -17,9 +21,9 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _clean_queue_and_breaker(monkeypatch):
     queued_task_ids()
-    services._broker_skip_until = 0.0
+    queueing._broker_skip_until = 0.0
     yield
-    services._broker_skip_until = 0.0
+    queueing._broker_skip_until = 0.0
 
 
 @pytest.fixture
@@ -74,7 +78,7 @@ def test_pending_past_its_deadline_expires_without_a_worker(make):
 
 class TestDeadWorker:
     def claim(self, delivery, seconds_ago=3600):
-        assert delivery_claim(delivery_id=delivery.pk)
+        assert deliveries_claim(delivery_ids=[delivery.pk])
         Delivery.objects.filter(pk=delivery.pk).update(claimed_at=ago(seconds_ago))
 
     def test_a_live_claim_is_left_alone(self, make):
@@ -134,14 +138,14 @@ class TestDeadWorkerCallChecked:
 
     def dead_call(self, account, route, *, reached_the_provider, fake, kind="system"):
         delivery = delivery_create(account=account, phone="+79123456789", text="Код: 4321", kind=kind).delivery
-        assert delivery_claim(delivery_id=delivery.pk)
+        assert deliveries_claim(delivery_ids=[delivery.pk])
         Delivery.objects.filter(pk=delivery.pk).update(claimed_at=ago(3600))
         Attempt.objects.create(delivery=delivery, route=route, provider="twilio", started_at=ago(3600))
         if reached_the_provider:  # what the dead worker's request did before it died
-            from deliveries.providers.twilio import TwilioProvider
+            from routes.providers.twilio import TwilioProvider
 
             TwilioProvider(credentials=fake.credentials, sender="+15005550006", base_url=fake.base_url).send(
-                services.SendRequest(phone="+79123456789", text="Код: 4321", reference=str(delivery.pk)))
+                SendRequest(phone="+79123456789", text="Код: 4321", reference=str(delivery.pk)))
         queued_task_ids()
         return delivery
 
@@ -180,20 +184,20 @@ class TestDeadWorkerCallChecked:
 
 class TestRedeliveredClaim:
     """RabbitMQ redelivers a dead worker's message at once; its claim is resolved as soon as no live
-    call can still hold it (services.redelivered_claim_seconds), not after the sweeper's timers."""
+    call can still hold it (recovery.redelivered_claim_seconds), not after the sweeper's timers."""
 
     def test_a_young_claim_is_checked_again_when_it_is_due(self, make, settings):
         settings.SMSGATE_PROVIDER_TIMEOUT = 4
         delivery = make()
-        assert delivery_claim(delivery_id=delivery.pk)
+        assert deliveries_claim(delivery_ids=[delivery.pk])
         Delivery.objects.filter(pk=delivery.pk).update(claimed_at=ago(2))
-        assert services.deliveries_claim_check(delivery_ids=[str(delivery.pk)]) == 0
+        assert recovery.deliveries_claim_check(delivery_ids=[str(delivery.pk)]) == 0
         from smsgate.celery import app as celery_app
 
         with celery_app.connection_for_write() as conn:
             simple = conn.SimpleQueue("sms-system")
             message = simple.get(block=False)
-            assert message.headers["task"] == services.CLAIM_CHECK_TASK
+            assert message.headers["task"] == queueing.CLAIM_CHECK_TASK
             countdown = (timezone.datetime.fromisoformat(message.headers["eta"]) - timezone.now()).total_seconds()
             message.ack()
             simple.close()
@@ -202,27 +206,27 @@ class TestRedeliveredClaim:
     def test_an_old_enough_claim_is_resolved_at_once(self, make, route, settings):
         settings.SMSGATE_PROVIDER_TIMEOUT = 4
         delivery = make()
-        assert delivery_claim(delivery_id=delivery.pk)
+        assert deliveries_claim(delivery_ids=[delivery.pk])
         Delivery.objects.filter(pk=delivery.pk).update(claimed_at=ago(10))  # below the sweeper's 34 s
         assert delivery_sweep().stale_resolved == 0
-        assert services.deliveries_claim_check(delivery_ids=[str(delivery.pk)]) == 1
+        assert recovery.deliveries_claim_check(delivery_ids=[str(delivery.pk)]) == 1
         delivery.refresh_from_db()
         assert delivery.status == DeliveryStatus.PENDING and queued_task_ids() == [str(delivery.pk)]
 
     def test_finished_or_pending_deliveries_are_left_alone(self, make):
         sent = make(status=DeliveryStatus.SENT)
         pending = make()
-        assert services.deliveries_claim_check(delivery_ids=[str(sent.pk), str(pending.pk)]) == 0
+        assert recovery.deliveries_claim_check(delivery_ids=[str(sent.pk), str(pending.pk)]) == 0
         assert queued_task_ids() == []
 
 
 def test_a_retry_later_than_the_broker_may_hold_is_queued_by_the_sweeper_when_due(make, route, monkeypatch):
-    from deliveries.providers.base import ProviderTemporaryError
+    from routes.providers.base import ProviderTemporaryError
 
     delivery = make(kind="bulk", valid_until=timezone.now() + timedelta(hours=2))
-    assert delivery_claim(delivery_id=delivery.pk)
+    assert deliveries_claim(delivery_ids=[delivery.pk])
     delivery.refresh_from_db()
-    outcome = services._schedule_retry(delivery, ProviderTemporaryError("busy", code="429", retry_after=600),
+    outcome = outcomes.schedule_retry(delivery, ProviderTemporaryError("busy", code="429", retry_after=600),
                                        {"error_class": "throttled", "code": "429", "text": "busy"})
     assert outcome.status == DeliveryStatus.PENDING and outcome.retry_in is None  # no 10-minute countdown
     delivery.refresh_from_db()

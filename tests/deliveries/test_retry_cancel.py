@@ -8,14 +8,9 @@ import pytest
 from django.utils import timezone, translation
 
 from deliveries.models import Delivery, DeliveryKind, DeliveryStatus, StatusEvent
-from deliveries.services import (
-    CANCELED,
-    DeliveryActionRefused,
-    delivery_cancel,
-    delivery_create,
-    delivery_retry,
-    delivery_send,
-)
+from deliveries.services.dispatch import delivery_send
+from deliveries.services.intake import delivery_create
+from deliveries.services.staff import CANCELED, DeliveryActionRefused, delivery_cancel, delivery_retry
 from tests.deliveries.test_endpoint import queued_task_ids
 from tests.staff import age, counters_snapshot, rebuilt_snapshot, set_state
 

@@ -7,24 +7,16 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from accounts.models import ProviderRoute
+from routes.models import ProviderRoute
 from deliveries import tasks
 from deliveries.models import Attempt, AttemptOutcome, Delivery, DeliveryStatus, StatusEvent
-from deliveries.providers.base import SendResult
-from deliveries.services import (
-    ProviderCall,
-    RouteChoice,
-    _record_sent,
-    attempts_open,
-    deliveries_claim_and_read,
-    deliveries_record_sent,
-    delivery_claim,
-    delivery_claim_received,
-    delivery_create,
-    delivery_send,
-    delivery_send_plan,
-    delivery_status_apply,
-)
+from routes.providers.base import SendResult
+from deliveries.services import dispatch
+from deliveries.services.dispatch import PlannedSend, ProviderCall, deliveries_claim, delivery_send, delivery_send_plan
+from deliveries.services.intake import delivery_create
+from deliveries.services.outcomes import record_sent
+from deliveries.services.reports import delivery_status_apply
+from routes.services import RouteChoice
 from tests.deliveries.test_endpoint import queued_task_ids
 
 pytestmark = pytest.mark.django_db
@@ -63,7 +55,8 @@ def test_a_status_that_moved_on_during_the_call_is_kept_and_the_provider_id_stil
     Delivery.objects.filter(pk=claimed.pk).update(status=DeliveryStatus.SENDING)
     choice = RouteChoice(route, "smsru", {}, "")
     for delivery, message_id in ((moved_on, "id-1"), (claimed, "id-2")):
-        _record_sent(delivery, choice, SendResult(provider_message_id=message_id))
+        record_sent([ProviderCall(PlannedSend(delivery, choice, has_next_route=False), latency_ms=0,
+                                  result=SendResult(provider_message_id=message_id))])
     moved_on.refresh_from_db()
     claimed.refresh_from_db()
     assert (moved_on.status, moved_on.provider_message_id, moved_on.route_id) == ("delivered", "id-1", route.pk)
@@ -73,34 +66,35 @@ def test_a_status_that_moved_on_during_the_call_is_kept_and_the_provider_id_stil
 
 
 def test_a_batch_of_successes_is_recorded_as_each_one_would_be(smsru_route, create, account):
-    """deliveries_record_sent (a bulk batch: one round trip on PostgreSQL) does what recording each
+    """record_sent of a batch (a bulk batch: one round trip of writes on PostgreSQL) does what recording each
     success alone does: provider id, route and times on the delivery, the attempt closed, the
     route's failure count cleared, a report that came first applied, the counters moved."""
     from decimal import Decimal
 
-    from deliveries import stats
+    from deliveries import counters, dashboard
     from deliveries.models import UnmatchedReport
-    from deliveries.providers.base import ReportStatus
+    from routes.providers.base import ReportStatus
 
     route = smsru_route()
     ProviderRoute.objects.filter(pk=route.pk).update(consecutive_failures=1)
     deliveries = [create(phone=f"+7912345670{n}", kind="bulk") for n in range(4)]
-    claimed = deliveries_claim_and_read(delivery_ids=[d.pk for d in deliveries])
+    claimed = deliveries_claim(delivery_ids=[d.pk for d in deliveries])
     plans = []
     for delivery in sorted(claimed, key=lambda d: d.phone):
-        delivery_claim_received(delivery)
+        delivery.account = account
         plans.append(delivery_send_plan(delivery, first_try=True))
-    attempts_open(plans)
+    dispatch._attempts_open(plans)
     assert [Attempt.objects.get(pk=plan.attempt.pk).delivery_id for plan in plans] == [d.pk for d in deliveries]
     moved_on = deliveries[1]  # deliveries[2]: a report came first; deliveries[3]: sent and delivered at once
-    Delivery.objects.filter(pk=moved_on.pk).update(status=DeliveryStatus.DELIVERED)  # a report, meanwhile
+    delivery_status_apply(delivery=moved_on, status=DeliveryStatus.DELIVERED,
+                          source=StatusEvent.Source.WEBHOOK)  # a report, meanwhile
     UnmatchedReport.objects.create(route=route, provider="smsru", provider_message_id="id-2", source="webhook",
                                    status=DeliveryStatus.DELIVERED)  # came before the worker recorded id-2
     results = [SendResult("id-0", cost=Decimal("1.5"), parts=2, raw={"status": "OK"}), SendResult("id-1"),
                SendResult("id-2"), SendResult("id-3", status=ReportStatus.DELIVERED)]
 
-    outcomes = deliveries_record_sent([ProviderCall(plan, latency_ms=120 + n, result=result)
-                                       for n, (plan, result) in enumerate(zip(plans, results))])
+    outcomes = record_sent([ProviderCall(plan, latency_ms=120 + n, result=result)
+                            for n, (plan, result) in enumerate(zip(plans, results))])
 
     assert [outcome.status for outcome in outcomes] == [DeliveryStatus.SENT] * 4
     rows = {d.pk: d for d in Delivery.objects.filter(pk__in=[d.pk for d in deliveries])}
@@ -117,16 +111,16 @@ def test_a_batch_of_successes_is_recorded_as_each_one_would_be(smsru_route, crea
     route.refresh_from_db()
     assert route.consecutive_failures == 0
     today = timezone.localdate()
-    counted = stats.daily_by_status(since=today, until=today)
-    assert stats.stats_rebuild(since=today, until=today).keys_corrected == 0
-    assert stats.daily_by_status(since=today, until=today) == counted  # rebuilt from the rows: the same
+    counted = dashboard.daily_by_status(since=today, until=today)
+    assert counters.stats_rebuild(since=today, until=today).keys_corrected == 0
+    assert dashboard.daily_by_status(since=today, until=today) == counted  # rebuilt from the rows: the same
 
 def test_claim_is_exclusive_and_a_second_run_sends_nothing(fake_smsru, smsru_route, create):
     smsru_route()
     delivery = create()
     assert delivery_send(delivery_id=delivery.pk) is not None
     assert delivery_send(delivery_id=delivery.pk) is None
-    assert delivery_claim(delivery_id=delivery.pk) is False
+    assert deliveries_claim(delivery_ids=[delivery.pk]) == []
     assert len(fake_smsru.sent_to("79123456789")) == 1
 
 
@@ -144,7 +138,7 @@ def test_routes_are_tried_by_priority_and_auth_failure_moves_on(fake_smsru, smsr
 
 
 def test_repeated_auth_failures_mark_the_route_broken_until_credentials_change(fake_smsru, smsru_route, create):
-    from accounts.services import route_save
+    from routes.services import route_save
 
     route = smsru_route(api_id="wrong")
     for _ in range(2):
@@ -164,7 +158,8 @@ def test_routes_are_read_once_per_process_and_a_failure_counted_elsewhere_still_
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from accounts.selectors import ACCOUNT_CACHE_SECONDS, routes_active
+    from accounts.selectors import ACCOUNT_CACHE_SECONDS
+    from routes.selectors import routes_active
 
     route = smsru_route()
     delivery_send(delivery_id=create(phone="+79123456780").pk)  # reads and keeps the routes
@@ -363,7 +358,7 @@ def test_attempt_rows_keep_no_credentials(fake_smsru, smsru_route, create):
 
 
 def test_test_sms_uses_only_the_chosen_route(fake_smsru, smsru_route, account):
-    from deliveries.services import delivery_create_test
+    from deliveries.services.intake import delivery_create_test
 
     smsru_route(priority=1)
     chosen = ProviderRoute.objects.create(account=account, provider="console", priority=9)
@@ -376,7 +371,7 @@ def test_test_sms_uses_only_the_chosen_route(fake_smsru, smsru_route, account):
 
 
 def test_a_failing_tested_route_does_not_fall_back_to_others(fake_smsru, smsru_route, account):
-    from deliveries.services import delivery_create_test
+    from deliveries.services.intake import delivery_create_test
 
     ProviderRoute.objects.create(account=account, provider="console", priority=1)
     broken = smsru_route(priority=5, api_id="wrong")
@@ -389,14 +384,14 @@ def test_a_failing_tested_route_does_not_fall_back_to_others(fake_smsru, smsru_r
 def test_route_balance_asks_the_provider(fake_smsru, smsru_route):
     from decimal import Decimal
 
-    from deliveries.services import route_balance
+    from routes.services import route_balance
 
     assert route_balance(route=smsru_route()).amount == Decimal("4122.56")
 
 
-def test_the_long_statements_of_the_send_path_are_parsed_once(smsru_route, create):
-    """psycopg keeps parsed statements up to a size (deliveries/apps.py raises it): the success batch
-    and the counter recount are over psycopg's own limits, and must come from its cache."""
+def test_the_statements_of_the_send_path_are_parsed_once(smsru_route, create):
+    """psycopg keeps parsed statements up to a size (4,096 characters, 50 parameters): the send path's
+    statements stay within it, so a success is recorded without parsing any of them again."""
     from psycopg import _queries
 
     from tests.staff import require_postgres
@@ -405,8 +400,14 @@ def test_the_long_statements_of_the_send_path_are_parsed_once(smsru_route, creat
     route = smsru_route()
     choice = RouteChoice(route, "smsru", {}, "")
     first, second = create(phone="+79123456780"), create(phone="+79123456781")
-    _record_sent(first, choice, SendResult(provider_message_id="id-1"))
+    Delivery.objects.filter(pk__in=[first.pk, second.pk]).update(status=DeliveryStatus.SENDING)
+
+    def record(delivery, message_id):
+        record_sent([ProviderCall(PlannedSend(delivery, choice, has_next_route=False), latency_ms=0,
+                                  result=SendResult(provider_message_id=message_id))])
+
+    record(first, "id-1")
     before = _queries._query2pg_client.cache_info()
-    _record_sent(second, choice, SendResult(provider_message_id="id-2"))
+    record(second, "id-2")
     after = _queries._query2pg_client.cache_info()
     assert after.hits > before.hits and after.misses == before.misses

@@ -9,15 +9,12 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from deliveries import stats
+from deliveries import counters, dashboard
 from deliveries.models import Delivery, DeliveryDayStat, DeliveryHourCount, DeliveryStatus, StatusEvent
-from deliveries.services import (
-    DeliveryActionRefused,
-    delivery_cancel,
-    delivery_create,
-    delivery_send,
-    delivery_status_apply,
-)
+from deliveries.services.dispatch import delivery_send
+from deliveries.services.intake import deliveries_insert, delivery_create
+from deliveries.services.reports import delivery_status_apply
+from deliveries.services.staff import DeliveryActionRefused, delivery_cancel
 from tests.staff import counters_snapshot, rebuilt_snapshot, require_postgres
 
 pytestmark = pytest.mark.django_db
@@ -41,23 +38,23 @@ def day_counts(**filters) -> dict:
 # --- keys --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("seconds", "bucket"), [
     (-3, 1), (0, 1), (1, 1), (1.000001, 2), (2, 2), (4, 5), (59.9, 60), (60, 60), (61, 90), (86400, 86400),
-    (86401, stats.LATENCY_OVER),
+    (86401, counters.LATENCY_OVER),
 ])
 def test_latency_buckets_are_upper_bounds(seconds, bucket):
-    assert stats.latency_bucket(seconds) == bucket
+    assert counters.latency_bucket(seconds) == bucket
 
 
 def test_keys_round_trip_and_group_in_progress_statuses():
     now = timezone.now()
     for status in (DeliveryStatus.PENDING, DeliveryStatus.SENDING):
-        assert stats.key_of(status=status, provider="smsru", error_class="x", created_at=now,
-                            finished_at=None) == stats.PENDING_KEY
-    key = stats.key_of(status=DeliveryStatus.FAILED, provider="smsru", error_class="odd|class", created_at=now,
+        assert counters.key_of(status=status, provider="smsru", error_class="x", created_at=now,
+                            finished_at=None) == counters.PENDING_KEY
+    key = counters.key_of(status=DeliveryStatus.FAILED, provider="smsru", error_class="odd|class", created_at=now,
                        finished_at=now)
-    assert stats.StatKey.decode(key.encode()) == key
-    delivered = stats.key_of(status=DeliveryStatus.DELIVERED, provider="smsru", error_class="ignored",
+    assert counters.StatKey.decode(key.encode()) == key
+    delivered = counters.key_of(status=DeliveryStatus.DELIVERED, provider="smsru", error_class="ignored",
                              created_at=now, finished_at=now + timedelta(seconds=8))
-    assert delivered == stats.StatKey("smsru", "delivered", "", 10)
+    assert delivered == counters.StatKey("smsru", "delivered", "", 10)
 
 
 def test_the_sql_key_expression_agrees_with_python(account):
@@ -80,9 +77,9 @@ def test_the_sql_key_expression_agrees_with_python(account):
         Delivery.objects.create(account=account, phone="+79123456789", text="x", encoding="gsm7", segments=1,
                                 valid_until=now, created_at=now, **case)
     Delivery.objects.update(created_at=now)
-    expression = stats.key_expression()
+    expression = counters.key_expression()
     for row in Delivery.objects.annotate(sql_key=expression).values():
-        python_key = stats.key_of(status=row["status"], provider=row["provider"], error_class=row["error_class"],
+        python_key = counters.key_of(status=row["status"], provider=row["provider"], error_class=row["error_class"],
                                   created_at=row["created_at"], finished_at=row["finished_at"]).encode()
         assert row["sql_key"] == python_key, row["status"]
 
@@ -123,70 +120,24 @@ def test_rejections_and_retries_count_once_with_their_reason(fake_smsru, smsru_r
     assert counters_snapshot() == rebuilt_snapshot()
 
 
-@pytest.mark.parametrize("prepared", [True, False], ids=["prepared", "plain"])
-def test_recount_is_idempotent_and_repairs_a_missed_change(create, settings, prepared):
-    settings.SMSGATE_DB_PREPARED_STATEMENTS = prepared
+def test_recount_is_idempotent_and_repairs_a_missed_change(create):
     delivery = create()
     before = counters_snapshot()
-    assert stats.delivery_recount(delivery_id=delivery.pk) is False
+    assert counters.delivery_recount(delivery_id=delivery.pk) is False
     assert counters_snapshot() == before
     # A status changed by code that forgot to recount: the next recount (or a rebuild) repairs it.
     Delivery.objects.filter(pk=delivery.pk).update(status=DeliveryStatus.FAILED, error_class="no_route")
-    assert stats.delivery_recount(delivery_id=delivery.pk) is True
+    assert counters.delivery_recount(delivery_id=delivery.pk) is True
     assert day_counts() == {("", "failed", "no_route", 0): 1}
-
-
-def test_the_recount_is_prepared_on_the_connection_and_only_when_asked(create, settings):
-    """PostgreSQL: the recount (every status change) is PREPAREd once per connection, then EXECUTEd."""
-    require_postgres("prepared statements")
-    from django.db import connection
-
-    def prepared_here():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'smsgate_recount_%%'")
-            return [row[0] for row in cursor.fetchall()]
-
-    with connection.cursor() as cursor:  # this connection served earlier tests: start it afresh
-        cursor.execute("DEALLOCATE ALL")
-        cursor.execute("RESET plan_cache_mode")
-    stats._prepared_on.pop(connection.connection, None)
-    settings.SMSGATE_DB_PREPARED_STATEMENTS = False
-    first = create(phone="+79123456781")
-    sql, params = stats.recount_query(first.pk)
-    assert not sql.startswith("EXECUTE") and first.pk in params
-    assert stats.delivery_recount(delivery_id=first.pk) is False and prepared_here() == []
-
-    settings.SMSGATE_DB_PREPARED_STATEMENTS = True
-    second = create(phone="+79123456782")
-    Delivery.objects.filter(pk__in=[first.pk, second.pk]).update(status=DeliveryStatus.FAILED, error_class="no_route")
-    assert stats.delivery_recount(delivery_id=first.pk) is True
-    assert stats.delivery_recount(delivery_id=second.pk) is True
-    name, _statement = stats._recount_prepare_statement()
-    assert prepared_here() == [name]
-    sql, params = stats.recount_query(second.pk)
-    assert sql == f"EXECUTE {name}(%s, %s)" and params[0] == second.pk
-    assert day_counts() == {("", "failed", "no_route", 0): 2}
-
-    # A batch's recount (bulk sends) is prepared too, as a statement of its own.
-    Delivery.objects.filter(pk__in=[first.pk, second.pk]).update(status=DeliveryStatus.SENT, provider="smsru",
-                                                                 error_class="")
-    assert stats.deliveries_recount(delivery_ids=[second.pk, first.pk]) == 2
-    many_name, _statement = stats._recount_prepare_statement(True)
-    assert sorted(prepared_here()) == sorted([name, many_name])
-    with connection.cursor() as cursor:  # plans looked up by id: the generic plan, not one per run
-        cursor.execute("SHOW plan_cache_mode")
-        assert cursor.fetchone()[0] == "force_generic_plan"
-    assert day_counts() == {("smsru", "sent", "", 0): 2}
 
 
 def test_a_batch_recount_moves_each_counter_once_by_the_sum_of_its_deltas(create, account, integration, settings):
     """deliveries_recount: many deliveries of several accounts and statuses in one go; a second run
-    moves nothing; the counters equal what a rebuild computes. With and without PREPARE."""
+    moves nothing; the counters equal what a rebuild computes."""
     from accounts.models import Account
 
     other = Account.objects.create(integration=integration, amo_id=2, subdomain="other")
-    for prepared in (False, True):
-        settings.SMSGATE_DB_PREPARED_STATEMENTS = prepared
+    for _round in range(2):
         Delivery.objects.all().delete()
         DeliveryDayStat.objects.all().delete()
         DeliveryHourCount.objects.all().delete()
@@ -197,16 +148,16 @@ def test_a_batch_recount_moves_each_counter_once_by_the_sum_of_its_deltas(create
         Delivery.objects.filter(pk=mine[3].pk).update(status=DeliveryStatus.FAILED, error_class="no_route")
         ids = [d.pk for d in reversed(mine + theirs)]
 
-        assert stats.deliveries_recount(delivery_ids=ids) == 6
-        assert stats.deliveries_recount(delivery_ids=ids) == 0
+        assert counters.deliveries_recount(delivery_ids=ids) == 6
+        assert counters.deliveries_recount(delivery_ids=ids) == 0
         assert day_counts(account=account) == {("smsru", "sent", "", 0): 3, ("", "failed", "no_route", 0): 1}
         assert day_counts(account=other) == {("smsru", "sent", "", 0): 2, ("", "pending", "", 0): 1}
         assert counters_snapshot() == rebuilt_snapshot()
 
 
 def test_a_bulk_insert_records_every_row_and_counts_it_all_or_nothing(account, integration):
-    """deliveries_insert_counted (a bulk import): one INSERT from arrays on PostgreSQL, bulk_create
-    elsewhere; the same rows, database defaults kept, counted as pending; a bad row keeps none."""
+    """deliveries_insert (a bulk import; a single delivery is a batch of one): the same rows, database
+    defaults kept, counted as pending; a bad row keeps none."""
     from django.db import IntegrityError, transaction
 
     from accounts.models import Account
@@ -219,7 +170,7 @@ def test_a_bulk_insert_records_every_row_and_counts_it_all_or_nothing(account, i
                          encoding="ucs2", segments=1, valid_until=valid_until, jti=jti)
                 for n, owner in enumerate([account, account, other])]
 
-    inserted = stats.deliveries_insert_counted(deliveries=rows("11"))
+    inserted = deliveries_insert(deliveries=rows("11"))
 
     stored = {d.pk: d for d in Delivery.objects.all()}
     assert set(stored) == {d.pk for d in inserted}
@@ -235,7 +186,7 @@ def test_a_bulk_insert_records_every_row_and_counts_it_all_or_nothing(account, i
 
     before = counters_snapshot()
     with pytest.raises(IntegrityError), transaction.atomic():
-        stats.deliveries_insert_counted(deliveries=rows("22", jti="same-token"))  # one jti per account
+        deliveries_insert(deliveries=rows("22", jti="same-token"))  # one jti per account
     assert Delivery.objects.count() == 3 and counters_snapshot() == before
 
 def test_a_rebuild_repairs_drifted_counters_and_uncounted_rows(create, account):
@@ -246,13 +197,13 @@ def test_a_rebuild_repairs_drifted_counters_and_uncounted_rows(create, account):
                                         provider="smsru")
     DeliveryDayStat.objects.update(count=99)  # drift
     today = timezone.localdate()
-    result = stats.stats_rebuild(since=today, until=today)
+    result = counters.stats_rebuild(since=today, until=today)
     assert (result.deliveries, result.keys_corrected) == (2, 2)
     assert day_counts() == {("", "expired", "validity", 0): 1, ("smsru", "sent", "", 0): 1}
     assert DeliveryHourCount.objects.get(account=account).count == 2
     uncounted.refresh_from_db()
     assert uncounted.stats_key == "smsru|sent||0"
-    assert stats.stats_rebuild(since=today, until=today).keys_corrected == 0
+    assert counters.stats_rebuild(since=today, until=today).keys_corrected == 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -276,10 +227,10 @@ def test_concurrent_status_changes_keep_the_counters_exact(account, settings):
         try:
             barrier.wait()
             if n % 2:  # as a bulk batch does, in any order
-                stats.deliveries_recount(delivery_ids=[d.pk for d in (sent if n % 4 == 1 else reversed(sent))])
+                counters.deliveries_recount(delivery_ids=[d.pk for d in (sent if n % 4 == 1 else reversed(sent))])
             else:
                 for delivery in sent:
-                    stats.delivery_recount(delivery_id=delivery.pk)
+                    counters.delivery_recount(delivery_id=delivery.pk)
             for i, delivery in enumerate(reported):
                 status = [DeliveryStatus.DELIVERED, DeliveryStatus.UNDELIVERED, DeliveryStatus.EXPIRED][(i + n) % 3]
                 delivery_status_apply(delivery=delivery, status=status, source=StatusEvent.Source.WEBHOOK,
@@ -288,7 +239,7 @@ def test_concurrent_status_changes_keep_the_counters_exact(account, settings):
                 try:
                     delivery_cancel(delivery=delivery)
                 except DeliveryActionRefused:  # only one thread's cancel wins
-                    stats.delivery_recount(delivery_id=delivery.pk)
+                    counters.delivery_recount(delivery_id=delivery.pk)
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
         finally:
@@ -326,7 +277,7 @@ def test_dashboard_numbers_from_the_counters(account, integration):
     put(account, today - timedelta(days=40), "smsru", "failed", 100, error_class="old")  # out of range
 
     since = today - timedelta(days=29)
-    summaries = {s.provider: s for s in stats.provider_summaries(since=since, until=today)}
+    summaries = {s.provider: s for s in dashboard.provider_summaries(since=since, until=today)}
     smsru = summaries["smsru"]
     assert (smsru.total, smsru.delivered, smsru.finished) == (15, 8, 10)
     assert smsru.delivery_rate == pytest.approx(0.8)
@@ -334,11 +285,11 @@ def test_dashboard_numbers_from_the_counters(account, integration):
     assert smsru.median_seconds == pytest.approx(1 + (2 - 1) * 4 / 6)
     assert summaries[""].delivery_rate == 0.0 and summaries["console"].median_seconds == pytest.approx(0.5)
 
-    reasons = stats.top_failure_reasons(since=since, until=today)
+    reasons = dashboard.top_failure_reasons(since=since, until=today)
     assert [(r["status"], r["error_class"], r["n"]) for r in reasons] == [
         ("failed", "no_route", 3), ("rejected", "invalid_recipient", 1), ("undelivered", "blocked_recipient", 1)]
 
-    days = stats.daily_by_status(since=since, until=today, account_id=account.pk)
+    days = dashboard.daily_by_status(since=since, until=today, account_id=account.pk)
     assert len(days) == 30
     assert days[today] == {"delivered": 8, "undelivered": 1, "sent": 5, "failed": 3}
     assert days[today - timedelta(days=1)] == {"rejected": 1}
@@ -350,23 +301,23 @@ def test_past_days_of_the_deployment_wide_summary_are_cached_today_is_live(accou
     since = today - timedelta(days=29)
     put(account, today - timedelta(days=3), "smsru", "delivered", 2, latency_le=2)
     put(account, today, "smsru", "delivered", 1, latency_le=2)
-    assert stats.daily_by_status(since=since, until=today)[today - timedelta(days=3)] == {"delivered": 2}
+    assert dashboard.daily_by_status(since=since, until=today)[today - timedelta(days=3)] == {"delivered": 2}
 
     DeliveryDayStat.objects.filter(day=today - timedelta(days=3)).update(count=5)
     DeliveryDayStat.objects.filter(day=today).update(count=4)
-    days = stats.daily_by_status(since=since, until=today)
+    days = dashboard.daily_by_status(since=since, until=today)
     assert days[today - timedelta(days=3)] == {"delivered": 2}  # kept for PAST_DAYS_CACHE_SECONDS
     assert days[today] == {"delivered": 4}
     # One account's numbers are cheap to read (its own rows only) and always live.
-    assert stats.daily_by_status(since=since, until=today, account_id=account.pk)[today - timedelta(days=3)] == {
+    assert dashboard.daily_by_status(since=since, until=today, account_id=account.pk)[today - timedelta(days=3)] == {
         "delivered": 5}
 
 
 def test_histogram_median():
-    assert stats.histogram_median(Counter()) is None
-    assert stats.histogram_median(Counter({5: 1})) == pytest.approx(4.0)  # halfway into (3, 5]
-    assert stats.histogram_median(Counter({1: 1, 60: 1})) == pytest.approx(1.0)
-    assert stats.histogram_median(Counter({stats.LATENCY_OVER: 2})) > 86400
+    assert dashboard.histogram_median(Counter()) is None
+    assert dashboard.histogram_median(Counter({5: 1})) == pytest.approx(4.0)  # halfway into (3, 5]
+    assert dashboard.histogram_median(Counter({1: 1, 60: 1})) == pytest.approx(1.0)
+    assert dashboard.histogram_median(Counter({counters.LATENCY_OVER: 2})) > 86400
 
 
 def test_volume_of_the_last_24_hours_counts_hourly_buckets(account):
@@ -376,5 +327,5 @@ def test_volume_of_the_last_24_hours_counts_hourly_buckets(account):
     hour = now.replace(minute=0, second=0, microsecond=0)
     for hours_ago, n in ((0, 3), (23, 4), (24, 50), (30, 7)):
         DeliveryHourCount.objects.create(account=account, hour=hour - timedelta(hours=hours_ago), count=n)
-    volume = Account.objects.annotate(v=stats.volume_24h_subquery()).get(pk=account.pk).v
+    volume = Account.objects.annotate(v=dashboard.volume_24h_subquery()).get(pk=account.pk).v
     assert volume == 7

@@ -8,14 +8,12 @@ import json
 import pytest
 from django.utils import timezone
 
-from accounts.models import ProviderRoute
+from routes.models import ProviderRoute
 from deliveries.models import Delivery, DeliveryStatus, StatusEvent, UnmatchedReport
-from deliveries.services import (
-    delivery_create,
-    delivery_send,
-    route_callback_url,
-    unmatched_reports_rematch,
-)
+from deliveries.services.dispatch import delivery_send
+from deliveries.services.intake import delivery_create
+from deliveries.services.reports import unmatched_reports_rematch
+from routes.services import route_callback_url
 from tests.conftest import eventually
 from tests.fakes import twilio as fake_twilio
 from tests.fakes.registry import FAKES

@@ -3,9 +3,9 @@
 import pytest
 
 import smsgate.celery
-from deliveries import bulk
+from deliveries.services.queueing import deliveries_enqueue_bulk
 from deliveries.models import Delivery, DeliveryKind, DeliveryStatus
-from deliveries.services import delivery_create
+from deliveries.services.intake import delivery_create
 from smsgate.celery import app as smsgate_app
 from tests.conftest import E2E_BROKER_URL
 from tests.fakes.smsru import FakeSmsRu
@@ -31,7 +31,7 @@ def test_bulk_batches_are_sent_by_a_worker_each_sms_once(stack, smsru_route, acc
         stack.env.update(SMSGATE_PROVIDER_BASE_URLS=f"smsru={fake.url}", SMSGATE_SEND_THREADS="8")
         stack.start_worker(concurrency=2, queues="sms-bulk")
 
-        assert bulk.deliveries_enqueue_bulk(delivery_ids=[d.pk for d in deliveries]) == 40
+        assert deliveries_enqueue_bulk(delivery_ids=[d.pk for d in deliveries]) == 40
 
         worker = stack.processes[-1]
         wait_for(lambda: Delivery.objects.filter(status=DeliveryStatus.SENT).count() == 40, 60,

@@ -286,6 +286,7 @@ def test_e_a_killed_login_code_worker_delays_nothing_and_doubles_nothing(stack, 
         _fast_recovery_env(stack, fake.base_url, provider="twilio")
         route_for(fake, sender="+15005550006")
         stack.start_web(workers=2)
+        stack.env["SMSGATE_PUBLIC_URL"] = stack.web_url  # Twilio's delivery reports come back to this stack
         worker = stack.start_worker(concurrency=16, queues="sms-system,maintenance")
         stack.start_beat()
 

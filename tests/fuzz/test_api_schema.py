@@ -10,9 +10,9 @@ from django.db import close_old_connections
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
-from accounts.models import ProviderRoute
+from routes.models import ProviderRoute
 from crm.models import SmsTemplate
-from deliveries.services import delivery_create
+from deliveries.services.intake import delivery_create
 from smsgate.wsgi import application
 
 EXAMPLES_PER_OPERATION = 25

@@ -15,10 +15,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from accounts.models import Account, AccountCeilings, AccountOwnLimits, ProviderRoute
+from accounts.models import Account, AccountCeilings, AccountOwnLimits
+from routes.models import ProviderRoute
 from accounts.services import uninstall_signature
 from deliveries.models import Delivery, StatusEvent, UnmatchedReport
-from deliveries.providers import PROVIDERS
+from routes.providers import PROVIDERS
 from tests.conftest import SECRET, claims_for
 from tests.fakes import twilio as fake_twilio
 from tests.fakes.registry import FAKES

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from accounts.tokens import TokenError, verify_token
-from deliveries.phones import PhoneError, phone_mask, phone_normalise_for_search, phone_parse
+from smsgate.phones import PhoneError, phone_mask, phone_normalise_for_search, phone_parse
 from deliveries.segments import GSM7_BASIC, GSM7_EXTENSION, segment_info
 from tests.conftest import SECRET, claims_for
 

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from deliveries.providers import PROVIDERS
-from deliveries.providers.base import ProviderError, ReportStatus, StatusReport, WebhookRequest, WebhookSignatureError
-from deliveries.providers.smsru import SmsRuProvider
-from deliveries.providers.twilio import TwilioProvider
+from routes.providers import PROVIDERS
+from routes.providers.base import ProviderError, ReportStatus, StatusReport, WebhookRequest, WebhookSignatureError
+from routes.providers.smsru import SmsRuProvider
+from routes.providers.twilio import TwilioProvider
 from tests.fakes import twilio as fake_twilio
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

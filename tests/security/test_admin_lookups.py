@@ -21,19 +21,20 @@ from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from accounts.models import Account, ProviderRoute
+from accounts.models import Account
+from routes.models import ProviderRoute
 from deliveries.models import Delivery
-from deliveries.services import delivery_create
+from deliveries.services.intake import delivery_create
 from smsgate.admin_lookups import SortableOnlyChangeList, StrictChangeListMixin
 from tests.staff import staff_client
 
 pytestmark = pytest.mark.django_db
 
-VIEW_ALL = ("deliveries.view_delivery", "accounts.view_account", "accounts.view_providerroute",
+VIEW_ALL = ("deliveries.view_delivery", "accounts.view_account", "routes.view_providerroute",
             "accounts.view_integration", "auth.view_user", "auth.view_group")
 DELIVERIES = reverse("admin:deliveries_delivery_changelist")
 ACCOUNTS = reverse("admin:accounts_account_changelist")
-ROUTES = reverse("admin:accounts_providerroute_changelist")
+ROUTES = reverse("admin:routes_providerroute_changelist")
 INTEGRATIONS = reverse("admin:accounts_integration_changelist")
 USERS = reverse("admin:auth_user_changelist")
 GROUPS = reverse("admin:auth_group_changelist")

@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from deliveries.models import Delivery
 from deliveries.paginators import MAX_PAGES
-from deliveries.services import delivery_create
+from deliveries.services.intake import delivery_create
 from tests.staff import staff_client
 
 pytestmark = pytest.mark.django_db

@@ -19,7 +19,7 @@ from django.db import close_old_connections
 from django.utils import translation
 from django.utils.translation import gettext
 
-from accounts.models import ProviderRoute
+from routes.models import ProviderRoute
 from deliveries.models import Delivery, StatusEvent, UnmatchedReport
 
 LIMIT = 256 * 1024

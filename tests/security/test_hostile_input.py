@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from accounts.models import Account, ProviderRoute
+from accounts.models import Account
+from routes.models import ProviderRoute
 from accounts.services import uninstall_signature
 from deliveries.models import Delivery, StatusEvent, UnmatchedReport
 from tests.conftest import SECRET, claims_for
@@ -155,7 +156,7 @@ def test_a_route_id_in_other_digits_or_out_of_range_is_a_404(api, route):
 
 
 def test_a_delivery_id_in_other_digits_is_a_404(api, account, route):
-    from deliveries.services import delivery_create
+    from deliveries.services.intake import delivery_create
 
     delivery = delivery_create(account=account, phone="+79123456789", text="Код 1234").delivery
     assert api.get(f"/api/v1/deliveries/{delivery.pk}/").status_code == 200
@@ -185,7 +186,7 @@ def test_limits_and_stats_numbers_are_ascii_digits(api, account, value):
 
 
 def test_a_page_size_in_other_digits_is_ignored(api, account, route):
-    from deliveries.services import delivery_create
+    from deliveries.services.intake import delivery_create
 
     for _ in range(3):
         delivery_create(account=account, phone="+79123456789", text="Код 1234")
@@ -373,7 +374,7 @@ def test_deep_json_in_a_report_is_refused_at_the_bound(client, hooks):
 def test_numbers_in_provider_replies_that_do_not_fit_their_columns_are_dropped():
     from decimal import Decimal
 
-    from deliveries.providers.base import (
+    from routes.providers.base import (
         ProviderTemporaryError,
         SendResult,
         decimal_or_none,

@@ -11,8 +11,9 @@ import re
 import pytest
 from django.urls import reverse
 
-from accounts.models import AccountCeilings, AccountOwnLimits, ProviderRoute
-from deliveries.guard import forget_limits, limits_for
+from accounts.models import AccountCeilings, AccountOwnLimits
+from routes.models import ProviderRoute
+from accounts.limits import forget_limits, limits_for
 from deliveries.models import Delivery, DeliveryStatus
 from tests.staff import staff_client
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from accounts.models import ProviderRoute
+from routes.models import ProviderRoute
 from smsgate.logs import ContextFormatter, mask_secrets
 
 TOKEN = "Zq3xTOKENtokenTOKEN9k_-Ab12"

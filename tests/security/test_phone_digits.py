@@ -6,7 +6,7 @@ the deliveries filter), on every path that parses a phone."""
 import pytest
 
 from deliveries.models import Delivery
-from deliveries.phones import PhoneError, phone_normalise_for_search, phone_parse
+from smsgate.phones import PhoneError, phone_normalise_for_search, phone_parse
 
 pytestmark = pytest.mark.django_db
 
@@ -84,7 +84,7 @@ def test_the_api_test_sms_answers_400_and_records_nothing(api, smsru_route, raw)
 
 @pytest.mark.parametrize("raw", ["+7 912 ABC 4567", "+７９１２３４５６７８９", "+٧٩١٢٣٤٥٦٧٨٩", "+7 912 АБВ 4567"])
 def test_the_deliveries_phone_filter_answers_400(api, account, smsru_route, raw):
-    from deliveries.services import delivery_create
+    from deliveries.services.intake import delivery_create
 
     smsru_route()
     delivery_create(account=account, phone="+79122224567", text="Код 1234")  # what the letters would map to

@@ -13,10 +13,12 @@ import pytest
 from django.urls import reverse
 from django.utils import translation
 
-from accounts.models import Account, AccountCeilings, AccountOwnLimits, ProviderRoute
+from accounts.models import Account, AccountCeilings, AccountOwnLimits
+from routes.models import ProviderRoute
 from deliveries.models import Delivery, DeliveryKind, DeliveryStatus
-from deliveries.phones import NON_GEOGRAPHIC_CALLING_CODES
-from deliveries.services import DeliveryActionRefused, DeliveryRefused, delivery_create, delivery_retry
+from smsgate.phones import NON_GEOGRAPHIC_CALLING_CODES
+from deliveries.services.intake import DeliveryRefused, delivery_create
+from deliveries.services.staff import DeliveryActionRefused, delivery_retry
 from tests.staff import staff_client
 
 pytestmark = [pytest.mark.django_db, pytest.mark.guard]
@@ -191,7 +193,7 @@ def test_the_api_test_sms_is_refused(other_api, kommo):
 def test_the_admin_test_sms_is_refused(kommo):
     route = ProviderRoute.objects.get(account=kommo)
     staff, _user = staff_client(username="root", superuser=True)
-    response = staff.post(reverse("admin:accounts_providerroute_test_sms", args=[route.pk]), {"phone": "+8823421234"},
+    response = staff.post(reverse("admin:routes_providerroute_test_sms", args=[route.pk]), {"phone": "+8823421234"},
                           HTTP_ACCEPT_LANGUAGE="en")
     assert response.status_code == 200  # the form again, with the refusal
     assert "non-geographic numbers" in response.content.decode()
@@ -229,7 +231,7 @@ def test_staff_cannot_retry_an_old_delivery_to_a_closed_range(kommo):
     assert "non-geographic numbers" in str(refused.value)
     assert Delivery.objects.get(pk=old.pk).status == DeliveryStatus.FAILED
     AccountCeilings.objects.create(account=kommo, allowed_calling_codes="882")
-    from deliveries.guard import forget_limits
+    from accounts.limits import forget_limits
 
     forget_limits(kommo.pk)
     assert delivery_retry(delivery=old).status == DeliveryStatus.PENDING

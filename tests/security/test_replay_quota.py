@@ -14,10 +14,12 @@ import pytest
 from django.db import connections
 from django.test import Client
 
-from accounts.models import AccountCeilings, ProviderRoute
+from accounts.models import AccountCeilings
+from routes.models import ProviderRoute
+from accounts.limits import forget_limits
 from deliveries import guard
 from deliveries.models import Delivery, DeliveryStatus
-from deliveries.services import DeliveryRefused, delivery_create_test
+from deliveries.services.intake import DeliveryRefused, delivery_create_test
 
 pytestmark = pytest.mark.guard
 
@@ -133,7 +135,7 @@ def test_a_refused_token_is_checked_again_not_remembered(kommo, token, counters,
     replayed = client.post(URL, {"phone": phone(3), "text": "2", "token": second})
     assert replayed.json()["id"] == accepted.json()["id"]
     AccountCeilings.objects.create(account=kommo, account_per_hour=3)
-    guard.forget_limits(kommo.pk)
+    forget_limits(kommo.pk)
     assert client.post(URL, {"phone": phone(4), "text": "3", "token": token()}).status_code == 200  # the 3rd
     assert client.post(URL, {"phone": phone(5), "text": "4", "token": token()}).json()["code"] == "account_hourly_cap"
 

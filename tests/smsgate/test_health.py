@@ -1,7 +1,7 @@
 import pytest
 
 from deliveries.models import DeliveryStatus
-from deliveries.services import delivery_create
+from deliveries.services.intake import delivery_create
 
 pytestmark = pytest.mark.django_db
 
@@ -41,8 +41,8 @@ def test_metrics_need_a_token_or_an_allowed_address(client, settings):
 
 
 def test_metrics_count_requests_and_deliveries(client, account, settings):
-    from accounts.models import ProviderRoute
-    from deliveries.services import delivery_send
+    from routes.models import ProviderRoute
+    from deliveries.services.dispatch import delivery_send
 
     ProviderRoute.objects.create(account=account, provider="console")
     client.get("/healthz")

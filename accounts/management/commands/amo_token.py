@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Integration
-from accounts.services import integration_sync_from_settings
+from accounts.integrations import integration_sync_from_settings
 from accounts.tokens import issue_token
 
 

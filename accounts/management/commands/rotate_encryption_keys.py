@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from accounts.models import Integration, ProviderRoute
+from accounts.models import Integration
+from routes.models import ProviderRoute
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from accounts.services import integration_sync_from_settings
+from accounts.integrations import integration_sync_from_settings
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from deliveries.stats import stats_rebuild
+from deliveries.counters import stats_rebuild
 
 
 def _date(text: str) -> date:

@@ -24,8 +24,9 @@ from django.db import connection, transaction
 from django.db.models.sql import Query
 from django.utils import timezone
 
-from accounts.models import Account, Integration, ProviderRoute
-from deliveries import stats
+from accounts.models import Account, Integration
+from routes.models import ProviderRoute
+from deliveries import counters
 from deliveries.models import (
     Attempt,
     AttemptOutcome,
@@ -36,7 +37,7 @@ from deliveries.models import (
     DeliveryStatus,
     StatusEvent,
 )
-from deliveries.providers import PROVIDERS
+from routes.providers import PROVIDERS
 
 SEED_INTEGRATION_UUID = uuid.UUID("00000000-0000-4000-8000-00000000c0de")
 SEED_AMO_ID_BASE = 90_000_000
@@ -88,8 +89,8 @@ class Command(BaseCommand):
         if not options["no_stats"] and connection.vendor != "postgresql":
             stats_started = time.monotonic()
             today = timezone.localdate()
-            # The seeded keys come from stats.key_expression itself: no need to check them again.
-            result = stats.stats_rebuild(since=today - timedelta(days=options["days"] + 1), until=today,
+            # The seeded keys come from counters.key_expression itself: no need to check them again.
+            result = counters.stats_rebuild(since=today - timedelta(days=options["days"] + 1), until=today,
                                          check_keys=False)
             self.stdout.write(f"dashboard counters rebuilt for {result.days} days ({result.deliveries} deliveries, "
                               f"{result.keys_corrected} keys corrected) in {time.monotonic() - stats_started:.1f} s")
@@ -268,10 +269,10 @@ class Command(BaseCommand):
 
     @staticmethod
     def stats_key_sql():
-        """deliveries.stats.key_expression compiled to SQL over columns of "deliveries_delivery",
+        """deliveries.counters.key_expression compiled to SQL over columns of "deliveries_delivery",
         so seeded keys are exactly what the service would store."""
         query = Query(Delivery)
-        expression = stats.key_expression().resolve_expression(query)
+        expression = counters.key_expression().resolve_expression(query)
         sql, params = expression.as_sql(query.get_compiler(connection=connection), connection)
         return sql, list(params)
 
@@ -383,7 +384,7 @@ attempts AS (
         END
     FROM with_history
     RETURNING 1
-){stats.counters_from_sql("inserted") if count_stats else ""}
+){counters.counters_from_sql("inserted") if count_stats else ""}
 INSERT INTO {StatusEvent._meta.db_table} (delivery_id, source, status, provider_code, error_class, occurred_at,
     received_at, applied, raw)
 SELECT id, 'webhook', status, error_code, CASE WHEN status = 'delivered' THEN '' ELSE error_class END,
@@ -425,7 +426,7 @@ WHERE status IN ('delivered', 'undelivered', 'expired') AND get_byte(uuid_send(i
                 error_code=code if error_class else "", valid_until=created + timedelta(minutes=10),
                 attempt_count=1, created_at=created, updated_at=finished or sent_at or created, sent_at=sent_at,
                 finished_at=finished)
-            delivery.stats_key = stats.key_of(status=status, provider=provider, error_class=error_class,
+            delivery.stats_key = counters.key_of(status=status, provider=provider, error_class=error_class,
                                               created_at=created, finished_at=finished).encode()
             batch.append(delivery)
             if rng.random() < options["history_share"]:
