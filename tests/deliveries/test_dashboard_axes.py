@@ -2,6 +2,7 @@
 the steps are round (1, 2, 5 x 10^n), the scale's top is the last tick, and every bar reaches the
 height of its count on that scale. Read from the rendered HTML, in Russian and in English."""
 
+import itertools
 import re
 from datetime import timedelta
 from html.parser import HTMLParser
@@ -74,7 +75,8 @@ def daily_axis(html: str):
     grid = [coordinate(a, "y1") for tag, a, _ in elements if tag == "line" and "sms-grid" in a.get("class", "")]
     ticks = [(label_value(text), coordinate(a, "y")) for tag, a, text in elements
              if tag == "text" and a.get("text-anchor") == "end"]
-    bars = [(coordinate(a, "x"), coordinate(a, "y"), coordinate(a, "height")) for tag, a, _ in elements if tag == "rect"]
+    bars = [(coordinate(a, "x"), coordinate(a, "y"), coordinate(a, "height"))
+            for tag, a, _ in elements if tag == "rect"]
     assert grid and ticks
     return ticks, max(grid), max(grid) - min(grid), bars
 
@@ -119,7 +121,7 @@ def test_every_tick_label_sits_at_its_own_value_and_bars_reach_their_counts(acco
     # Round steps from 0, the scale's top the first tick at or above the peak.
     assert values == EXPECTED_TICKS[peak]
     step = values[1] - values[0]
-    assert all(b - a == step for a, b in zip(values, values[1:]))
+    assert all(b - a == step for a, b in itertools.pairwise(values))
     assert step / 10 ** (len(str(step)) - 1) in (1, 2, 5)
     assert scale_top - step < max(peak, 1) <= scale_top
 
@@ -157,7 +159,8 @@ def bar_rows(html: str, svg_id: str) -> list[tuple[float, float | None, str]]:
 def test_rate_and_failure_bars_are_as_long_as_their_numbers(account, language):
     day = timezone.localdate() - timedelta(days=2)
     # smsru: 2 of 3 finished delivered; smsc: 1 of 7; failures 6 (smsc) and 1 (smsru).
-    DeliveryDayStat.objects.create(day=day, account=account, provider="smsru", status="delivered", latency_le=5, count=2)
+    DeliveryDayStat.objects.create(day=day, account=account, provider="smsru", status="delivered", latency_le=5,
+                                   count=2)
     DeliveryDayStat.objects.create(day=day, account=account, provider="smsru", status="failed",
                                    error_class="provider_error", count=1)
     DeliveryDayStat.objects.create(day=day, account=account, provider="smsc", status="delivered", latency_le=5, count=1)
@@ -185,7 +188,8 @@ def test_a_median_in_the_open_last_time_bucket_is_shown_as_over_its_bound(accoun
     from deliveries.stats import LATENCY_OVER
 
     day = timezone.localdate() - timedelta(days=2)
-    DeliveryDayStat.objects.create(day=day, account=account, provider="smsru", status="delivered", latency_le=5, count=1)
+    DeliveryDayStat.objects.create(day=day, account=account, provider="smsru", status="delivered", latency_le=5,
+                                   count=1)
     DeliveryDayStat.objects.create(day=day, account=account, provider="smsru", status="delivered",
                                    latency_le=LATENCY_OVER, count=3)
     client, _ = staff_client("deliveries.view_delivery")
@@ -197,7 +201,7 @@ def test_a_median_in_the_open_last_time_bucket_is_shown_as_over_its_bound(accoun
 def test_axis_ticks_are_round_steps_ending_at_the_first_tick_over_the_peak():
     from deliveries.charts import axis_ticks
 
-    for peak in [*range(0, 2001), 9_999, 10_001, 123_456, 10**6, 10**6 + 1, 7 * 10**9]:
+    for peak in [*range(2001), 9_999, 10_001, 123_456, 10**6, 10**6 + 1, 7 * 10**9]:
         ticks = axis_ticks(peak)
         step = ticks[1] - ticks[0]
         assert ticks[0] == 0 and ticks == [i * step for i in range(len(ticks))]

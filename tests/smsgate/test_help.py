@@ -16,17 +16,18 @@ REASON_CODES = ["no_route", "phone_cooldown", "account_daily_cap", "premium_numb
                 "country_not_allowed", "auth", "insufficient_funds", "invalid_recipient", "sender_rejected"]
 
 
+BLOCKS = ("p", "li", "h1", "h2", "h3", "td", "dd")
+
+
 class Blocks(HTMLParser):
     """The text of every paragraph, list item, heading and table cell of the page's <main>."""
-
-    BLOCKS = {"p", "li", "h1", "h2", "h3", "td", "dd"}
 
     def __init__(self):
         super().__init__()
         self.open, self.blocks = [], []
 
     def handle_starttag(self, tag, attrs):
-        if tag in self.BLOCKS:
+        if tag in BLOCKS:
             self.open.append([tag, ""])
 
     def handle_endtag(self, tag):
@@ -82,7 +83,7 @@ def test_every_provider_with_its_credentials_and_where_reports_go(client, langua
             assert field.label[language] in section
             assert field.help[language] in section.replace("&quot;", '"')
         assert slug in PROVIDER_GUIDES, f"write where {cls.name}'s delivery-report URL goes"
-        reports = re.search(r'<p class="reports">(.*?)</p>', section, re.S).group(1)
+        reports = re.search(r'<p class="reports">(.*?)</p>', section, re.DOTALL).group(1)
         assert len(reports) > 60
 
 
@@ -90,10 +91,10 @@ def test_every_provider_with_its_credentials_and_where_reports_go(client, langua
 def test_every_status_and_the_common_failure_reasons_are_explained(client, language):
     _, html = get(client, f"/help/{language}/")
     for status in DeliveryStatus:
-        row = re.search(rf'<tr id="status-{status.value}">(.*?)</tr>', html, re.S)
+        row = re.search(rf'<tr id="status-{status.value}">(.*?)</tr>', html, re.DOTALL)
         assert row, status
         assert f"<code>{status.value}</code>" in row.group(1)
-    assert re.search(r'<tr id="status-expired">.*?10 ', html, re.S)  # the deployment's own validity, minutes
+    assert re.search(r'<tr id="status-expired">.*?10 ', html, re.DOTALL)  # the deployment's own validity, minutes
     for code in REASON_CODES:
         assert f"<code>{code}</code>" in html
     assert 'href="mailto:support@127.0.0.1"' in html
@@ -121,11 +122,11 @@ def test_every_text_of_the_russian_page_is_russian(client):
     """A msgid without a Russian translation would show up here in English."""
     _, html = get(client, "/help/ru/")
     english_only = [(tag, text) for tag, text in blocks(html)
-                    if tag != "h3" and text and not re.search("[а-яё]", text, re.I)
+                    if tag != "h3" and text and not re.search("[а-яё]", text, re.IGNORECASE)
                     and not re.fullmatch(r"https?://\S+|[\w.@]+|smsgate [\w.]+: \S+", text)]
     assert english_only == []
     _, english = get(client, "/help/en/")
-    assert not re.search("[а-яё]", english.split("<main>", 1)[1].replace("Русский", ""), re.I)
+    assert not re.search("[а-яё]", english.split("<main>", 1)[1].replace("Русский", ""), re.IGNORECASE)
 
 
 @pytest.mark.parametrize("accept_language", [
