@@ -36,11 +36,11 @@ class ProviderGuide:
 # delivery-report URL goes, which depends on how the provider takes it (cabinet, per message, none).
 PROVIDER_GUIDES = {
     "smsru": ProviderGuide("https://sms.ru", _(
-        "SMS.ru takes one report address per SMS.ru account: in the SMS.ru cabinet, open «For developers» → "
-        "«Callback» and add the delivery-report URL as a handler. Without it the statuses are still "
+        "SMS.ru takes one report address per SMS.ru account: in the SMS.ru cabinet, open “For developers” → "
+        "“Callback” and add the delivery-report URL as a handler. Without it the statuses are still "
         "learned by asking SMS.ru, only later.")),
     "smsc": ProviderGuide("https://smsc.ru", _(
-        "In the SMSC.ru cabinet, open «Settings» and paste the delivery-report URL as the handler "
+        "In the SMSC.ru cabinet, open “Settings” and paste the delivery-report URL as the handler "
         "(callback) address. smsgate also asks SMSC.ru for the statuses of its messages, so deliveries "
         "are followed even without it.")),
     "smsaero": ProviderGuide("https://smsaero.ru", _(
