@@ -81,8 +81,9 @@ def daily_status_chart(days: dict[date, dict[str, int]], *, width=760, height=24
 
     ticks = axis_ticks(max((sum(c.values()) for c in days.values()), default=0))
     tick_texts = [number_format(value, force_grouping=True) for value in ticks]
-    # Room for the widest label (about 7 px a character at 11 px), so "1 000 000" is never cut.
-    left, bottom, top = max(48, 14 + 7 * max(len(text) for text in tick_texts)), 24, 8
+    # Room for the widest label (about 7 px a character at 11 px), so "1 000 000" is never cut, and
+    # above the top line for its label, centred on it.
+    left, bottom, top = max(48, 14 + 7 * max(len(text) for text in tick_texts)), 24, 12
     chart = StackedBars(width=width, height=height, left=left, right=width - 4)
     plot_height = height - bottom - top
     scale_top = ticks[-1]
