@@ -1,21 +1,30 @@
 """Build `widget.zip` from `widget_src/` and check it the way amoCRM's upload does
 (amocrm-platform.md §3): files at the archive root, UTF-8 JSON without BOM, LF line endings,
 identical i18n keys, images at their exact sizes and under 300 KB, the required manifest fields,
-and the marketplace rules for script.js.
+and the marketplace rules for script.js. The build also fills in the deployment's help page as the
+support link and a version that changes with the archive's content (amoCRM caches a widget's files
+by its version, so a re-upload under the same version would be served stale).
 """
 
 import fnmatch
+import hashlib
 import io
 import json
 import re
 import struct
 import zipfile
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit
 
 PLACEHOLDER_BASE_URL = "{{SMSGATE_BASE_URL}}"
 PLACEHOLDER_SUPPORT_EMAIL = "{{SMSGATE_SUPPORT_EMAIL}}"
+PLACEHOLDER_VERSION = "{{SMSGATE_WIDGET_VERSION}}"
+HELP_PATH = "/help/"  # the public help page (deliveries/help.py) under the base URL: widget.support.link
+SMS_ENDPOINT_PATH = "/amocrm/sms"
+# A version goes into amoCRM's URLs of the widget's files: letters, digits and . _ + - only.
+VERSION_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]{0,63}")
 MAX_IMAGE_BYTES = 300 * 1024
 LOGOS = {
     "images/logo.png": (130, 100),
@@ -58,6 +67,7 @@ class WidgetError(Exception):
 class BuildResult:
     archive: bytes
     files: list[str]
+    version: str
 
 
 def base_url_check(base_url: str) -> str:
@@ -82,25 +92,47 @@ def source_files(source: Path) -> list[str]:
     return sorted(found)
 
 
-def widget_build(*, source: Path, base_url: str, support_email: str) -> BuildResult:
-    """Fill in the deployment's URLs, zip the widget's files at the archive root, and check it."""
+def widget_version_default(files: dict[str, bytes], *, today: date) -> str:
+    """The build date and a hash of every file as it goes into the archive (but the version itself):
+    a new version whenever a byte changes, the same one for the same content on the same day."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name] + b"\0")
+    return f"{today.year}.{today.month}.{today.day}-{digest.hexdigest()[:8]}"
+
+
+def widget_build(*, source: Path, base_url: str, support_email: str, version: str | None = None,
+                 today: date | None = None) -> BuildResult:
+    """Fill in the deployment's URLs and the version, zip the widget's files at the archive root, and
+    check it. Without `version`, the build date and a content hash (widget_version_default)."""
     base_url = base_url_check(base_url)
-    buffer = io.BytesIO()
     names = source_files(source)
+    files = {}
+    for name in names:
+        data = (source / name).read_bytes()
+        if name.endswith(TEXT_SUFFIXES):
+            data = data.replace(PLACEHOLDER_BASE_URL.encode(), base_url.encode())
+            data = data.replace(PLACEHOLDER_SUPPORT_EMAIL.encode(), support_email.encode())
+        files[name] = data
+    if version is None:
+        version = widget_version_default(files, today=today or date.today())
+    if not VERSION_PATTERN.fullmatch(version):
+        raise WidgetError([(f"--widget-version {version!r}: use up to 64 letters, digits and . _ + - "
+                            "(it goes into amoCRM's URLs of the widget's files).")])
+    buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name in names:
-            data = (source / name).read_bytes()
+            data = files[name]
             if name.endswith(TEXT_SUFFIXES):
-                data = data.replace(PLACEHOLDER_BASE_URL.encode(), base_url.encode())
-                data = data.replace(PLACEHOLDER_SUPPORT_EMAIL.encode(), support_email.encode())
+                data = data.replace(PLACEHOLDER_VERSION.encode(), version.encode())
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # reproducible archives
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             archive.writestr(info, data)
-    problems = widget_check(buffer.getvalue())
+    problems = widget_check(buffer.getvalue(), base_url=base_url)
     if problems:
         raise WidgetError(problems)
-    return BuildResult(buffer.getvalue(), names)
+    return BuildResult(buffer.getvalue(), names, version)
 
 
 # --- the checks ------------------------------------------------------------------------------------
@@ -162,8 +194,10 @@ def _lookup(tree: dict, dotted: str):
     return node
 
 
-def widget_check(archive: bytes) -> list[str]:
-    """Every reason amoCRM would refuse this archive (an empty list when it is fine)."""
+def widget_check(archive: bytes, *, base_url: str | None = None) -> list[str]:
+    """Every reason amoCRM would refuse this archive (an empty list when it is fine), and every way it
+    would not serve owners well (no help page, no version). `base_url`: the deployment it was built
+    for; without it, the one sms.endpoint names."""
     problems: list[str] = []
     try:
         zf = zipfile.ZipFile(io.BytesIO(archive))
@@ -196,6 +230,7 @@ def widget_check(archive: bytes) -> list[str]:
     if manifest is None:
         return problems
     problems += _check_manifest(manifest)
+    problems += _check_support_link(manifest, base_url)
     locales = manifest.get("widget", {}).get("locale") if isinstance(manifest.get("widget"), dict) else None
     locales = [loc for loc in locales if isinstance(loc, str)] if isinstance(locales, list) else []
     problems += _check_i18n(files, manifest, locales)
@@ -221,6 +256,12 @@ def _check_manifest(manifest: dict) -> list[str]:
     for key in ("name", "description", "short_description", "version"):
         if not isinstance(widget.get(key), str) or not widget.get(key):
             problems.append(f"manifest.json: widget.{key} is required (a non-empty string).")
+    version = widget.get("version")
+    if isinstance(version, str) and "{{SMSGATE_" in version:
+        problems.append("manifest.json: widget.version is not set; build_widget sets it (--widget-version, or "
+                        "the build date and a content hash) so that amoCRM does not serve a re-upload from its cache.")
+    elif isinstance(version, str) and version and not VERSION_PATTERN.fullmatch(version):
+        problems.append(f"manifest.json: widget.version {version!r} must be up to 64 letters, digits and . _ + -.")
     if widget.get("interface_version") != 2:
         problems.append("manifest.json: widget.interface_version must be 2.")
     for key in ("init_once", "installation"):
@@ -265,6 +306,28 @@ def _check_manifest(manifest: dict) -> list[str]:
             if not isinstance(images, dict) or not isinstance(images.get(locale), list) or not images.get(locale):
                 problems.append(f"manifest.json: tour.tour_images.{locale} is required (a list of images).")
     return problems
+
+
+def _check_support_link(manifest: dict, base_url: str | None) -> list[str]:
+    """widget.support.link is this deployment's help page, which amoMarket shows on the widget's card."""
+    widget = manifest.get("widget") if isinstance(manifest.get("widget"), dict) else {}
+    support = widget.get("support") if isinstance(widget.get("support"), dict) else {}
+    link = support.get("link")
+    if base_url is None:
+        sms = manifest.get("sms") if isinstance(manifest.get("sms"), dict) else {}
+        endpoint = sms.get("endpoint")
+        if isinstance(endpoint, str) and endpoint.endswith(SMS_ENDPOINT_PATH):
+            base_url = endpoint[: -len(SMS_ENDPOINT_PATH)]
+    expected = f"{base_url}{HELP_PATH}" if base_url else None
+    if not isinstance(link, str) or not link:
+        return [f"manifest.json: widget.support.link is required: the help page{f' {expected}' if expected else ''}."]
+    if "{{SMSGATE_" in link:
+        return []  # reported with the other placeholders
+    if expected and link != expected:
+        return [f"manifest.json: widget.support.link must be the deployment's help page {expected}, not {link!r}."]
+    if not expected and urlsplit(link).scheme not in ("https", "http"):
+        return [f"manifest.json: widget.support.link must be an https URL, not {link!r}."]
+    return []
 
 
 def _tour_images(manifest: dict, locales: list[str]) -> dict[str, str]:

@@ -172,7 +172,7 @@ def bench_env(*, database_url: str, broker_url: str, fake_port: int, tmp: Path) 
 
 def seed(accounts: int):
     from accounts.models import Account, Integration
-    from accounts.services import route_save
+    from routes.services import route_save
 
     integration = Integration.objects.create(name="bench", client_uuid=uuid.uuid4(),
                                              client_secret="bench-secret-" + uuid.uuid4().hex,
@@ -625,14 +625,14 @@ class Bench:
 def feed(accounts, *, block: str, rate: int, seconds: int, waves_per_second: int, start: int = 0) -> dict:
     """Deliveries arriving together: every 1/waves_per_second s a wave of rate/waves_per_second bulk
     deliveries is recorded (one transaction, counters included) and queued in batches
-    (SMSGATE_SEND_BATCH_SIZE per message, deliveries/bulk.py), as a bulk import would.
+    (SMSGATE_SEND_BATCH_SIZE per message, deliveries/services/queueing.py), as a bulk import would.
 
     Open loop, like the HTTP generator: each wave starts at its time on a thread of its own,
     however long earlier waves take to record (a wave waiting for the database must not hold back
     the next one's arrival: that would offer less than `rate` and hide the wait)."""
     from django.db import connection
 
-    from deliveries.bulk import deliveries_enqueue_bulk
+    from deliveries.services.queueing import deliveries_enqueue_bulk
 
     per_wave = rate // waves_per_second
     interval = 1.0 / waves_per_second
@@ -672,18 +672,18 @@ def feed(accounts, *, block: str, rate: int, seconds: int, waves_per_second: int
 
 def record_bulk(messages: list[tuple]) -> list:
     """Bulk SMS straight into the table, as a bulk import would (the issue allows SQL for the
-    backlog): one INSERT and the counters in one transaction (`stats.deliveries_insert_counted`),
+    backlog): one INSERT and the counters in one transaction (`deliveries_insert`),
     as pending rows waiting for a worker."""
     from django.utils import timezone
 
-    from deliveries import counters, dashboard
+    from deliveries.services.intake import deliveries_insert
     from deliveries.models import Delivery
 
     now = timezone.now()
     rows = [Delivery(account=account, kind="bulk", phone=number, text=text, encoding="ucs2", segments=1,
                      valid_until=now + timedelta(hours=1), enqueued_at=now)
             for account, number, text in messages]
-    stats.deliveries_insert_counted(deliveries=rows)
+    deliveries_insert(deliveries=rows)
     return [row.pk for row in rows]
 
 

@@ -35,7 +35,7 @@ from routes.providers import PROVIDERS
 from routes.redaction import deployment_secret_values, redact, secret_values
 from smsgate.admin_lookups import StrictChangeListMixin
 
-from . import charts, dashboard
+from . import charts, counters, dashboard
 from .masking import mask_codes, personal_replacements
 from .models import Delivery, DeliveryKind, DeliveryStatus
 from .paginators import EstimatedCountPaginator
@@ -457,6 +457,14 @@ class DeliveryAdmin(StrictChangeListMixin, admin.ModelAdmin):
 DASHBOARD_DAYS = 30
 
 
+def median_text(median: float | None) -> str:
+    """A median from the time buckets; one in the open last bucket is only known to be over its bound
+    (the interpolation there would invent a figure)."""
+    if median is not None and median > counters.LATENCY_BUCKETS[-1]:
+        return gettext("over %(time)s") % {"time": format_seconds(counters.LATENCY_BUCKETS[-1])}
+    return format_seconds(median)
+
+
 def dashboard_context(request) -> dict:
     """Everything the dashboard shows, read from the counters only (never the deliveries table)."""
     account = None
@@ -483,7 +491,7 @@ def dashboard_context(request) -> dict:
             "finished": summary.finished,
             "rate": rate,
             "rate_text": f"{number_format(rate * 100, 1)} %" if rate is not None else "—",
-            "median_text": format_seconds(median) if median is not None else "—",
+            "median_text": median_text(median),
         })
     rate_chart = charts.horizontal_bars(
         [(row["provider"], row["rate"] or 0, f'{row["rate_text"]} · {row["median_text"]}',
@@ -491,7 +499,7 @@ def dashboard_context(request) -> dict:
           % {"delivered": number_format(row["delivered"], force_grouping=True),
              "finished": number_format(row["finished"], force_grouping=True)})
          for row in provider_rows if row["finished"] and row["provider_slug"]],
-        colour=charts.STATUS_COLOURS[DeliveryStatus.DELIVERED])
+        colour=charts.STATUS_COLOURS[DeliveryStatus.DELIVERED], track=True)  # a rate: out of a full 100 % bar
     failures = dashboard.top_failure_reasons(since=since, until=until, rows=rows)
     peak = max((f["n"] for f in failures), default=1)
     labels = dict(DeliveryStatus.choices)

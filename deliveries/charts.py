@@ -56,45 +56,63 @@ class StackedBars:
     right: int = 0
 
 
-def nice_ceiling(value: int) -> int:
-    """1, 2, 5 x 10^n at or above the value: round numbers for the axis."""
-    if value <= 0:
-        return 1
-    magnitude = 10 ** int(math.floor(math.log10(value)))
-    for step in (1, 2, 5, 10):
-        if step * magnitude >= value:
-            return step * magnitude
-    return 10 * magnitude
+# At most this many steps on a value axis: 5 reads as 0..5 by 1, 7 as 0..8 by 2, 13 as 0..15 by 5.
+MAX_AXIS_STEPS = 5
+
+
+def axis_ticks(peak: float, *, max_steps: int = MAX_AXIS_STEPS) -> list[int]:
+    """Tick values of a count axis from 0: the smallest whole step of 1, 2 or 5 x 10^n that reaches
+    the peak in at most `max_steps` steps. The last tick is the top of the scale; an empty axis
+    (peak 0) is 0..1, like a peak of 1."""
+    peak = max(peak, 1)
+    magnitude = 1
+    while True:
+        for multiple in (1, 2, 5):
+            step = multiple * magnitude
+            steps = math.ceil(peak / step)
+            if steps <= max_steps:
+                return [i * step for i in range(steps + 1)]
+        magnitude *= 10
 
 
 def daily_status_chart(days: dict[date, dict[str, int]], *, width=760, height=240) -> StackedBars:
-    """Deliveries per day, stacked by status."""
+    """Deliveries per day, stacked by status, on a count axis whose labels sit at their own values."""
     from django.utils.translation import gettext
 
-    left, bottom, top = 56, 24, 8
+    ticks = axis_ticks(max((sum(c.values()) for c in days.values()), default=0))
+    tick_texts = [number_format(value, force_grouping=True) for value in ticks]
+    # Room for the widest label (about 7 px a character at 11 px), so "1 000 000" is never cut, and
+    # above the top line for its label, centred on it.
+    left, bottom, top = max(48, 14 + 7 * max(len(text) for text in tick_texts)), 24, 12
     chart = StackedBars(width=width, height=height, left=left, right=width - 4)
     plot_height = height - bottom - top
-    peak = nice_ceiling(max((sum(c.values()) for c in days.values()), default=0))
+    scale_top = ticks[-1]
     band = (width - left - 4) / max(len(days), 1)
     labels = dict(DeliveryStatus.choices)
     for i, (day, counts) in enumerate(sorted(days.items())):
         x = left + i * band + band * 0.1
-        y = top + plot_height
+        base = top + plot_height  # each piece stands on the running total below it
+        below = 0
         for status in STATUS_ORDER:
             n = counts.get(status, 0)
             if n <= 0:
                 continue
-            h = plot_height * n / peak
-            y -= h
-            chart.bars.append(Rect(round(x, 1), round(y, 1), round(band * 0.8, 1), round(h, 1),
+            # Edges from the running totals (not piece by piece) so rounding never adds up.
+            y_low = base - plot_height * below / scale_top
+            below += n
+            y_high = base - plot_height * below / scale_top
+            y_low, y_high = round(y_low, 1), round(y_high, 1)
+            chart.bars.append(Rect(round(x, 1), y_high, round(band * 0.8, 1), round(y_low - y_high, 1),
                                    STATUS_COLOURS[status],
-                                   f"{date_format(day, 'SHORT_DATE_FORMAT')}: {labels[status]} {number_format(n)}"))
+                                   f"{date_format(day, 'SHORT_DATE_FORMAT')}: {labels[status]} "
+                                   f"{number_format(n, force_grouping=True)}"))
         if i % max(len(days) // 6, 1) == 0:
             chart.x_labels.append(Label(round(x + band * 0.4, 1), height - 6, date_format(day, "d.m")))
-    for fraction in (0, 0.25, 0.5, 0.75, 1):
-        y = round(top + plot_height * (1 - fraction), 1)
+    for value, text in zip(ticks, tick_texts):
+        # The label's y is its tick's own height (the template centres the text on it).
+        y = round(top + plot_height * (1 - value / scale_top), 1)
         chart.grid.append(y)
-        chart.y_ticks.append(Label(left - 6, y + 4, number_format(int(peak * fraction), force_grouping=True)))
+        chart.y_ticks.append(Label(left - 6, y, text))
     present = {status for counts in days.values() for status, n in counts.items() if n > 0}
     chart.legend = [(STATUS_COLOURS[s], labels[s]) for s in STATUS_ORDER if s in present]
     if not chart.legend:
@@ -110,6 +128,7 @@ class BarRow:
     width: float
     colour: str
     title: str
+    text_x: float = 0  # where the text after the bar starts
 
 
 @dataclass
@@ -117,14 +136,21 @@ class HorizontalBars:
     width: int
     height: int
     label_width: int
+    room: float = 0  # the width of a full bar (share 1)
+    track: bool = False  # draw the full bar faintly behind each bar: the scale is a fixed 0..1
     rows: list[BarRow] = field(default_factory=list)
 
 
 def horizontal_bars(items: list[tuple[str, float, str, str]], *, colour="#1e88e5", width=760, row_height=26,
-                    label_width=260) -> HorizontalBars:
-    """One bar per item: (label, value 0..1 of the longest bar, text after the bar, tooltip)."""
-    chart = HorizontalBars(width=width, height=max(len(items), 1) * row_height + 4, label_width=label_width)
+                    label_width=260, track=False) -> HorizontalBars:
+    """One bar per item: (label, share 0..1 of a full bar, text after the bar, tooltip). With `track`
+    the full bar is drawn behind (a rate out of 100 %); without, the caller scales shares to its
+    longest bar, whose number is printed beside it."""
     room = width - label_width - 150
+    chart = HorizontalBars(width=width, height=max(len(items), 1) * row_height + 4, label_width=label_width,
+                           room=room, track=track)
     for i, (label, share, text, title) in enumerate(items):
-        chart.rows.append(BarRow(label, text, i * row_height + 4, round(max(share, 0) * room, 1), colour, title))
+        bar = round(min(max(share, 0), 1) * room, 1)
+        chart.rows.append(BarRow(label, text, i * row_height + 4, bar, colour, title,
+                                 text_x=label_width + (room if track else bar) + 6))
     return chart

@@ -228,6 +228,9 @@ SMSGATE_MAX_TEXT_LENGTH = 1000
 SMSGATE_PROVIDER_BASE_URLS = env.dict("SMSGATE_PROVIDER_BASE_URLS", default={})
 # The public base URL of this deployment, used to build provider callback URLs.
 SMSGATE_PUBLIC_URL = env.str("SMSGATE_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Whom account owners write to: the help page (/help/) and the widget's support e-mail.
+# Empty: support@<host of SMSGATE_PUBLIC_URL>.
+SMSGATE_SUPPORT_EMAIL = env.str("SMSGATE_SUPPORT_EMAIL", default="")
 
 # --- Account API, widget and install lifecycle (issue 5) ------------------------------------------
 REST_FRAMEWORK = {

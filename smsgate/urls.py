@@ -5,6 +5,7 @@ from accounts import views as account_views
 from deliveries import views as delivery_views
 from deliveries import webhooks as delivery_webhooks
 from smsgate import health
+from deliveries import help as help_views
 
 urlpatterns = [
     # Exactly this path, with or without a trailing slash, never a redirect.
@@ -18,6 +19,9 @@ urlpatterns = [
     re_path(r"^amocrm/oauth/?$", account_views.amocrm_oauth, name="amocrm-oauth"),
     re_path(r"^amocrm/uninstall/?$", account_views.amocrm_uninstall, name="amocrm-uninstall"),
     path("api/", include("smsgate.api_urls")),
+    # The help page the widget's support link points at (public; the language from the path or the request).
+    path("help/", help_views.help_page, name="help"),
+    re_path(r"^help/(?P<language>ru|en)/$", help_views.help_page, name="help-language"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),

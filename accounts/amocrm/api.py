@@ -22,7 +22,7 @@ What every call gets (amocrm-platform.md §4, §5, §5a):
 
 httpx, like the OAuth calls: explicit connect/read/write/pool timeouts and distinct errors for "nothing
 was sent" (ConnectError, ConnectTimeout, PoolTimeout) and "it may have arrived" (read/write failures).
-urllib3 saves providers ~0.5 ms of CPU per call (deliveries/providers/http.py), which does not matter at
+urllib3 saves providers ~0.5 ms of CPU per call (routes/providers/http.py), which does not matter at
 7 requests per second per account.
 
 An AmoClient is cheap (one query for the token pair); make one per task or request, not per process, and

@@ -1,6 +1,6 @@
 """amoCRM OAuth: exchange an install's code, refresh a token pair, read an account's id.
 
-Kept apart from `deliveries/providers/http.py` because its errors mean something else here: there
+Kept apart from `routes/providers/http.py` because its errors mean something else here: there
 is no SMS that could go out twice, only a code or a refresh token that may have been spent. The API
 v4 calls made with the stored pair go through `api.AmoClient`; both use `base_url` (AMO_BASE_URL).
 """

@@ -2,17 +2,19 @@
 
 import io
 import json
+import re
 import shutil
 import struct
 import zipfile
 import zlib
+from datetime import date
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
-from accounts.widget_archive import LOGOS, TOUR_IMAGE_SIZE, png_size, widget_check
+from accounts.widget_archive import LOGOS, TOUR_IMAGE_SIZE, png_size, widget_build, widget_check
 
 SOURCE = Path(settings.BASE_DIR) / "widget_src"
 BASE = "https://sms.example.com"
@@ -118,6 +120,7 @@ def test_a_widget_zipped_from_source_without_building_is_refused(tmp_path):
     problems = widget_check(archive.getvalue())
     assert any("placeholder" in p and p.startswith("manifest.json") for p in problems)
     assert any("placeholder" in p and p.startswith("script.js") for p in problems)
+    assert any("widget.version is not set" in p for p in problems)
 
 
 # --- every violation exits non-zero with a clear message ---------------------------------------------------
@@ -281,3 +284,111 @@ def test_local_http_is_allowed_for_tests(tmp_path):
 def test_base_url_is_required(tmp_path):
     with pytest.raises(CommandError, match="--base-url is required"):
         call_command("build_widget", out=str(tmp_path / "w.zip"), stdout=io.StringIO())
+
+
+# --- the support link and the version ------------------------------------------------------------------
+def manifest_of(archive: Path | bytes) -> dict:
+    data = archive.read_bytes() if isinstance(archive, Path) else archive
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        return json.loads(zf.read("manifest.json"))
+
+
+def with_manifest(archive: bytes, change) -> bytes:
+    def transform(name, data):
+        if name == "manifest.json":
+            manifest = json.loads(data)
+            change(manifest)
+            data = json.dumps(manifest, ensure_ascii=False, indent=2).encode() + b"\n"
+        return name, data
+    return rezip(archive, transform)
+
+
+def check_refuses(tmp_path, archive: bytes, expected: str):
+    path = tmp_path / "other.zip"
+    path.write_bytes(archive)
+    with pytest.raises(CommandError) as error:
+        call_command("build_widget", check=str(path), stdout=io.StringIO())
+    assert expected in str(error.value), str(error.value)
+
+
+@pytest.mark.parametrize("base_url, link", [
+    ("https://sms.example.com", "https://sms.example.com/help/"),
+    ("https://example.com/sms/", "https://example.com/sms/help/"),  # a deployment under a path
+])
+def test_the_support_link_is_the_deployments_help_page(tmp_path, base_url, link):
+    manifest = manifest_of(build(SOURCE, tmp_path, base_url=base_url))
+    assert manifest["widget"]["support"]["link"] == link
+    assert "/api/docs" not in json.dumps(manifest)
+
+
+def test_a_support_link_elsewhere_is_refused(src, tmp_path):
+    edit_json(src / "manifest.json", lambda d: d["widget"]["support"].update(link="{{SMSGATE_BASE_URL}}/api/docs/"))
+    refused(src, tmp_path, "widget.support.link must be the deployment's help page https://sms.example.com/help/, "
+                           "not 'https://sms.example.com/api/docs/'")
+    edit_json(src / "manifest.json", lambda d: d["widget"]["support"].pop("link"))
+    refused(src, tmp_path, "widget.support.link is required: the help page https://sms.example.com/help/")
+
+
+def test_check_refuses_an_archive_without_the_help_page_link(tmp_path):
+    good = build(SOURCE, tmp_path).read_bytes()
+    check_refuses(tmp_path, with_manifest(good, lambda m: m["widget"]["support"].update(
+        link="https://sms.example.com/api/docs/")), "must be the deployment's help page https://sms.example.com/help/")
+    check_refuses(tmp_path, with_manifest(good, lambda m: m["widget"]["support"].pop("link")),
+                  "widget.support.link is required")
+
+
+def test_every_build_sets_a_version_from_the_date_and_the_content(src, tmp_path):
+    version = manifest_of(build(SOURCE, tmp_path))["widget"]["version"]
+    today = date.today()
+    assert re.fullmatch(rf"{today.year}\.{today.month}\.{today.day}-[0-9a-f]{{8}}", version), version
+    assert manifest_of(build(SOURCE, tmp_path))["widget"]["version"] == version  # same content, same version
+    # Any change of what goes into the archive is a new version: a file, the deployment's URL.
+    assert manifest_of(build(SOURCE, tmp_path, base_url="https://other.example.com"))["widget"]["version"] != version
+    (src / "style.css").write_text((src / "style.css").read_text() + "\n/* changed */\n")
+    changed = manifest_of(build(src, tmp_path))["widget"]["version"]
+    assert changed != version and changed.split("-")[0] == version.split("-")[0]
+
+
+def test_the_default_version_is_the_build_date_and_a_content_hash():
+    first = widget_build(source=SOURCE, base_url=BASE, support_email="s@example.com", today=date(2026, 1, 5))
+    again = widget_build(source=SOURCE, base_url=BASE, support_email="s@example.com", today=date(2026, 1, 5))
+    other = widget_build(source=SOURCE, base_url=BASE, support_email="t@example.com", today=date(2026, 1, 5))
+    assert re.fullmatch(r"2026\.1\.5-[0-9a-f]{8}", first.version)
+    assert again.archive == first.archive
+    assert other.version != first.version
+    assert manifest_of(first.archive)["widget"]["version"] == first.version
+
+
+def test_a_version_can_be_given(tmp_path):
+    out = build(SOURCE, tmp_path, widget_version="2.1.0")
+    assert manifest_of(out)["widget"]["version"] == "2.1.0"
+    call_command("build_widget", check=str(out), stdout=io.StringIO())
+
+
+@pytest.mark.parametrize("version", ["2.1 beta", "", "../x", "1.0/2", "v" * 65, "{{SMSGATE_WIDGET_VERSION}}"])
+def test_a_bad_version_is_refused(tmp_path, version):
+    with pytest.raises(CommandError, match="--widget-version"):
+        build(SOURCE, tmp_path, widget_version=version)
+    assert not (tmp_path / "widget.zip").exists()
+
+
+def test_check_refuses_an_archive_whose_version_is_not_set(tmp_path):
+    good = build(SOURCE, tmp_path).read_bytes()
+    check_refuses(tmp_path, with_manifest(good, lambda m: m["widget"].update(version="{{SMSGATE_WIDGET_VERSION}}")),
+                  "widget.version is not set; build_widget sets it")
+    check_refuses(tmp_path, with_manifest(good, lambda m: m["widget"].update(version="1.0 final")),
+                  "widget.version '1.0 final' must be")
+    check_refuses(tmp_path, with_manifest(good, lambda m: m["widget"].pop("version")), "widget.version is required")
+
+
+def test_the_support_email_comes_from_the_settings_when_set(tmp_path, settings):
+    settings.SMSGATE_SUPPORT_EMAIL = "help@sms.example.com"
+    assert manifest_of(build(SOURCE, tmp_path))["widget"]["support"]["email"] == "help@sms.example.com"
+    out = build(SOURCE, tmp_path, support_email="desk@example.org")
+    assert manifest_of(out)["widget"]["support"]["email"] == "desk@example.org"
+
+
+def test_the_support_link_answers_with_the_help_page(tmp_path, client):
+    link = manifest_of(build(SOURCE, tmp_path))["widget"]["support"]["link"]
+    response = client.get(link.removeprefix(BASE), HTTP_ACCEPT_LANGUAGE="en")
+    assert response.status_code == 200 and b"How to connect an SMS provider" in response.content

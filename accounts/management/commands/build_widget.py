@@ -17,7 +17,12 @@ class Command(BaseCommand):
         parser.add_argument("--source", default=str(Path(settings.BASE_DIR) / "widget_src"),
                             help="the widget's source folder (default widget_src/)")
         parser.add_argument("--support-email", default="",
-                            help="support address shown in amoCRM (default support@<host of --base-url>)")
+                            help="support address shown in amoCRM (default SMSGATE_SUPPORT_EMAIL, else "
+                                 "support@<host of --base-url>)")
+        # Not --version: every management command already has that one (Django's own version).
+        parser.add_argument("--widget-version",
+                            help="widget.version (default: the build date and a hash of the archive's files, "
+                                 "e.g. 2025.12.3-1a2b3c4d); amoCRM caches the widget's files by it")
         parser.add_argument("--check", metavar="ZIP", help="only check an existing archive")
 
     def handle(self, *args, **options):
@@ -34,15 +39,18 @@ class Command(BaseCommand):
         source = Path(options["source"])
         if not (source / "manifest.json").is_file():
             raise CommandError(f"{source} has no manifest.json")
-        support = options["support_email"] or f"support@{urlsplit(options['base_url']).hostname or 'localhost'}"
+        support = (options["support_email"] or settings.SMSGATE_SUPPORT_EMAIL
+                   or f"support@{urlsplit(options['base_url']).hostname or 'localhost'}")
         try:
-            result = widget_build(source=source, base_url=options["base_url"], support_email=support)
+            result = widget_build(source=source, base_url=options["base_url"], support_email=support,
+                                  version=options["widget_version"])
         except WidgetError as exc:
             self._fail_on(exc.problems)
         out = Path(options["out"])
         out.write_bytes(result.archive)
+        base = options["base_url"].rstrip("/")
         self.stdout.write(f"{out}: {len(result.files)} files, {len(result.archive) // 1024} KB; "
-                          f"sms.endpoint = {options['base_url'].rstrip('/')}/amocrm/sms")
+                          f"version {result.version}; sms.endpoint = {base}/amocrm/sms; support.link = {base}/help/")
 
     def _fail_on(self, problems):
         if problems:

@@ -1,4 +1,4 @@
-"""Every registered provider keeps the contract (deliveries/providers/base.py)."""
+"""Every registered provider keeps the contract (routes/providers/base.py)."""
 
 import importlib
 
