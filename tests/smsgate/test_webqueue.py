@@ -28,3 +28,16 @@ def test_a_job_queued_behind_a_busy_thread_knows_how_long_it_waited():
 
 def test_a_server_without_a_thread_pool_is_left_alone():
     assert webqueue.install(SimpleNamespace()) is False
+
+
+def test_an_unverified_gunicorn_is_left_alone_with_a_warning(caplog):
+    """gthread's pool is gunicorn's internal: only the versions it was checked with are touched."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        worker = SimpleNamespace(tpool=pool)
+        submit = pool.submit
+        assert webqueue.install(worker, version="99.0.0") is False
+        assert worker.tpool.submit == submit and "not one smsgate's overload shedding was verified with" in caplog.text
+        assert webqueue.install(worker, version="27.0.1") is True and worker.tpool.submit != submit
+    finally:
+        pool.shutdown()
