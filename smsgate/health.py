@@ -17,6 +17,8 @@ from django.http import HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
+from smsgate.celery import app
+
 logger = logging.getLogger(__name__)
 
 
@@ -36,12 +38,10 @@ def _database_ok() -> bool:
 
 
 def _broker_ok() -> bool:
-    from smsgate.celery import app
-
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=1)
-            conn.default_channel  # opens the transport's own connection (a Redis ping)
+            conn.default_channel  # opens a channel: the broker really answers
         return True
     except Exception as exc:
         logger.warning("readiness: broker unreachable (%s)", type(exc).__name__)

@@ -7,13 +7,23 @@ each error means for the delivery (retry, next route, final status).
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import ClassVar
+
+from .errors import (  # noqa: F401  (re-exported: the contract names its errors)
+    MAX_RETRY_AFTER,
+    ErrorClass,
+    ProviderAuthError,
+    ProviderBadRequestError,
+    ProviderError,
+    ProviderRejectedError,
+    ProviderTemporaryError,
+)
+from .http import default_client
 
 
 class ReportStatus(StrEnum):
@@ -26,72 +36,6 @@ class ReportStatus(StrEnum):
     REJECTED = "rejected"
     FAILED = "failed"
     UNKNOWN = "unknown"
-
-
-class ErrorClass(StrEnum):
-    TRANSPORT = "transport"  # the request never reached the provider (connect error): safe to resend
-    TIMEOUT = "timeout"  # the request may have reached the provider: never resend blindly
-    PROVIDER_UNAVAILABLE = "provider_unavailable"
-    THROTTLED = "throttled"
-    ACCOUNT_RATE_LIMITED = "account_rate_limited"
-    RECIPIENT_RATE_LIMITED = "recipient_rate_limited"
-    INVALID_RECIPIENT = "invalid_recipient"
-    BLOCKED_RECIPIENT = "blocked_recipient"
-    NO_ROUTE = "no_route"
-    CONTENT_REJECTED = "content_rejected"
-    SENDER_REJECTED = "sender_rejected"
-    AUTH = "auth"
-    INSUFFICIENT_FUNDS = "insufficient_funds"
-    BAD_REQUEST = "bad_request"
-    UNKNOWN = "unknown"
-
-
-class ProviderError(Exception):
-    """Base of every provider failure. `code` is the provider's own code, kept raw."""
-
-    default_class: ClassVar[ErrorClass] = ErrorClass.UNKNOWN
-
-    def __init__(self, message: str = "", *, code: str = "", error_class: ErrorClass | None = None, raw=None):
-        self.message = message
-        self.code = str(code) if code is not None else ""
-        self.error_class = ErrorClass(error_class or self.default_class)
-        self.raw = raw
-        super().__init__(f"[{self.error_class}] {self.code} {message}".strip())
-
-
-MAX_RETRY_AFTER = 86_400.0  # no login code or bulk SMS is worth sending a day later
-
-
-class ProviderTemporaryError(ProviderError):
-    """Retry later. `ambiguous` means the provider may have got (and sent) the message."""
-
-    default_class = ErrorClass.PROVIDER_UNAVAILABLE
-
-    def __init__(self, message="", *, retry_after: float | None = None, ambiguous: bool = False, **kwargs):
-        # A provider's Retry-After is only a hint: "Infinity" or 1e400 would overflow the retry's date.
-        if retry_after is not None and not (isinstance(retry_after, (int, float)) and math.isfinite(retry_after)):
-            retry_after = None
-        self.retry_after = min(max(retry_after, 0.0), MAX_RETRY_AFTER) if retry_after is not None else None
-        self.ambiguous = ambiguous
-        super().__init__(message, **kwargs)
-
-
-class ProviderRejectedError(ProviderError):
-    """Permanent: the recipient, the text or the sender was refused. Another route would not help."""
-
-    default_class = ErrorClass.INVALID_RECIPIENT
-
-
-class ProviderAuthError(ProviderError):
-    """Permanent for this route: credentials, money or account limits. The next route may work."""
-
-    default_class = ErrorClass.AUTH
-
-
-class ProviderBadRequestError(ProviderError):
-    """Permanent: our request was malformed (a bug on our side). Not retried."""
-
-    default_class = ErrorClass.BAD_REQUEST
 
 
 @dataclass(frozen=True)
@@ -211,8 +155,6 @@ class Provider(ABC):
     fallback_base_urls: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, credentials: dict | None = None, sender: str = "", base_url: str | None = None, http=None):
-        from .http import default_client
-
         self.credentials = dict(credentials or {})
         self.sender = sender or ""
         # An override may list several hosts separated by "|" (tests: a dead primary and a live backup).

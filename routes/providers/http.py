@@ -29,7 +29,7 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-from .base import ErrorClass, ProviderTemporaryError
+from .errors import ErrorClass, ProviderTemporaryError
 
 
 @dataclass(frozen=True)
