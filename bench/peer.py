@@ -105,6 +105,7 @@ class Jasmin:
         self.running: tuple[bool, int] | None = None  # (tuned, delay_ms) as this run set it up
         self.found = self._found_running()  # what ran before this run: restored at the end
         self.setups: list[dict] = []
+        self.peak_rss_mb: dict[str, float] = {}  # jasmind's, over every measured run
 
     # --- the peer's state -------------------------------------------------------------------------------
     def state(self) -> dict[str, str]:
@@ -202,6 +203,9 @@ class Jasmin:
         if popen.returncode != 0 or not lines:
             raise PeerError(f"bench.sh {part} failed (exit {popen.returncode}); see {self.log_dir / 'jasmin-bench.log'}")
         window = watch.result()
+        for role in ("jasmind",):
+            if role in window.get("peak_rss_mb", {}):
+                self.peak_rss_mb[role] = max(self.peak_rss_mb.get(role, 0.0), window["peak_rss_mb"][role])
         if window:
             window["redis_attribution"] = self._redis_attribution(window, time.monotonic() - started)
         return json.loads(lines[-1]), window
