@@ -303,22 +303,30 @@ def run_openloop(host: str, bodies: Path, *, rate: int, seconds: int, sends: Pat
 
 # --- measuring ---------------------------------------------------------------------------------------
 class Receipts:
-    """The fake provider's record file: recipient digits -> arrival times."""
+    """The fake provider's record file: recipient digits -> arrival times. The file is only appended
+    to (each fake provider of the run appends), so each load reads only the lines added since the
+    last one: the waits poll it every 0.5 s, while the system under test is still working."""
 
     def __init__(self, path: Path):
         self.path = path
+        self._offset = 0
+        self._found: dict[str, list[float]] = defaultdict(list)
 
     def load(self) -> dict[str, list[float]]:
-        found = defaultdict(list)
         if not self.path.exists():
-            return found
-        for line in self.path.read_text().splitlines():
+            return self._found
+        with open(self.path, "rb") as handle:
+            handle.seek(self._offset)
+            data = handle.read()
+        complete = data.rfind(b"\n") + 1  # a line being written waits for the next load
+        self._offset += complete
+        for line in data[:complete].splitlines():
             try:
                 record = json.loads(line)
             except ValueError:
-                continue  # a line being written
-            found[record["recipient"].lstrip("+")].append(record["received_at"])
-        return found
+                continue
+            self._found[record["recipient"].lstrip("+")].append(record["received_at"])
+        return self._found
 
 
 def deliveries_in(block: str) -> list[tuple[str, float, str]]:
@@ -655,9 +663,9 @@ class Bench:
         rate, seconds = 50, 30
         bodies = self.bodies("steady", rate * seconds * 2)
         sends = self.tmp / "sends-steady.txt"
-        with CpuWindow(self.table) as window:
+        with CpuWindow(self.table) as window:  # the load and the wait for its last SMS, as the peer's
             load = run_openloop(self.web_url, bodies, rate=rate, seconds=seconds, sends=sends)
-        wait_delivered(self.receipts, "steady", timeout=20)
+            wait_delivered(self.receipts, "steady", timeout=20)
         result = {"provider_latency_ms": 0, "offered_per_second": rate, "loadgen": load,
                   **e2e(self.receipts, "steady"), **e2e_from_client(self.receipts, "steady", sends),
                   **reached_while_offered(self.receipts, "steady", load),
@@ -674,7 +682,7 @@ class Bench:
         rate, seconds, waves_per_second = 600, 20, 10
         with CpuWindow(self.table) as window:
             fed = feed(self.accounts, block="dispatch", rate=rate, seconds=seconds, waves_per_second=waves_per_second)
-        waited = wait_delivered(self.receipts, "dispatch", timeout=40)
+            waited = wait_delivered(self.receipts, "dispatch", timeout=40)
         result = {
             "provider_latency_ms": 100, "offered_per_second": rate, "waves_per_second": waves_per_second,
             "kind": "bulk (queue sms-bulk)", "feeder": fed, "waited_for_drain_seconds": waited,
@@ -719,7 +727,7 @@ class Bench:
         sends = self.tmp / "sends-overload.txt"
         with CpuWindow(self.table) as window:
             load = run_openloop(self.web_url, bodies, rate=rate, seconds=seconds, sends=sends)
-        waited = wait_delivered(self.receipts, "overload", timeout=60)
+            waited = wait_delivered(self.receipts, "overload", timeout=60)
         refused = load["latency_not_2xx"]
         result = {"capacity": capacity, "provider_latency_ms": 0, "offered_per_second_target": rate,
                   "offered_per_second_measured": load["sent_per_second"],
