@@ -959,9 +959,9 @@ def print_table(results: dict):
     for name, label in (("steady", "at 50/s"), ("dispatch", "bulk, 100 ms")):
         ours, theirs = _get(results, f"{name}.cpu_ms_per_sms"), _get(peer, f"{name}.cpu_ms_per_sms")
         if ours or theirs:
-            print(f"\nCPU ms per SMS {label}, by role:\n  smsgate: {_per_role(ours)}\n  Jasmin:  {_per_role(theirs)}")
+            print(f"\nCPU ms per SMS {label}, by role:\n  smsgate: {_per_role(ours)}")
             if theirs:
-                print(f"  (Jasmin's Redis: {_get(peer, name + '.redis_attribution')})")
+                print(f"  Jasmin:  {_per_role(theirs)}\n  (Jasmin's Redis: {_get(peer, name + '.redis_attribution')})")
     print()
     for role, mem in results.get("memory", {}).items():
         print(f"{'memory, ' + role + ': peak RSS MB each':50s} {', '.join(f'{v:g}' for v in mem['peak_rss_mb_each'])}")
