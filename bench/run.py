@@ -514,14 +514,21 @@ class Bench:
             print(traceback.format_exc(), flush=True)
             return None
 
-    def peer_accept(self, connections: int, seconds: int):
-        return self.with_peer(f"accept c{connections}", lambda: (self.peer.setup(),
-                                                                self.peer.accept(connections=connections,
-                                                                                 seconds=seconds))[1])
+    def peer_accept(self, connections: int, seconds: int) -> dict | None:
+        """The peer's closed loop (its default settings), or None."""
+        def step():
+            self.peer.setup()
+            return self.peer.accept(connections=connections, seconds=seconds)
 
-    def peer_e2e(self, name: str, *, rate: float, seconds: int, tuned: bool = False, delay_ms: int = 0):
-        return self.with_peer(name, lambda: (self.peer.setup(tuned=tuned, delay_ms=delay_ms),
-                                             self.peer.e2e(rate=rate, seconds=seconds))[1])
+        return self.with_peer(f"accept c{connections}", step)
+
+    def peer_e2e(self, name: str, *, rate: float, seconds: int, tuned: bool = False, delay_ms: int = 0) -> dict | None:
+        """The peer's open loop with these settings (setup.sh restarts it only when they change), or None."""
+        def step():
+            self.peer.setup(tuned=tuned, delay_ms=delay_ms)
+            return self.peer.e2e(rate=rate, seconds=seconds)
+
+        return self.with_peer(name, step)
 
     def setup(self):
         require_tools()
@@ -653,7 +660,7 @@ class Bench:
         result["cpu_cores_by_role"] = cpu
         result["cpu_ms_per_request"] = cpu_ms
         self.results["acceptance"] = result
-        if len(peer) > 2:
+        if "c8" in peer or "c64" in peer:
             self.peer_results["acceptance"] = peer
         self.flush_broker()  # nobody sends these: the workers start afresh below
 
