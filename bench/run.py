@@ -809,7 +809,8 @@ class Bench:
                                                                  "isolation"]
         try:
             self.setup()
-            if self.peer and self.with_peer("setup", self.peer.setup) is None and self.peer.running is None:
+            self.with_peer("setup", self.peer.setup if self.peer else None)
+            if self.peer and self.peer.running is None:
                 self.peer = None  # it did not start: smsgate alone (the error is in results["peer"])
             for name in chosen:
                 print(f"[bench] {name} ...", flush=True)
