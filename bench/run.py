@@ -514,13 +514,13 @@ class Bench:
             print(traceback.format_exc(), flush=True)
             return None
 
-    def peer_accept(self, connections: int, seconds: int) -> dict | None:
+    def peer_accept(self, connections: int, seconds: int, name: str = "") -> dict | None:
         """The peer's closed loop (its default settings), or None."""
         def step():
             self.peer.setup()
             return self.peer.accept(connections=connections, seconds=seconds)
 
-        return self.with_peer(f"accept c{connections}", step)
+        return self.with_peer(name or f"accept c{connections}", step)
 
     def peer_e2e(self, name: str, *, rate: float, seconds: int, tuned: bool = False, delay_ms: int = 0) -> dict | None:
         """The peer's open loop with these settings (setup.sh restarts it only when they change), or None."""
@@ -619,7 +619,7 @@ class Bench:
                  ("accept-endpoint-8", "accept-baseline-8", "accept-endpoint-64", "accept-baseline-64")}
         warm = self.bodies("warmup", 6000)
         run_wrk(endpoint, warm, connections=8, seconds=2)
-        self.peer_accept(8, 2)  # the peer's warm-up, unmeasured like smsgate's
+        self.peer_accept(8, 2, "warm-up")  # unmeasured, like smsgate's
         result = {"rounds": rounds, "seconds_each": seconds,
                   "workers": "stopped (web tier alone; publishing to the broker included)"}
         cpu, cpu_ms, peer = {}, {}, {"rounds": rounds, "seconds_each": seconds}
@@ -636,7 +636,7 @@ class Bench:
                     this[f"{name}_cpu_ms"] = window.per_message(this[name]["requests"])
                 this["ratio"] = round(this["endpoint"]["requests_per_second"]
                                       / this["baseline"]["requests_per_second"], 3)
-                this["jasmin"] = self.peer_accept(connections, seconds)
+                this["jasmin"] = self.peer_accept(connections, seconds, f"accept c{connections}, round {n + 1}")
                 played.append(this)
             # Each series shows its round with the median req/s; every round is kept.
             middle = len(played) // 2
@@ -755,7 +755,7 @@ class Bench:
         rounds = (self.peer_results.get("acceptance") or {}).get("rounds_c8")
         source = "the acceptance rounds at 8 connections (median)"
         if not rounds:
-            run = self.peer_accept(8, 10)
+            run = self.peer_accept(8, 10, "capacity: accept c8")
             rounds, source = ([run] if run else []), "an accept run at 8 connections, 10 s"
         if not rounds:
             return
