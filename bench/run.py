@@ -574,10 +574,13 @@ class Bench:
     def bodies(self, block: str, count: int) -> Path:
         return write_bodies(self.tmp / f"bodies-{block}.txt", self.integration, self.accounts, block, count)
 
-    def flush_broker(self):
+    def flush_broker(self, *, guard: bool = True):
+        """Empty the run's queues (deleted: RabbitMQ makes them again when the workers start) and,
+        with `guard`, the abuse guard's counters in the private Redis (stopped by then at the end)."""
         from kombu import Connection
 
-        subprocess.run(["redis-cli", "-p", str(self.redis_port), "flushall"], capture_output=True, check=True)
+        if guard:
+            subprocess.run(["redis-cli", "-p", str(self.redis_port), "flushall"], capture_output=True, check=True)
         prefix = self.stack.env["SMSGATE_QUEUE_PREFIX"]
         with Connection(self.args.broker_url, connect_timeout=5) as conn:
             for name in ("sms-system", "sms-bulk", "maintenance"):
@@ -826,9 +829,10 @@ class Bench:
             self._sampling = False
             self.stack.stop()
             try:
-                self.flush_broker()  # the run's queues are durable: remove them
-            except Exception:
-                pass
+                self.flush_broker(guard=False)  # the run's queues are durable: remove them
+            except Exception as exc:
+                print(f"[bench] the run's queues ({self.stack.env.get('SMSGATE_QUEUE_PREFIX')}*) were not "
+                      f"deleted: {exc!r}", flush=True)
             from django.db import connections
 
             connections.close_all()
