@@ -141,7 +141,7 @@ class Stack:
 
 
 # --- /proc: CPU and memory by role ----------------------------------------------------------------------
-def _children(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     found, queue = [], [pid]
     while queue:
         current = queue.pop()
@@ -155,7 +155,7 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _stat(pid: int) -> tuple[str, int, int] | None:
+def proc_stat(pid: int) -> tuple[str, int, int] | None:
     """(command name, CPU ticks, resident kB)."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
@@ -166,7 +166,21 @@ def _stat(pid: int) -> tuple[str, int, int] | None:
     return name, int(fields[11]) + int(fields[12]), int(fields[21]) * PAGE_KB
 
 
-def _cmdline(pid: int) -> str:
+def is_rabbitmq_server(cmd: str) -> bool:
+    """The RabbitMQ node itself, not a `rabbitmqctl` (also an Erlang VM) run beside it."""
+    return "beam.smp" in cmd and "-s rabbit boot" in cmd
+
+
+def pids_where(predicate) -> list[int]:
+    """Every pid whose command line satisfies `predicate`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and predicate(cmdline(int(entry.name))):
+            found.append(int(entry.name))
+    return found
+
+
+def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
@@ -187,7 +201,7 @@ class ProcessTable:
             if not proc.alive():
                 continue
             leader = proc.pid
-            kids = _children(leader)
+            kids = descendants(leader)
             if proc.role == "web":
                 # bash execs gunicorn: the leader is the master, its children the workers.
                 roles[leader] = "web-master"
@@ -201,7 +215,7 @@ class ProcessTable:
             if not entry.name.isdigit() or int(entry.name) in roles:
                 continue
             pid = int(entry.name)
-            cmd = _cmdline(pid)
+            cmd = cmdline(pid)
             if cmd.startswith("postgres: ") and f" {self.database} " in cmd:
                 roles[pid] = "postgres-backends"
             elif cmd.startswith("postgres: ") and any(w in cmd for w in ("walwriter", "checkpointer",
@@ -211,27 +225,50 @@ class ProcessTable:
                 roles[pid] = "loadgen"
             elif "bench/loadgen" in cmd:
                 roles[pid] = "loadgen"
-            elif "beam.smp" in cmd and "rabbit" in cmd:
-                roles[pid] = "rabbitmq"  # the machine's broker: the benchmark is its only user
+            elif is_rabbitmq_server(cmd):
+                # The machine's broker: its CPU goes to the side whose scenario runs (smsgate's and the
+                # peer's never run at once); other users of the machine may add some.
+                roles[pid] = "rabbitmq"
         return roles
 
     def snapshot(self) -> dict[int, tuple[str, int, int]]:
         """pid -> (role, CPU ticks, resident kB)."""
         result = {}
         for pid, role in self.roles().items():
-            stat = _stat(pid)
+            stat = proc_stat(pid)
             if stat:
                 result[pid] = (role, stat[1], stat[2])
         return result
 
 
+def cpu_seconds_by_role(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds used per role between two snapshots (pid -> (role, ticks, ...)); a pid absent
+    from `before` started in between."""
+    used: dict[str, float] = {}
+    for pid, (role, ticks, *_rest) in after.items():
+        start = before[pid][1] if pid in before else 0
+        used[role] = used.get(role, 0.0) + (ticks - start) / CLOCK_TICKS
+    return dict(sorted(used.items()))
+
+
 def cpu_by_role(before: dict, after: dict, seconds: float) -> dict[str, float]:
     """Cores used per role between two snapshots (1.0 = one core busy all the time)."""
-    used: dict[str, float] = {}
-    for pid, (role, ticks, _rss) in after.items():
-        start = before.get(pid, (role, 0, 0))[1] if pid in before else 0
-        used[role] = used.get(role, 0.0) + (ticks - start) / CLOCK_TICKS / seconds
-    return {role: round(value, 2) for role, value in sorted(used.items())}
+    return {role: round(value / seconds, 2) for role, value in cpu_seconds_by_role(before, after).items()}
+
+
+def cpu_per_message(cpu_seconds: dict[str, float], messages: int, *, counted: dict[str, tuple[str, ...]],
+                    apart: dict[str, tuple[str, ...]]) -> dict | None:
+    """Milliseconds of CPU per message, by role. `counted` roles make `total_ms` (the system under
+    test); `apart` ones are shown beside it (the fake upstream, the load generator)."""
+    if not messages:
+        return None
+
+    def ms(roles):
+        return round(sum(cpu_seconds.get(role, 0.0) for role in roles) * 1000 / messages, 2)
+
+    per_role = {name: ms(roles) for name, roles in counted.items()}
+    return {"messages": messages, "per_role_ms": per_role, "total_ms": round(sum(per_role.values()), 2),
+            "apart_ms": {name: ms(roles) for name, roles in apart.items()}}
 
 
 def machine_cpu_ticks() -> tuple[int, int]:

@@ -1,22 +1,30 @@
-"""`make bench`: the real stack on 127.0.0.1 under load; one table, bench/results/latest.json.
+"""`make bench`: the real stack on 127.0.0.1 under load, side by side with the peer (Jasmin 0.11.1,
+../shared/peers/jasmin, when it is there; --no-peer skips it); one table, bench/results/latest.json.
 
 Starts a private Redis, a fresh PostgreSQL database, the Procfile's own web and worker processes
-(gunicorn gthread, one Celery worker per queue) and the fake SMS.ru provider (tests/fakes/) with a
-chosen response latency, then runs:
+(gunicorn gthread, Celery workers on the machine's RabbitMQ) and the fake SMS.ru provider
+(tests/fakes/) with a chosen response latency, then runs, each smsgate scenario followed by (or
+taking turns with) the peer's counterpart, so a slow spell of the machine hits both:
 
 1. acceptance  - wrk (closed loop) on POST /amocrm/sms and on the bench-only baseline view
                  (one HS256 verification + one INSERT), at 8 and 64 connections; workers stopped,
-                 so the web tier alone is measured (publishing to the broker included)
-2. steady      - a fixed-rate open-loop generator at 50 SMS/s for 30 s; end-to-end latency
-3. dispatch    - the provider answers after 100 ms; deliveries arrive in simultaneous waves
-                 (every 100 ms) at 600/s for 20 s; throughput and end-to-end latency
-4. overload    - the open-loop generator at 400 SMS/s for 30 s against a fast provider
+                 so the web tier alone is measured (publishing to the broker included).
+                 Peer: bench.sh accept at the same connection counts, in the same rounds
+2. steady      - a fixed-rate open-loop generator at 50 SMS/s for 30 s; end-to-end latency and
+                 CPU per SMS by role. Peer: bench.sh e2e at 50/s for 30 s
+3. overload    - the end-to-end capacity first (closed loop, workers running: accepted and
+                 delivered per second), then twice that offered for 30 s. Peer: the same from its
+                 own accept runs, then bench.sh e2e at twice its capacity
+4. dispatch    - the provider answers after 100 ms; bulk deliveries arrive in simultaneous waves
+                 (every 100 ms) at 600/s for 20 s. Peer: tuned (prefetch 100), SMSC answering
+                 after 100 ms, bench.sh e2e at 600/s for 20 s
 5. isolation   - 20,000 bulk SMS queued at once; login codes at 10/s through HTTP meanwhile
 6. memory      - peak resident size of every web and worker process (sampled all along)
 
 End-to-end latency = the time the fake provider got the request (its own clock, before its
-simulated latency) minus the delivery's created_at (set when the request was accepted), per
-delivery, matched by phone (every phone is used once per run).
+simulated latency) minus the time the request left the client (`e2e_from_client_*`, as the peer
+measures it) or minus the delivery's created_at (`e2e_*`: from the acceptance), per delivery,
+matched by phone (every phone is used once per run).
 
 See bench/README.md for how to read the figures.
 """
@@ -36,6 +44,7 @@ import time
 import traceback
 import uuid
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
@@ -43,12 +52,15 @@ from urllib.parse import urlencode, urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import peer as peers  # noqa: E402
 from bench.harness import (  # noqa: E402
     PY,
     MemoryWatch,
     ProcessTable,
     Stack,
     cpu_by_role,
+    cpu_per_message,
+    cpu_seconds_by_role,
     free_port,
     machine_cpu_ticks,
     machine_facts,
@@ -63,42 +75,89 @@ WORKERS = ("worker-system", "worker-system-2", "worker-bulk", "worker-bulk-2")  
 TEXT = "Код для входа: {code:06d}"
 SUBDOMAIN = "bench{n}"
 AMO_ID_BASE = 70000
-# Every scenario gets its own block of phone numbers: +7912 <scenario digit> <6 digits>.
-PHONE_BLOCKS = {"warmup": 0, "accept-endpoint-8": 1, "accept-baseline-8": 2, "accept-endpoint-64": 3,
-                "accept-baseline-64": 4, "steady": 5, "dispatch": 6, "overload": 7, "isolation-bulk": 8,
-                "isolation-system": 9}
+# Every scenario gets its own block of phone numbers: +7912 <digit> <6 digits>, from `low`, `size` of them.
+PHONE_BLOCKS = {"warmup": (0, 0, 1_000_000), "accept-endpoint-8": (1, 0, 1_000_000),
+                "accept-baseline-8": (2, 0, 1_000_000), "accept-endpoint-64": (3, 0, 1_000_000),
+                "accept-baseline-64": (4, 0, 1_000_000), "steady": (5, 0, 1_000_000), "dispatch": (6, 0, 1_000_000),
+                "overload": (7, 0, 500_000), "capacity": (7, 500_000, 500_000), "isolation-bulk": (8, 0, 1_000_000),
+                "isolation-system": (9, 0, 1_000_000)}
 
-TARGETS = {
-    "acceptance.ratio_to_baseline_c8": (">=", 0.8),
-    "acceptance.endpoint_c8.latency_p99_ms": ("<=", 15.0),
-    "steady.e2e_p50_ms": ("<=", 10.0),
-    "steady.e2e_p99_ms": ("<=", 40.0),
-    "dispatch.delivered_per_second_during_load": (">=", 600.0),
-    "dispatch.e2e_p99_ms": ("<=", 500.0),
-    "overload.delivered_share_of_offered_during_load": (">=", 0.95),
-    "overload.e2e_p99_ms": ("<=", 1000.0),
-    "isolation.system_e2e_p99_ms": ("<=", 1000.0),
-}
-# Jasmin on the same kind of 2-core machine (issue 7), for the comparison column.
-JASMIN = {
-    "acceptance.endpoint_c8.requests_per_second": 1300,
-    "acceptance.endpoint_c8.latency_p99_ms": 10,
-    "steady.e2e_p50_ms": 29,
-    "steady.e2e_p99_ms": 67,
-    "dispatch.delivered_per_second_during_load": 565,
-    "dispatch.e2e_p99_ms": 533,
-    "overload.delivered_per_second_during_load": 40,
-    "overload.e2e_p99_ms": 18000,
-}
+# smsgate's CPU per SMS: the roles counted as the system (issue 19: web, workers, PostgreSQL, broker,
+# Redis), and those shown beside it (the fake upstream, the load, the benchmark's own feeder, and
+# PostgreSQL's shared processes, which other databases of the machine use too).
+COUNTED = {"web": ("web-master", "web-worker"), "workers": ("worker-system", "worker-bulk"),
+           "postgresql": ("postgres-backends",), "rabbitmq": ("rabbitmq",), "redis": ("redis",)}
+APART = {"fake-provider": ("fake-provider",), "loadgen": ("loadgen",), "feeder": ("feeder",),
+         "postgresql-shared": ("postgres-shared",)}
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A row of the side-by-side table: `ours` is a key of latest.json, `theirs` a key of its "peer"
+    part. A target is on the ratio smsgate / Jasmin ("ratio": judged only with the peer) or on
+    smsgate's own figure ("value"). `none_passes` names a count whose 0 makes a figure that could
+    not be measured a pass (no request refused: none was answered late)."""
+
+    label: str
+    ours: str
+    theirs: str | None = None
+    target: tuple[str, str, float] | None = None
+    none_passes: str | None = None
+
+
+# Issue 19's targets, side by side with the peer measured in the same run.
+FIGURES = [
+    Figure("accepted req/s, 8 connections", "acceptance.endpoint_c8.requests_per_second", "acceptance.c8.req_s",
+           ("ratio", ">=", 1.0)),
+    Figure("accepted p99 ms, 8 connections", "acceptance.endpoint_c8.latency_p99_ms", "acceptance.c8.p99_ms",
+           ("ratio", "<=", 1.0)),
+    Figure("accepted req/s, 64 connections", "acceptance.endpoint_c64.requests_per_second", "acceptance.c64.req_s",
+           ("ratio", ">=", 1.0)),
+    Figure("accepted p99 ms, 64 connections", "acceptance.endpoint_c64.latency_p99_ms", "acceptance.c64.p99_ms"),
+    Figure("CPU ms per accepted request, 8 connections", "acceptance.cpu_ms_per_request.endpoint_c8.total_ms",
+           "acceptance.c8.cpu_ms_per_request.total_ms"),
+    Figure("baseline view (verify + INSERT), 8 conn: req/s", "acceptance.baseline_c8.requests_per_second"),
+    Figure("e2e at 50/s from the client: p50 ms", "steady.e2e_from_client_p50_ms", "steady.p50_ms",
+           ("ratio", "<=", 0.5)),
+    Figure("e2e at 50/s from the client: p99 ms", "steady.e2e_from_client_p99_ms", "steady.p99_ms",
+           ("ratio", "<=", 0.5)),
+    Figure("e2e at 50/s from the acceptance: p50 ms", "steady.e2e_p50_ms"),
+    Figure("e2e at 50/s from the acceptance: p99 ms", "steady.e2e_p99_ms"),
+    Figure("CPU ms per SMS at 50/s, counted roles", "steady.cpu_ms_per_sms.total_ms", "steady.cpu_ms_per_sms.total_ms",
+           ("ratio", "<=", 1.0)),
+    Figure("capacity (closed loop, 8 conn): SMS/s e2e", "overload.capacity.per_second", "overload.capacity.per_second"),
+    Figure("overload, 2 x capacity: offered/s", "overload.offered_per_second_measured", "overload.achieved_rate"),
+    Figure("overload: accepted/s", "overload.accepted_per_second", "overload.accepted_per_second"),
+    Figure("overload: accepted / capacity", "overload.accepted_share_of_capacity",
+           "overload.accepted_share_of_capacity", ("value", ">=", 0.9)),
+    Figure("overload: refused, answered p99 ms", "overload.refused_p99_ms", None, ("value", "<=", 50.0),
+           none_passes="overload.refused"),
+    Figure("overload: accepted, e2e from the client p99 ms", "overload.e2e_from_client_p99_ms", "overload.p99_ms",
+           ("value", "<", 1000.0)),
+    Figure("overload: accepted, e2e from the acceptance p99 ms", "overload.e2e_p99_ms"),
+    Figure("overload: accepted, not delivered", "overload.missing", "overload.lost"),
+    Figure("bulk, 100 ms provider: SMS/s", "dispatch.delivered_per_second_over_arrival_span", "dispatch.delivered_rate",
+           ("ratio", ">=", 1.0)),
+    Figure("bulk, 100 ms provider: e2e p99 ms", "dispatch.e2e_p99_ms", "dispatch.p99_ms", ("value", "<", 500.0)),
+    Figure("bulk, 100 ms provider: CPU ms per SMS", "dispatch.cpu_ms_per_sms.total_ms",
+           "dispatch.cpu_ms_per_sms.total_ms"),
+    Figure("isolation: bulk backlog drained, SMS/s", "isolation.bulk_drain_per_second"),
+    Figure("isolation: login codes e2e p50 ms", "isolation.system_e2e_p50_ms"),
+    Figure("isolation: login codes e2e p99 ms", "isolation.system_e2e_p99_ms"),
+]
+OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "<": lambda a, b: a < b}
 
 
 def phone(block: str, n: int) -> str:
-    return f"+7912{PHONE_BLOCKS[block]}{n:06d}"
+    digit, low, size = PHONE_BLOCKS[block]
+    if n >= size:
+        raise ValueError(f"phone block {block!r} holds {size} numbers")
+    return f"+7912{digit}{low + n:06d}"
 
 
 def phone_range(block: str) -> tuple[str, str]:
-    digit = PHONE_BLOCKS[block]
-    return f"+7912{digit}000000", f"+7912{digit}999999"
+    digit, low, size = PHONE_BLOCKS[block]
+    return f"+7912{digit}{low:06d}", f"+7912{digit}{low + size - 1:06d}"
 
 
 # --- setup ----------------------------------------------------------------------------------------
@@ -111,8 +170,11 @@ def parse_args():
                         help="RabbitMQ, the production broker (queues of the run's own are created and deleted)")
     parser.add_argument("--keep-database", action="store_true", help="do not drop the database at the end")
     parser.add_argument("--accounts", type=int, default=20, help="amoCRM accounts sending (each with its route)")
-    parser.add_argument("--only", default="", help="comma-separated scenarios (acceptance,steady,dispatch,"
-                                                  "overload,isolation); default all")
+    parser.add_argument("--only", default="", help="comma-separated scenarios (acceptance,steady,overload,"
+                                                  "dispatch,isolation); default all")
+    parser.add_argument("--no-peer", action="store_true", help="smsgate alone: do not run the peer (Jasmin)")
+    parser.add_argument("--peer-dir", default=str(peers.default_folder(ROOT)),
+                        help="the peer's scripts (BENCH_PEER_DIR; default ../shared/peers/jasmin)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="an environment variable for every process of the stack, to try another "
@@ -227,11 +289,12 @@ def run_wrk(url: str, bodies: Path, *, connections: int, seconds: int, threads: 
     }
 
 
-def run_openloop(host: str, bodies: Path, *, rate: int, seconds: int) -> dict:
+def run_openloop(host: str, bodies: Path, *, rate: int, seconds: int, sends: Path | None = None) -> dict:
     """Open loop at a fixed rate: request i leaves at start + i/rate whatever the answers take
-    (bench/loadgen/openloop.py; why not locust is said there)."""
+    (bench/loadgen/openloop.py; why not locust is said there). `sends`: where it writes the time
+    each request left (for end-to-end latency from the client)."""
     out = subprocess.run([PY, str(LOADGEN / "openloop.py"), "--url", f"{host}/amocrm/sms", "--bodies", str(bodies),
-                          "--rate", str(rate), "--seconds", str(seconds)],
+                          "--rate", str(rate), "--seconds", str(seconds), *(["--sends", str(sends)] if sends else [])],
                          capture_output=True, text=True, timeout=seconds + 90, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"the open-loop generator failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
@@ -240,22 +303,30 @@ def run_openloop(host: str, bodies: Path, *, rate: int, seconds: int) -> dict:
 
 # --- measuring ---------------------------------------------------------------------------------------
 class Receipts:
-    """The fake provider's record file: recipient digits -> arrival times."""
+    """The fake provider's record file: recipient digits -> arrival times. The file is only appended
+    to (each fake provider of the run appends), so each load reads only the lines added since the
+    last one: the waits poll it every 0.5 s, while the system under test is still working."""
 
     def __init__(self, path: Path):
         self.path = path
+        self._offset = 0
+        self._found: dict[str, list[float]] = defaultdict(list)
 
     def load(self) -> dict[str, list[float]]:
-        found = defaultdict(list)
         if not self.path.exists():
-            return found
-        for line in self.path.read_text().splitlines():
+            return self._found
+        with open(self.path, "rb") as handle:
+            handle.seek(self._offset)
+            data = handle.read()
+        complete = data.rfind(b"\n") + 1  # a line being written waits for the next load
+        self._offset += complete
+        for line in data[:complete].splitlines():
             try:
                 record = json.loads(line)
             except ValueError:
-                continue  # a line being written
-            found[record["recipient"].lstrip("+")].append(record["received_at"])
-        return found
+                continue
+            self._found[record["recipient"].lstrip("+")].append(record["received_at"])
+        return self._found
 
 
 def deliveries_in(block: str) -> list[tuple[str, float, str]]:
@@ -321,7 +392,26 @@ def e2e(receipts: Receipts, block: str) -> dict:
         )
         if arrivals:
             result["drained_seconds_after_load"] = round(max(arrivals) - last, 2)
+    if len(arrivals) > 1:
+        # The peer's `delivered_rate`: what arrived over the span from the first arrival to the last.
+        result["delivered_per_second_over_arrival_span"] = round(len(arrivals) / (max(arrivals) - min(arrivals)), 1)
     return result
+
+
+def e2e_from_client(receipts: Receipts, block: str, sends: Path) -> dict:
+    """End-to-end latency as the peer's bench measures it: from the time the request left the
+    client (bench/loadgen/openloop.py --sends; line i is phone(block, i)) to the provider's receipt,
+    over every accepted delivery of the block."""
+    sent = {}
+    for line in sends.read_text().splitlines():
+        index, epoch = line.split()
+        sent[phone(block, int(index)).lstrip("+")] = float(epoch)
+    got = receipts.load()
+    latencies = [(min(got[p]) - sent[p]) * 1000 for p, _c, _s in deliveries_in(block) if p in got and p in sent]
+    return {"e2e_from_client_p50_ms": _round(percentile(latencies, 50)),
+            "e2e_from_client_p90_ms": _round(percentile(latencies, 90)),
+            "e2e_from_client_p99_ms": _round(percentile(latencies, 99)),
+            "e2e_from_client_max_ms": _round(max(latencies) if latencies else None)}
 
 
 def reached_while_offered(receipts: Receipts, block: str, load: dict) -> dict:
@@ -363,15 +453,23 @@ class CpuWindow:
         return self
 
     def __exit__(self, *exc):
-        seconds = time.monotonic() - self.started
+        self.seconds = seconds = time.monotonic() - self.started
         busy0, total0 = self.machine_before
         busy1, total1 = machine_cpu_ticks()
-        self.result = cpu_by_role(self.before, self.table.snapshot(), seconds)
+        after = self.table.snapshot()
+        self.cpu_seconds = cpu_seconds_by_role(self.before, after)
         # wrk and the open-loop generator are children of this process: their CPU time comes from getrusage.
-        self.result["loadgen"] = round((_children_cpu() - self.children_before) / seconds, 2)
+        self.cpu_seconds["loadgen"] = _children_cpu() - self.children_before
         # This process: the feeder recording and queueing bulk SMS (dispatch, isolation).
-        self.result["feeder"] = round((_own_cpu() - self.own_before) / seconds, 2)
+        self.cpu_seconds["feeder"] = _own_cpu() - self.own_before
+        self.result = cpu_by_role(self.before, after, seconds)
+        self.result["loadgen"] = round(self.cpu_seconds["loadgen"] / seconds, 2)
+        self.result["feeder"] = round(self.cpu_seconds["feeder"] / seconds, 2)
         self.result["machine_busy_share"] = round((busy1 - busy0) / max(total1 - total0, 1), 2)
+
+    def per_message(self, messages: int) -> dict | None:
+        """CPU per message by role over this window (smsgate's roles; see COUNTED and APART)."""
+        return cpu_per_message(self.cpu_seconds, messages, counted=COUNTED, apart=APART)
 
 
 # --- scenarios --------------------------------------------------------------------------------------------
@@ -389,10 +487,48 @@ class Bench:
         self.workers = []
         self.warmups = 0
         self.overrides = dict(item.split("=", 1) for item in args.env)
+        folder = Path(args.peer_dir)
+        self.peer = None
+        self.peer_results: dict = {"name": "jasmin", "version": "0.11.1", "folder": str(folder)}
+        if args.no_peer:
+            self.peer_results["skipped"] = "--no-peer"
+        elif not peers.present(folder):
+            self.peer_results["skipped"] = f"no setup.sh, bench.sh and stop.sh in {folder}"
+        else:
+            self.peer = peers.Jasmin(folder, self.tmp)
 
     @property
     def web_url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
+
+    def with_peer(self, name: str, action):
+        """Run a step of the peer; a failure is recorded (results["peer"]["errors"]) and smsgate's
+        figures go on. Nothing happens when the peer is skipped."""
+        if self.peer is None:
+            return None
+        print(f"[bench] jasmin: {name} ...", flush=True)
+        try:
+            return action()
+        except Exception:
+            self.peer_results.setdefault("errors", {})[name] = traceback.format_exc()
+            print(traceback.format_exc(), flush=True)
+            return None
+
+    def peer_accept(self, connections: int, seconds: int, name: str = "") -> dict | None:
+        """The peer's closed loop (its default settings), or None."""
+        def step():
+            self.peer.setup()
+            return self.peer.accept(connections=connections, seconds=seconds)
+
+        return self.with_peer(name or f"accept c{connections}", step)
+
+    def peer_e2e(self, name: str, *, rate: float, seconds: int, tuned: bool = False, delay_ms: int = 0) -> dict | None:
+        """The peer's open loop with these settings (setup.sh restarts it only when they change), or None."""
+        def step():
+            self.peer.setup(tuned=tuned, delay_ms=delay_ms)
+            return self.peer.e2e(rate=rate, seconds=seconds)
+
+        return self.with_peer(name, step)
 
     def setup(self):
         require_tools()
@@ -438,10 +574,13 @@ class Bench:
     def bodies(self, block: str, count: int) -> Path:
         return write_bodies(self.tmp / f"bodies-{block}.txt", self.integration, self.accounts, block, count)
 
-    def flush_broker(self):
+    def flush_broker(self, *, guard: bool = True):
+        """Empty the run's queues (deleted: RabbitMQ makes them again when the workers start) and,
+        with `guard`, the abuse guard's counters in the private Redis (stopped by then at the end)."""
         from kombu import Connection
 
-        subprocess.run(["redis-cli", "-p", str(self.redis_port), "flushall"], capture_output=True, check=True)
+        if guard:
+            subprocess.run(["redis-cli", "-p", str(self.redis_port), "flushall"], capture_output=True, check=True)
         prefix = self.stack.env["SMSGATE_QUEUE_PREFIX"]
         with Connection(self.args.broker_url, connect_timeout=5) as conn:
             for name in ("sms-system", "sms-bulk", "maintenance"):
@@ -483,9 +622,10 @@ class Bench:
                  ("accept-endpoint-8", "accept-baseline-8", "accept-endpoint-64", "accept-baseline-64")}
         warm = self.bodies("warmup", 6000)
         run_wrk(endpoint, warm, connections=8, seconds=2)
+        self.peer_accept(8, 2, "warm-up")  # unmeasured, like smsgate's
         result = {"rounds": rounds, "seconds_each": seconds,
-                  "workers": "stopped (web tier alone; publishing to Redis included)"}
-        cpu = {}
+                  "workers": "stopped (web tier alone; publishing to the broker included)"}
+        cpu, cpu_ms, peer = {}, {}, {"rounds": rounds, "seconds_each": seconds}
         for connections in (8, 64):
             played = []
             for n in range(rounds):
@@ -496,19 +636,35 @@ class Bench:
                         this[name] = run_wrk(url, bodies, connections=connections, seconds=seconds,
                                              skip=n * seconds * 4000)
                     this[f"{name}_cpu"] = window.result
+                    this[f"{name}_cpu_ms"] = window.per_message(this[name]["requests"])
                 this["ratio"] = round(this["endpoint"]["requests_per_second"]
                                       / this["baseline"]["requests_per_second"], 3)
+                this["jasmin"] = self.peer_accept(connections, seconds, f"accept c{connections}, round {n + 1}")
                 played.append(this)
-            median = sorted(played, key=lambda r: r["ratio"])[len(played) // 2]
+            # Each series shows its round with the median req/s; every round is kept.
+            middle = len(played) // 2
+            median = sorted(played, key=lambda r: r["endpoint"]["requests_per_second"])[middle]
+            base = sorted(played, key=lambda r: r["baseline"]["requests_per_second"])[middle]
             result[f"endpoint_c{connections}"] = median["endpoint"]
-            result[f"baseline_c{connections}"] = median["baseline"]
-            result[f"ratio_to_baseline_c{connections}"] = median["ratio"]
+            result[f"baseline_c{connections}"] = base["baseline"]
+            result[f"ratio_to_baseline_c{connections}"] = sorted(r["ratio"] for r in played)[middle]
             result[f"ratios_by_round_c{connections}"] = [r["ratio"] for r in played]
             result[f"rounds_c{connections}"] = [{k: r[k] for k in ("endpoint", "baseline", "ratio")} for r in played]
             cpu[f"endpoint_c{connections}"] = median["endpoint_cpu"]
-            cpu[f"baseline_c{connections}"] = median["baseline_cpu"]
+            cpu[f"baseline_c{connections}"] = base["baseline_cpu"]
+            cpu_ms[f"endpoint_c{connections}"] = median["endpoint_cpu_ms"]
+            theirs = [r["jasmin"] for r in played if r["jasmin"]]
+            if theirs:
+                peer[f"c{connections}"] = sorted(theirs, key=lambda r: r["req_s"])[len(theirs) // 2]
+                peer[f"rounds_c{connections}"] = theirs
+                result[f"ratios_to_jasmin_by_round_c{connections}"] = [
+                    round(r["endpoint"]["requests_per_second"] / r["jasmin"]["req_s"], 3)
+                    for r in played if r["jasmin"]]
         result["cpu_cores_by_role"] = cpu
+        result["cpu_ms_per_request"] = cpu_ms
         self.results["acceptance"] = result
+        if "c8" in peer or "c64" in peer:
+            self.peer_results["acceptance"] = peer
         self.flush_broker()  # nobody sends these: the workers start afresh below
 
     # 2 -------------------------------------------------------------------------------------------------
@@ -516,12 +672,19 @@ class Bench:
         self.restart_delivery_side(latency=0.0)
         rate, seconds = 50, 30
         bodies = self.bodies("steady", rate * seconds * 2)
-        with CpuWindow(self.table) as window:
-            load = run_openloop(self.web_url, bodies, rate=rate, seconds=seconds)
-        wait_delivered(self.receipts, "steady", timeout=20)
-        self.results["steady"] = {"provider_latency_ms": 0, "offered_per_second": rate, "loadgen": load,
-                                  **e2e(self.receipts, "steady"), **reached_while_offered(self.receipts, "steady", load),
-                                  "cpu_cores_by_role": window.result}
+        sends = self.tmp / "sends-steady.txt"
+        with CpuWindow(self.table) as window:  # the load and the wait for its last SMS, as the peer's
+            load = run_openloop(self.web_url, bodies, rate=rate, seconds=seconds, sends=sends)
+            wait_delivered(self.receipts, "steady", timeout=20)
+        result = {"provider_latency_ms": 0, "offered_per_second": rate, "loadgen": load,
+                  **e2e(self.receipts, "steady"), **e2e_from_client(self.receipts, "steady", sends),
+                  **reached_while_offered(self.receipts, "steady", load),
+                  "cpu_window_seconds": round(window.seconds, 2), "cpu_cores_by_role": window.result}
+        result["cpu_ms_per_sms"] = window.per_message(result["accepted"])
+        self.results["steady"] = result
+        jasmin = self.peer_e2e("e2e at 50/s", rate=rate, seconds=seconds)
+        if jasmin:
+            self.peer_results["steady"] = jasmin
 
     # 3 -------------------------------------------------------------------------------------------------
     def dispatch(self):
@@ -529,27 +692,83 @@ class Bench:
         rate, seconds, waves_per_second = 600, 20, 10
         with CpuWindow(self.table) as window:
             fed = feed(self.accounts, block="dispatch", rate=rate, seconds=seconds, waves_per_second=waves_per_second)
-        waited = wait_delivered(self.receipts, "dispatch", timeout=40)
-        self.results["dispatch"] = {
+            waited = wait_delivered(self.receipts, "dispatch", timeout=40)
+        result = {
             "provider_latency_ms": 100, "offered_per_second": rate, "waves_per_second": waves_per_second,
             "kind": "bulk (queue sms-bulk)", "feeder": fed, "waited_for_drain_seconds": waited,
-            **e2e(self.receipts, "dispatch"), "cpu_cores_by_role": window.result,
+            **e2e(self.receipts, "dispatch"), "cpu_window_seconds": round(window.seconds, 2),
+            "cpu_cores_by_role": window.result,
         }
+        result["cpu_ms_per_sms"] = window.per_message(result["accepted"])
+        self.results["dispatch"] = result
+        # The peer tuned (prefetch 100) against an SMSC answering after 100 ms, offered the same over HTTP.
+        jasmin = self.peer_e2e("bulk against 100 ms", rate=rate, seconds=seconds, tuned=True, delay_ms=100)
+        if jasmin:
+            self.peer_results["dispatch"] = jasmin
 
     # 4 -------------------------------------------------------------------------------------------------
-    def overload(self):
-        self.restart_delivery_side(latency=0.0)
-        rate, seconds = 400, 30
-        bodies = self.bodies("overload", rate * seconds * 2)
+    def capacity(self) -> dict:
+        """End-to-end capacity (issue 19): login codes accepted and delivered per second, closed loop
+        (wrk, 8 connections, 10 s), workers running: what was accepted, over the time from the first
+        acceptance to the last delivery (a queue left behind counts until it has drained)."""
+        connections, seconds = 8, 10
+        bodies = self.bodies("capacity", seconds * 3000)
         with CpuWindow(self.table) as window:
-            load = run_openloop(self.web_url, bodies, rate=rate, seconds=seconds)
-        waited = wait_delivered(self.receipts, "overload", timeout=40)
-        result = {"provider_latency_ms": 0, "offered_per_second_target": rate, "loadgen": load,
-                  "waited_for_drain_seconds": waited, **e2e(self.receipts, "overload"),
+            run = run_wrk(f"{self.web_url}/amocrm/sms", bodies, connections=connections, seconds=seconds)
+        wait_delivered(self.receipts, "capacity", timeout=60)
+        got = e2e(self.receipts, "capacity")
+        span = got.get("load_seconds", 0) + got.get("drained_seconds_after_load", 0)
+        return {"connections": connections, "seconds": seconds, "wrk": run, "accepted": got["accepted"],
+                "missing": got["missing"], "seconds_to_last_delivery": round(span, 2),
+                "per_second": round(got["accepted"] / span, 1) if span else None,
+                "accepted_per_second": got.get("accepted_per_second"),
+                "delivered_per_second_during_load": got.get("delivered_per_second_during_load"),
+                "e2e_p99_ms": got["e2e_p99_ms"], "cpu_cores_by_role": window.result}
+
+    def overload(self):
+        """Twice the end-to-end capacity offered for 30 s: accepted per second against the capacity,
+        how fast the refused are answered, and how late the accepted are delivered."""
+        self.restart_delivery_side(latency=0.0)
+        capacity = self.capacity()
+        if not capacity["per_second"]:
+            raise RuntimeError(f"no capacity measured: {capacity}")
+        rate, seconds = round(2 * capacity["per_second"]), 30
+        bodies = self.bodies("overload", rate * seconds)
+        sends = self.tmp / "sends-overload.txt"
+        with CpuWindow(self.table) as window:
+            load = run_openloop(self.web_url, bodies, rate=rate, seconds=seconds, sends=sends)
+            waited = wait_delivered(self.receipts, "overload", timeout=60)
+        refused = load["latency_not_2xx"]
+        result = {"capacity": capacity, "provider_latency_ms": 0, "offered_per_second_target": rate,
+                  "offered_per_second_measured": load["sent_per_second"],
+                  "accepted_per_second": round(load["answered_2xx"] / load["sending_seconds"], 1),
+                  "refused": refused["count"], "refused_p99_ms": refused["p99_ms"] if refused["count"] else None,
+                  "loadgen": load, "waited_for_drain_seconds": waited, **e2e(self.receipts, "overload"),
+                  **e2e_from_client(self.receipts, "overload", sends),
                   **reached_while_offered(self.receipts, "overload", load),
-                  "cpu_cores_by_role": window.result}
-        result["offered_per_second_measured"] = load["sent_per_second"]
+                  "cpu_window_seconds": round(window.seconds, 2), "cpu_cores_by_role": window.result}
+        result["accepted_share_of_capacity"] = round(result["accepted_per_second"] / capacity["per_second"], 3)
+        result["cpu_ms_per_sms"] = window.per_message(result["accepted"])
         self.results["overload"] = result
+        self.peer_overload(seconds)
+
+    def peer_overload(self, seconds: int):
+        """The peer at twice its own capacity, measured the same way (its closed-loop accept runs at 8
+        connections, jasmind delivering meanwhile: accepted over the time to the last delivery)."""
+        rounds = (self.peer_results.get("acceptance") or {}).get("rounds_c8")
+        source = "the acceptance rounds at 8 connections (median)"
+        if not rounds:
+            run = self.peer_accept(8, 10, "capacity: accept c8")
+            rounds, source = ([run] if run else []), "an accept run at 8 connections, 10 s"
+        if not rounds:
+            return
+        per_second = sorted(r["capacity"]["per_second"] for r in rounds)[len(rounds) // 2]
+        jasmin = self.peer_e2e("overload at twice its capacity", rate=round(2 * per_second), seconds=seconds)
+        if jasmin:
+            jasmin["capacity"] = {"per_second": per_second, "from": source,
+                                  "rounds": [r["capacity"] for r in rounds]}
+            jasmin["accepted_share_of_capacity"] = round(jasmin["accepted_per_second"] / per_second, 3)
+            self.peer_results["overload"] = jasmin
 
     # 5 -------------------------------------------------------------------------------------------------
     def isolation(self):
@@ -588,10 +807,14 @@ class Bench:
     def run(self):
         started = time.time()
         self.results["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        chosen = [s for s in self.args.only.split(",") if s] or ["acceptance", "steady", "dispatch", "overload",
+        # The peer's scenarios run with its default settings first, then tuned (dispatch): one restart of it.
+        chosen = [s for s in self.args.only.split(",") if s] or ["acceptance", "steady", "overload", "dispatch",
                                                                  "isolation"]
         try:
             self.setup()
+            self.with_peer("setup", self.peer.setup if self.peer else None)
+            if self.peer and self.peer.running is None:
+                self.peer = None  # it did not start: smsgate alone (the error is in results["peer"])
             for name in chosen:
                 print(f"[bench] {name} ...", flush=True)
                 try:
@@ -606,17 +829,22 @@ class Bench:
             self._sampling = False
             self.stack.stop()
             try:
-                self.flush_broker()  # the run's queues are durable: remove them
-            except Exception:
-                pass
+                self.flush_broker(guard=False)  # the run's queues are durable: remove them
+            except Exception as exc:
+                print(f"[bench] the run's queues ({self.stack.env.get('SMSGATE_QUEUE_PREFIX')}*) were not "
+                      f"deleted: {exc!r}", flush=True)
             from django.db import connections
 
             connections.close_all()
             if not self.args.keep_database:
                 drop_database(self.args.database_url)
+            if self.peer:
+                self.peer_results["setups"] = self.peer.setups
+                self.peer_results["peak_rss_mb"] = self.peer.peak_rss_mb
+                self.with_peer("restore (left as found)", self.peer.restore)
+        self.results["peer"] = self.peer_results
         self.results["duration_seconds"] = round(time.time() - started, 1)
-        self.results["targets"] = judge(self.results)
-        self.results["jasmin"] = JASMIN
+        self.results["side_by_side"] = judge(self.results)
         write_json(Path(self.args.out), self.results)
         print_table(self.results)
         print(f"\nwritten: {self.args.out}  (process logs: {self.tmp})")
@@ -697,62 +925,73 @@ def _get(results: dict, dotted: str):
 
 
 def judge(results: dict) -> list[dict]:
-    verdicts = []
-    for key, (op, target) in TARGETS.items():
-        value = _get(results, key)
-        ok = None if value is None else (value >= target if op == ">=" else value <= target)
-        verdicts.append({"figure": key, "value": value, "target": f"{op} {target:g}", "pass": ok})
-    return verdicts
+    """Every row of FIGURES: smsgate's figure, the peer's, the ratio smsgate / peer, the target and
+    whether it is met (None: not measured)."""
+    peer = results.get("peer") or {}
+    rows = []
+    for figure in FIGURES:
+        ours = _get(results, figure.ours)
+        theirs = _get(peer, figure.theirs) if figure.theirs else None
+        ratio = round(ours / theirs, 3) if isinstance(ours, (int, float)) and theirs else None
+        row = {"figure": figure.label, "smsgate": ours, "jasmin": theirs, "ratio": ratio, "target": None,
+               "pass": None}
+        if figure.target:
+            kind, op, bound = figure.target
+            row["target"] = f"{'ratio ' if kind == 'ratio' else ''}{op} {bound:g}"
+            value = ratio if kind == "ratio" else ours
+            if value is not None:
+                row["pass"] = OPS[op](value, bound)
+            elif figure.none_passes and _get(results, figure.none_passes) == 0:
+                row["pass"] = True
+        rows.append(row)
+    return rows
 
 
-ROWS = [
-    ("acceptance, endpoint, 8 conn: req/s", "acceptance.endpoint_c8.requests_per_second"),
-    ("acceptance, endpoint, 8 conn: p50 ms", "acceptance.endpoint_c8.latency_p50_ms"),
-    ("acceptance, endpoint, 8 conn: p99 ms", "acceptance.endpoint_c8.latency_p99_ms"),
-    ("acceptance, baseline, 8 conn: req/s", "acceptance.baseline_c8.requests_per_second"),
-    ("acceptance, baseline, 8 conn: p99 ms", "acceptance.baseline_c8.latency_p99_ms"),
-    ("acceptance, ratio to baseline, 8 conn", "acceptance.ratio_to_baseline_c8"),
-    ("acceptance, endpoint, 64 conn: req/s", "acceptance.endpoint_c64.requests_per_second"),
-    ("acceptance, endpoint, 64 conn: p50 ms", "acceptance.endpoint_c64.latency_p50_ms"),
-    ("acceptance, endpoint, 64 conn: p99 ms", "acceptance.endpoint_c64.latency_p99_ms"),
-    ("acceptance, baseline, 64 conn: req/s", "acceptance.baseline_c64.requests_per_second"),
-    ("acceptance, ratio to baseline, 64 conn", "acceptance.ratio_to_baseline_c64"),
-    ("steady 50/s: e2e p50 ms", "steady.e2e_p50_ms"),
-    ("steady 50/s: e2e p99 ms", "steady.e2e_p99_ms"),
-    ("dispatch, 100 ms provider: SMS/s during load", "dispatch.delivered_per_second_during_load"),
-    ("dispatch, 100 ms provider: e2e p99 ms", "dispatch.e2e_p99_ms"),
-    ("overload 400/s: offered/s measured", "overload.offered_per_second_measured"),
-    ("overload 400/s: SMS/s during load", "overload.delivered_per_second_during_load"),
-    ("overload 400/s: share delivered during load", "overload.delivered_share_of_offered_during_load"),
-    ("overload 400/s: e2e p99 ms", "overload.e2e_p99_ms"),
-    ("isolation: bulk drain SMS/s", "isolation.bulk_drain_per_second"),
-    ("isolation: login codes e2e p50 ms", "isolation.system_e2e_p50_ms"),
-    ("isolation: login codes e2e p99 ms", "isolation.system_e2e_p99_ms"),
-]
+def _show(value) -> str:
+    return "—" if value is None else f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+def _per_role(part: dict | None) -> str:
+    if not part:
+        return "—"
+    counted = ", ".join(f"{name} {ms:g}" for name, ms in part["per_role_ms"].items())
+    apart = ", ".join(f"{name} {ms:g}" for name, ms in part["apart_ms"].items() if ms)
+    return f"{counted} (beside: {apart})" if apart else counted
 
 
 def print_table(results: dict):
-    targets = {t["figure"]: t for t in results["targets"]}
+    peer = results.get("peer") or {}
     print()
-    print(f"{'figure':48s} {'measured':>10s} {'target':>10s} {'Jasmin':>8s}  verdict")
-    print("-" * 90)
-    for label, key in ROWS:
-        value = _get(results, key)
-        target = targets.get(key)
-        verdict = "" if not target else ("PASS" if target["pass"] else "MISS" if target["pass"] is False else "n/a")
-        jasmin = JASMIN.get(key)
-        print(f"{label:48s} {('—' if value is None else f'{value:g}'):>10s} "
-              f"{(target['target'] if target else ''):>10s} {('' if jasmin is None else f'{jasmin:g}'):>8s}  {verdict}")
+    print(f"{'figure':50s} {'smsgate':>9s} {'Jasmin':>9s} {'ratio':>7s}  {'target':<12s} verdict")
+    print("-" * 100)
+    for row in results["side_by_side"]:
+        verdict = "" if not row["target"] else {True: "PASS", False: "MISS", None: "n/a"}[row["pass"]]
+        print(f"{row['figure']:50s} {_show(row['smsgate']):>9s} {_show(row['jasmin']):>9s} {_show(row['ratio']):>7s}  "
+              f"{row['target'] or '':<12s} {verdict}")
+    for name, label in (("steady", "at 50/s"), ("dispatch", "bulk, 100 ms")):
+        ours, theirs = _get(results, f"{name}.cpu_ms_per_sms"), _get(peer, f"{name}.cpu_ms_per_sms")
+        if ours or theirs:
+            print(f"\nCPU ms per SMS {label}, by role:\n  smsgate: {_per_role(ours)}")
+            if theirs:
+                print(f"  Jasmin:  {_per_role(theirs)}\n  (Jasmin's Redis: {_get(peer, name + '.redis_attribution')})")
+    print()
     for role, mem in results.get("memory", {}).items():
-        print(f"{'memory, ' + role + ': peak RSS MB each':48s} {', '.join(f'{v:g}' for v in mem['peak_rss_mb_each'])}")
+        print(f"{'memory, ' + role + ': peak RSS MB each':50s} {', '.join(f'{v:g}' for v in mem['peak_rss_mb_each'])}")
+    if peer.get("peak_rss_mb"):
+        print(f"{'memory, Jasmin: peak RSS MB':50s} "
+              f"{', '.join(f'{role} {mb:g}' for role, mb in peer['peak_rss_mb'].items())}")
     checks = []
-    for name in ("steady", "dispatch", "overload"):
+    for name in ("steady", "overload", "dispatch"):
         part = results.get(name) or {}
         checks.append(f"{name}: not at the provider {part.get('missing')}, duplicates {part.get('duplicates')}")
     iso = results.get("isolation") or {}
     checks.append(f"isolation: bulk not at the provider {iso.get('bulk_missing')}, duplicates "
                   f"{iso.get('bulk_duplicates')}; login codes not at the provider {iso.get('system_missing')}")
     print("\n" + "; ".join(checks))
+    if peer.get("skipped"):
+        print(f"peer not run: {peer['skipped']}")
+    if peer.get("errors"):
+        print("peer errors in: " + ", ".join(peer["errors"]))
     if results.get("errors"):
         print("errors in: " + ", ".join(results["errors"]))
 

@@ -5,7 +5,9 @@
 Each line of FILE is one urlencoded form body (a fresh amoCRM token each), posted once, on its own
 connection (`Connection: close`), as independent amoCRM servers would. Nothing waits for an answer
 before sending the next request, so a slow server gets more requests in flight, never fewer
-requests: latency is counted from each request's *scheduled* time (no coordinated omission).
+requests: latency is counted from each request's *scheduled* time (no coordinated omission), per
+outcome too (`latency_by_outcome`: a 200, a 503, a TimeoutError...). `--sends FILE` writes the
+wall-clock time each request left (line: index epoch), so end-to-end latency can start at the client.
 One asyncio process on the standard library (and bench/harness.py); prints one JSON object.
 
 Why not locust: its users pace themselves (`constant_throughput`), so the offered rate falls
@@ -39,7 +41,13 @@ async def post(host: str, port: int, request_head: bytes, body: bytes, timeout: 
         writer.close()
 
 
-async def run(url: str, bodies: list[bytes], rate: float, seconds: float, timeout: float) -> dict:
+def summary(values: list[float]) -> dict:
+    return {"count": len(values), "p50_ms": round(percentile(values, 50) or 0, 1),
+            "p99_ms": round(percentile(values, 99) or 0, 1), "max_ms": round(max(values, default=0), 1)}
+
+
+async def run(url: str, bodies: list[bytes], rate: float, seconds: float, timeout: float,
+              sends: list[tuple[int, float]]) -> dict:
     parts = urlsplit(url)
     host, port = parts.hostname, parts.port or 80
     head = (f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n"
@@ -50,21 +58,24 @@ async def run(url: str, bodies: list[bytes], rate: float, seconds: float, timeou
     loop = asyncio.get_running_loop()
     statuses: Counter = Counter()
     latencies: list[float] = []
+    by_outcome: dict[str, list[float]] = {}
     late: list[float] = []
     in_flight = peak_in_flight = 0
 
-    async def one(scheduled: float, body: bytes):
+    async def one(index: int, scheduled: float, body: bytes):
         nonlocal in_flight, peak_in_flight
         in_flight += 1
         peak_in_flight = max(peak_in_flight, in_flight)
+        sends.append((index, time.time()))
         try:
-            status = await post(host, port, head, body, timeout)
-            statuses[str(status)] += 1
+            outcome = str(await post(host, port, head, body, timeout))
             latencies.append((loop.time() - scheduled) * 1000)
         except (OSError, TimeoutError, ValueError, IndexError) as exc:
-            statuses[type(exc).__name__] += 1
+            outcome = type(exc).__name__
         finally:
             in_flight -= 1
+        statuses[outcome] += 1
+        by_outcome.setdefault(outcome, []).append((loop.time() - scheduled) * 1000)
 
     tasks = []
     started_epoch = time.time()
@@ -75,7 +86,7 @@ async def run(url: str, bodies: list[bytes], rate: float, seconds: float, timeou
         if delay > 0:
             await asyncio.sleep(delay)
         late.append(max(0.0, loop.time() - scheduled) * 1000)
-        tasks.append(asyncio.create_task(one(scheduled, bodies[i])))
+        tasks.append(asyncio.create_task(one(i, scheduled, bodies[i])))
     sent_seconds = loop.time() - started
     await asyncio.gather(*tasks)
     finished = loop.time() - started
@@ -91,6 +102,9 @@ async def run(url: str, bodies: list[bytes], rate: float, seconds: float, timeou
         "answered_2xx": ok,
         "failures": total - ok,
         "statuses": dict(statuses),
+        "latency_by_outcome": {outcome: summary(values) for outcome, values in sorted(by_outcome.items())},
+        "latency_not_2xx": summary([value for outcome, values in by_outcome.items()
+                                    if not (outcome.isdigit() and 200 <= int(outcome) < 300) for value in values]),
         "peak_in_flight": peak_in_flight,
         "client_p50_ms": round(percentile(latencies, 50) or 0, 1),
         "client_p99_ms": round(percentile(latencies, 99) or 0, 1),
@@ -106,10 +120,16 @@ def main():
     parser.add_argument("--rate", type=float, required=True, help="requests per second")
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--timeout", type=float, default=30.0, help="per request, seconds")
+    parser.add_argument("--sends", help="write 'index epoch' per request: when it left (before connecting)")
     args = parser.parse_args()
     with open(args.bodies, "rb") as handle:
         bodies = handle.read().splitlines()
-    print(json.dumps(asyncio.run(run(args.url, bodies, args.rate, args.seconds, args.timeout))))
+    sends: list[tuple[int, float]] = []
+    result = asyncio.run(run(args.url, bodies, args.rate, args.seconds, args.timeout, sends))
+    if args.sends:
+        with open(args.sends, "w") as handle:
+            handle.writelines(f"{index} {epoch:.6f}\n" for index, epoch in sends)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
