@@ -3,21 +3,18 @@ timeline, retry and cancel (through the services), and the dashboard.
 
 Speed rules for the list (see README "Admin"): an estimated count, no full count, no facets, no
 date hierarchy, no foreign-key filter, filters with fixed choices, sorting by creation time only,
-and a search that turns the term into exact matches on indexed columns.
+and a search that turns the term into exact matches on indexed columns (`admin_search.py`); the
+timeline is `timeline.py`. The rest stays together (~470 lines): the list, the page, the actions and
+the dashboard view share its permission helpers.
 """
 
-import json
-import re
-import uuid
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.core.cache import cache
 from django.contrib.admin.utils import unquote
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Q
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -32,25 +29,22 @@ from routes.admin import AccountRoutesAdmin, ProviderRouteAdmin
 from routes.forms import SendTestSmsForm
 from routes.models import ProviderRoute
 from routes.providers import PROVIDERS
-from routes.redaction import deployment_secret_values, redact, secret_values
 from smsgate.admin_lookups import StrictChangeListMixin
+from smsgate.phones import phone_mask
 
 from . import charts, counters, dashboard
-from .masking import mask_codes, personal_replacements
+from .admin_search import delivery_search_q, parse_id, search_phone
+from .masking import mask_codes
 from .models import Delivery, DeliveryKind, DeliveryStatus
 from .paginators import EstimatedCountPaginator
-from smsgate.phones import phone_mask, phone_normalise_for_search
 from .services.intake import DeliveryRefused, delivery_create_test
 from .services.staff import DeliveryActionRefused, delivery_cancel, delivery_retry, delivery_retry_refusal
+from .timeline import delivery_timeline, status_badge
 
 # At most this many deliveries per bulk action (a "select all" over millions is refused).
 ACTION_LIMIT = 500
 VIEW_TEXT_PERMISSION = "deliveries.view_message_text"
 ACT_PERMISSION = "deliveries.change_delivery"
-_AMO_HOST = re.compile(r"^([a-z0-9-]+)\.(amocrm\.ru|amocrm\.com|kommo\.com)$")
-# ASCII digits only: "¹²³" passes str.isdigit() but not int(), "٣٤٥" would be read as 345.
-_PHONE_LIKE = re.compile(r"^\+?[0-9\s().\-]+$")
-_ID_LIKE = re.compile(r"^[0-9]{1,18}$")  # a bigint id; longer names nothing (and would overflow)
 
 
 # --- list filters: fixed choices, never a DISTINCT over the table ------------------------------------
@@ -90,67 +84,6 @@ def created_since(choice):
     return None
 
 
-# --- search: every interpretation of the term is an exact match on an indexed column ---------------
-def _digits(term: str) -> str:
-    return re.sub(r"[^0-9]", "", term)
-
-
-def parse_id(term: str) -> int | None:
-    """An account id typed in a search box or a URL: ASCII digits within bigint range, else None."""
-    return int(term) if _ID_LIKE.match(term) else None
-
-
-def search_phone(term: str) -> str | None:
-    """E.164 of a phone number typed in any common format, or None if the term is not one."""
-    if not _PHONE_LIKE.match(term) or not 10 <= len(_digits(term)) <= 15:
-        return None
-    return phone_normalise_for_search(term) or phone_normalise_for_search("+" + _digits(term))
-
-
-def search_account_ids(term: str) -> list[int]:
-    """Accounts the term names: our id or amoCRM's (digits), or a subdomain (or its full host)."""
-    if term.isdigit():  # also "²" or "٣", which name nothing
-        number = parse_id(term)
-        if number is None or len(term) >= 10:
-            return []
-        return list(Account.objects.filter(Q(pk=number) | Q(amo_id=number)).values_list("pk", flat=True)[:50])
-    host = _AMO_HOST.match(term.lower())
-    subdomain = host.group(1) if host else term.lower()
-    if not re.fullmatch(r"[a-z0-9-]{1,63}", subdomain):
-        return []
-    return list(Account.objects.filter(subdomain=subdomain).values_list("pk", flat=True)[:50])
-
-
-def delivery_search_q(raw_term: str) -> Q:
-    """The filter for a search box term: a delivery id, a phone, an account (id, amoCRM id or
-    subdomain) or a provider message id. Each is an exact match that an index serves."""
-    term = raw_term.strip()
-    conditions = []
-    try:
-        if term.isascii():  # uuid.UUID reads other scripts' digits too
-            conditions.append(Q(pk=uuid.UUID(term)))
-    except ValueError:
-        pass
-    phone = search_phone(term)
-    if phone:
-        conditions.append(Q(phone=phone))
-    account_ids = search_account_ids(term)
-    if account_ids:
-        conditions.append(Q(account_id__in=account_ids))
-    if 0 < len(term) <= 100:
-        # (provider, provider_message_id) is indexed; listing the providers lets it serve an id alone.
-        matches = list(Delivery.objects.filter(provider__in=sorted(PROVIDERS), provider_message_id=term)
-                       .values_list("pk", flat=True)[:100])
-        if matches:
-            conditions.append(Q(pk__in=matches))
-    if not conditions:
-        return Q(pk__in=[])
-    combined = conditions[0]
-    for condition in conditions[1:]:
-        combined |= condition
-    return combined
-
-
 # --- display helpers -----------------------------------------------------------------------------------
 def format_seconds(seconds: float | None) -> str:
     if seconds is None:
@@ -162,12 +95,6 @@ def format_seconds(seconds: float | None) -> str:
     if seconds < 3600:
         return gettext("%(minutes)d min %(seconds)d s") % {"minutes": seconds // 60, "seconds": seconds % 60}
     return gettext("%(hours)d h %(minutes)d min") % {"hours": seconds // 3600, "minutes": seconds % 3600 // 60}
-
-
-def status_badge(status: str):
-    label = dict(DeliveryStatus.choices).get(status, status)
-    return format_html('<span class="sms-badge" style="background:{}">{}</span>',
-                       charts.STATUS_COLOURS.get(status, "#78909c"), label)
 
 
 def seconds_between(start, end) -> float | None:
@@ -197,69 +124,6 @@ def phone_search_allowed(request) -> bool:
 
 def can_act(request) -> bool:
     return request.user.has_perm(ACT_PERMISSION)
-
-
-# --- the delivery's timeline ---------------------------------------------------------------------------
-@dataclass
-class TimelineEntry:
-    at: object
-    title: str
-    status: str = ""
-    details: list = field(default_factory=list)
-    raw: str = ""
-
-    @property
-    def badge(self):
-        return status_badge(self.status) if self.status else ""
-
-
-def delivery_timeline(delivery: Delivery, *, show_personal: bool = False) -> list[TimelineEntry]:
-    """Acceptance, every provider attempt and every status report, in time order, with raw
-    provider replies: secrets always cut out, the phone and text masked unless `show_personal`."""
-    attempts = list(delivery.attempts.select_related("route").order_by("started_at", "id"))
-    events = list(delivery.events.order_by("received_at", "id"))
-    secrets = deployment_secret_values()
-    for attempt in attempts:
-        if attempt.route is not None:
-            secrets |= secret_values(attempt.route.credentials, attempt.route.provider)
-    personal = {} if show_personal else personal_replacements(delivery.phone, delivery.text)
-
-    def _pretty(value, secrets) -> str:
-        if value in (None, "", {}, []):
-            return ""
-        return json.dumps(redact(value, secrets, personal), ensure_ascii=False, indent=2, sort_keys=True,
-                          default=str)
-
-    entries = [TimelineEntry(delivery.created_at, gettext("Accepted"), DeliveryStatus.PENDING,
-                             [(gettext("kind"), delivery.get_kind_display()),
-                              (gettext("parts"), delivery.segments)])]
-    for attempt in attempts:
-        details = [(gettext("provider"), attempt.provider),
-                   (gettext("outcome"), attempt.get_outcome_display()),
-                   (gettext("latency, ms"), attempt.latency_ms if attempt.latency_ms is not None else "—")]
-        if attempt.route_id:
-            details.append((gettext("route"), f"#{attempt.route_id} {attempt.route}" if attempt.route else "—"))
-        for label, value in ((gettext("provider message ID"), attempt.provider_message_id),
-                             (gettext("error class"), attempt.error_class),
-                             (gettext("provider code"), attempt.provider_code),
-                             (gettext("error text"), redact(attempt.error_text, secrets, personal))):
-            if value:
-                details.append((label, value))
-        entries.append(TimelineEntry(attempt.started_at, gettext("Attempt"), "", details,
-                                     _pretty(attempt.raw_response, secrets)))
-    for event in events:
-        details = [(gettext("source"), event.get_source_display()),
-                   (gettext("applied"), gettext("yes") if event.applied else gettext("no, the status was already "
-                                                                                    "further"))]
-        for label, value in ((gettext("provider code"), event.provider_code),
-                             (gettext("error class"), event.error_class),
-                             (gettext("occurred"), event.occurred_at)):
-            if value:
-                details.append((label, value))
-        entries.append(TimelineEntry(event.received_at, gettext("Status report"), event.status, details,
-                                     _pretty(event.raw, secrets)))
-    entries.sort(key=lambda entry: entry.at)
-    return entries
 
 
 # --- the admin -----------------------------------------------------------------------------------------

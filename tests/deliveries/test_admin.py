@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Account
-from deliveries.admin import delivery_search_q, search_phone
+from deliveries.admin_search import delivery_search_q, search_phone
 from deliveries.models import Attempt, Delivery, DeliveryKind, DeliveryStatus, StatusEvent
 from deliveries.paginators import EstimatedCountPaginator
 from deliveries.services.dispatch import delivery_send
