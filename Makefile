@@ -34,7 +34,7 @@ run: migrate
 	$(PY) manage.py seed_demo
 	@$(MAKE) --no-print-directory demo-curl
 	rm -rf var/prometheus && mkdir -p var/prometheus
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --procfile Procfile --env .env web worker-system worker-bulk beat
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --procfile Procfile --env .env web worker-system worker-bulk worker-crm beat
 
 demo-curl:
 	@echo

@@ -579,12 +579,15 @@ class Bench:
         with `guard`, the abuse guard's counters in the private Redis (stopped by then at the end)."""
         from kombu import Connection
 
+        from smsgate.celery import QUEUES
+
         if guard:
             subprocess.run(["redis-cli", "-p", str(self.redis_port), "flushall"], capture_output=True, check=True)
         prefix = self.stack.env["SMSGATE_QUEUE_PREFIX"]
         with Connection(self.args.broker_url, connect_timeout=5) as conn:
-            for name in ("sms-system", "sms-bulk", "maintenance"):
+            for name in QUEUES:
                 conn.default_channel.queue_delete(prefix + name)
+                conn.default_channel.exchange_delete(prefix + name)
 
     def restart_delivery_side(self, *, latency: float):
         """A fresh fake provider with this latency and fresh workers (their HTTP connections go to it)."""

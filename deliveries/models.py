@@ -11,6 +11,14 @@ class DeliveryKind(models.TextChoices):
     SYSTEM = "system", _("system SMS")
     TEST = "test", _("test SMS")
     BULK = "bulk", _("bulk SMS")
+    # Sent from amoCRM itself (crm app), on their own lane (queue sms-crm): never delay login codes.
+    CRM = "crm", _("SMS from a card")  # a person in amoCRM: the card panel or the card's feed
+    PIPELINE = "pipeline", _("pipeline SMS")  # a digital-pipeline stage's action
+    SALESBOT = "salesbot", _("Salesbot SMS")
+    LIST = "list", _("SMS to a list")  # a send to leads or contacts selected in a list
+
+
+CRM_KINDS = frozenset({DeliveryKind.CRM, DeliveryKind.PIPELINE, DeliveryKind.SALESBOT, DeliveryKind.LIST})
 
 
 class DeliveryStatus(models.TextChoices):

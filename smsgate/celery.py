@@ -13,7 +13,7 @@ import os
 from celery import Celery
 from celery.signals import task_postrun, task_prerun
 from django.db import close_old_connections
-from kombu import Queue
+from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "smsgate.settings")
 
@@ -22,6 +22,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 
 QUEUE_SYSTEM = "sms-system"  # login codes: never behind a bulk backlog
 QUEUE_BULK = "sms-bulk"
+QUEUE_CRM = "sms-crm"  # SMS sent from amoCRM (card, pipeline, Salesbot, lists): never delays login codes
 QUEUE_MAINTENANCE = "maintenance"
 # Test runs that share one broker keep their queues apart with a prefix (tests/e2e/stack.py); read
 # from the environment here because the queues are declared before Django's settings are loaded.
@@ -33,8 +34,19 @@ def queue_name(base: str) -> str:
     return QUEUE_PREFIX + base
 
 
+QUEUES = (QUEUE_SYSTEM, QUEUE_BULK, QUEUE_CRM, QUEUE_MAINTENANCE)
+
+
+def _declared(base: str) -> Queue:
+    """A queue bound to its own direct exchange under its own name (kombu would otherwise bind every
+    queue to the default queue's exchange and routing key: harmless for publishing, which names the
+    queue, but a misleading picture in RabbitMQ's management view and for anyone routing by key)."""
+    name = queue_name(base)
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+
+
 app.conf.update(
-    task_queues=[Queue(queue_name(name)) for name in (QUEUE_SYSTEM, QUEUE_BULK, QUEUE_MAINTENANCE)],
+    task_queues=[_declared(name) for name in QUEUES],
     task_default_queue=queue_name(QUEUE_MAINTENANCE),
     # State lives in PostgreSQL, not in Celery results.
     task_ignore_result=True,

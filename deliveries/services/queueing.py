@@ -14,9 +14,9 @@ from itertools import islice
 from celery import current_app
 from django.conf import settings
 
-from smsgate.celery import QUEUE_BULK, QUEUE_SYSTEM, queue_name
+from smsgate.celery import QUEUE_BULK, QUEUE_CRM, QUEUE_SYSTEM, queue_name
 
-from ..models import Delivery, DeliveryKind, DeliveryStatus
+from ..models import CRM_KINDS, Delivery, DeliveryKind, DeliveryStatus
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +31,13 @@ _broker_skip_until = 0.0
 
 
 def queue_for_kind(kind: str) -> str:
-    """The lane of a kind of delivery: login codes (and test SMS) never wait behind bulk traffic."""
-    return queue_name(QUEUE_BULK if kind == DeliveryKind.BULK else QUEUE_SYSTEM)
+    """The lane of a kind of delivery: login codes (and test SMS) never wait behind bulk traffic or
+    behind what people send from amoCRM."""
+    if kind == DeliveryKind.BULK:
+        return queue_name(QUEUE_BULK)
+    if kind in CRM_KINDS:
+        return queue_name(QUEUE_CRM)
+    return queue_name(QUEUE_SYSTEM)
 
 
 def task_publish(task_name: str, args: list, *, queue: str, countdown: float | None = None,

@@ -21,10 +21,8 @@ from django.conf import settings
 from django.db import connection
 from kombu import Connection
 
-from smsgate.celery import QUEUE_BULK, QUEUE_MAINTENANCE, QUEUE_SYSTEM
+from smsgate.celery import QUEUES
 from tests.conftest import E2E_BROKER_URL, service_missing
-
-QUEUES = (QUEUE_SYSTEM, QUEUE_BULK, QUEUE_MAINTENANCE)
 
 ROOT = Path(settings.BASE_DIR)
 
@@ -69,12 +67,13 @@ def ensure_services():
 
 
 def delete_queues(url: str, prefix: str):
-    """Remove a stack's queues from the broker (they are durable: they would outlive the test)."""
+    """Remove a stack's queues and their exchanges from the broker (durable: they would outlive the test)."""
     try:
         with Connection(url, connect_timeout=2) as conn:
             channel = conn.default_channel
             for name in QUEUES:
                 channel.queue_delete(prefix + name)
+                channel.exchange_delete(prefix + name)
     except Exception:  # the broker is gone (a fault test stopped it): nothing to clean
         pass
 
