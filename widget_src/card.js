@@ -257,12 +257,14 @@ define(['jquery'], function ($) {
       if (local && typeof local.then === 'function') {
         local.then(function (contacts) {
           if (!state.fromServer && !state.destroyed) {
+            $root.attr('data-phones-from', 'page');
             drawPhones(contactsFromPage(contacts));
           }
         });
       }
       call('GET', '/crm/cards/' + card.type + '/' + card.id + '/').then(function (reply) {
         state.fromServer = true;
+        $root.attr('data-phones-from', 'amocrm');
         drawPhones(reply.contacts || []);
         notice($root.find('.smsgate-card-phones-note'), '');
       }, function (xhr) {
@@ -371,6 +373,21 @@ define(['jquery'], function ($) {
       });
     }
 
+    function currentPreview() {
+      var card = entity();
+      var key = JSON.stringify($.extend({entity_type: card.type, entity_id: card.id}, message()));
+      if (state.preview && state.previewKey === key) {
+        return $.when(state.preview);
+      }
+      clearTimeout(state.previewTimer);
+      return refreshPreview().then(function (reply) {
+        if (!reply || state.previewKey !== key) {
+          return $.Deferred().reject({status: 0, responseJSON: {detail: t('error_generic')}}).promise();
+        }
+        return reply;
+      });
+    }
+
     function drawPreview(reply) {
       var $preview = $root.find('.smsgate-card-preview').removeClass('smsgate-card-preview_loading').show();
       $preview.find('.smsgate-card-preview-text').text(reply.text);
@@ -431,7 +448,15 @@ define(['jquery'], function ($) {
       state.sending = true;
       updateSend();
       notice($result, '');
-      call('POST', '/crm/sends/', body).then(function (reply) {
+      // A text with markers goes out as the preview shows it, filled in for this card (a fresh preview
+      // of exactly this text); a template as it is goes by id and the server fills it in.
+      var ready = body.text !== undefined && body.text.indexOf('{{') >= 0 ? currentPreview() : $.when(null);
+      ready.then(function (preview) {
+        if (preview) {
+          body.text = preview.text;
+        }
+        return call('POST', '/crm/sends/', body);
+      }).then(function (reply) {
         state.sending = false;
         state.clientKey = uuid4();
         state.templateId = null;

@@ -156,7 +156,7 @@ def open_card(chromium, card_stack, make_token, entity_type, entity_id, *, lang=
     page.expose_function("smsgateSignToken", lambda: make_token(user_id=user_id))
     page.route(f"{AMO_ORIGIN}/**", card_stack["side"].answer)
     page.goto(f"{AMO_ORIGIN}/{entity_type}/detail/{entity_id}?lang={lang}")
-    page.wait_for_selector(f"{PANEL} .smsgate-card-phone option[value^='+']", timeout=20000)
+    page.wait_for_selector(f"{PANEL}[data-phones-from='amocrm']", timeout=20000)  # the card as smsgate read it
     assert page.evaluate("window.smsgateCallbacks") == [True, True, True]
     return page
 
@@ -345,15 +345,16 @@ def test_try_it_locally_the_stand_in_card_against_the_fake_amocrm(stack, chromiu
         seed_demo(fake)
         stack.env.update(DEBUG="1", AMO_BASE_URL=fake.url, AMO_CLIENT_ID=client_id, AMO_CLIENT_SECRET=secret,
                          AMO_REDIRECT_URI=redirect_uri, SMSGATE_ENCRYPTION_KEYS="")
-        stack.start_web()
+        web = stack.start_web()
+        said = []
         assert install_into(fake, stack.web_url, client_id=client_id, client_secret=secret,
-                            redirect_uri=redirect_uri, wait=30, log=lambda line: None)
+                            redirect_uri=redirect_uri, wait=30, log=said.append), (said, web.log()[-3000:])
         account = Account.objects.get(amo_id=DEMO_ACCOUNT_ID)
         assert AmoToken.objects.filter(account=account).exists()
         assert list(ProviderRoute.objects.filter(account=account).values_list("provider", flat=True)) == ["console"]
         # A second run finds it installed and its route there.
         assert install_into(fake, stack.web_url, client_id=client_id, client_secret=secret,
-                            redirect_uri=redirect_uri, wait=30, log=lambda line: None)
+                            redirect_uri=redirect_uri, wait=30, log=said.append), said
         assert ProviderRoute.objects.filter(account=account).count() == 1
         stack.start_worker()
 
@@ -362,7 +363,10 @@ def test_try_it_locally_the_stand_in_card_against_the_fake_amocrm(stack, chromiu
         page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
         page.goto(f"{stack.web_url}/dev/amocrm/")
         assert "/dev/amocrm/leads/detail/" in page.url
-        page.wait_for_selector(f"{PANEL} .smsgate-card-phone option[value^='+']", timeout=20000)
+        try:
+            page.wait_for_selector(f"{PANEL}[data-phones-from='amocrm']", timeout=20000)
+        finally:
+            shot(page, "card-9-try-it-locally-open.png")
         page.fill(f"{PANEL} .smsgate-card-text", "Проверка из карточки")
         page.click(f"{PANEL} .smsgate-card-send")
         page.wait_for_selector(f"{PANEL} .smsgate-card-result .smsgate-card-notice_success", timeout=10000)

@@ -73,7 +73,7 @@ def install_into(fake, smsgate_url: str, *, client_id: str, client_secret: str, 
         now = int(time.time())
 
         def token():
-            claims = {"iss": f"https://{DEMO_SUBDOMAIN}.amocrm.ru", "aud": f"{parts.scheme}://{parts.netloc}",
+            claims = {"iss": f"https://{DEMO_SUBDOMAIN}.amocrm.ru", "aud": f"{parts.scheme}://{parts.hostname}",
                       "jti": str(uuid.uuid4()), "iat": now, "nbf": now, "exp": now + 600,
                       "account_id": DEMO_ACCOUNT_ID, "subdomain": DEMO_SUBDOMAIN, "client_uuid": client_id,
                       "user_id": fake.account(DEMO_ACCOUNT_ID).admin_id, "is_admin": True}
