@@ -46,6 +46,13 @@ define(['jquery'], function ($) {
     return String(phone === undefined || phone === null ? '' : phone).replace(/\D/g, '');
   }
 
+  // How a number reads (the value sent stays as the server gave it): +7 916 123-45-67 for Russia and
+  // Kazakhstan, E.164 as it is elsewhere.
+  function phoneText(phone) {
+    var m = /^\+7(\d{3})(\d{3})(\d{2})(\d{2})$/.exec(String(phone || ''));
+    return m ? '+7 ' + m[1] + ' ' + m[2] + '-' + m[3] + '-' + m[4] : String(phone || '');
+  }
+
   function el(tag, className, text) {
     var $node = $('<' + tag + '>');
     if (className) {
@@ -63,7 +70,7 @@ define(['jquery'], function ($) {
     var state = {
       contacts: [], fromServer: false, templates: [], templateId: null, templateText: null, clientKey: uuid4(),
       sending: false, preview: null, previewKey: null, previewSequence: 0, previewTimer: null, pollTimer: null,
-      historySequence: 0, destroyed: false
+      historySequence: 0, history: null, destroyed: false
     };
     var $root = null;
 
@@ -82,9 +89,10 @@ define(['jquery'], function ($) {
       return meta.lang || 'ru';
     }
 
+    // The widget's own words for a status (the settings page's list says the same), else the server's.
     function statusText(send) {
       var texts = widget.i18n('statuses') || {};
-      return send.status_label || texts[send.status] || send.status;
+      return texts[send.status] || send.status_label || send.status;
     }
 
     function formatTime(iso) {
@@ -191,8 +199,8 @@ define(['jquery'], function ($) {
       var $send = el('button', 'smsgate-card-button smsgate-card-send', t('send')).attr('type', 'button');
 
       $phone.on('change', function () {
-        state.clientKey = uuid4();
-        updateSend();
+        showRecipient();
+        changed(true);  // another recipient: {{contact.*}} is theirs
       });
       $template.on('change', function () {
         var id = parseInt($template.val(), 10);
@@ -214,6 +222,7 @@ define(['jquery'], function ($) {
 
       return el('div', 'smsgate-card-compose').append(
         el('label', 'smsgate-card-label', t('to')), $phone,
+        el('div', 'smsgate-card-recipient').hide(),
         el('div', 'smsgate-card-phones-note'),
         el('label', 'smsgate-card-label', t('template')), $template,
         el('label', 'smsgate-card-label', t('text')), $text,
@@ -291,7 +300,8 @@ define(['jquery'], function ($) {
         var $group = el('optgroup').attr('label', label);
         contact.phones.forEach(function (phone) {
           var type = PHONE_TYPES.indexOf(phone.type) >= 0 ? ' · ' + t('phone_' + phone.type) : '';
-          var $option = el('option', '', phone.phone + type).val(phone.phone).attr('data-contact-id', contact.id);
+          var $option = el('option', '', phoneText(phone.phone) + type).val(phone.phone)
+            .attr({'data-contact-id': contact.id, 'data-contact-name': label});
           $group.append($option);
           if (best === null || (previous && digits(phone.phone) === previous)) {
             best = phone.phone;
@@ -305,7 +315,32 @@ define(['jquery'], function ($) {
       } else {
         $phone.prop('disabled', false).val(best);
       }
+      showRecipient();
+      if (state.history) {
+        drawHistory();  // the contacts' names beside the numbers
+      }
+      if (digits(best) !== previous && $root.find('.smsgate-card-text').val()) {
+        changed(true);  // another recipient now: preview again
+      }
       updateSend();
+    }
+
+    // Whose number it is: the select shows only the number once closed.
+    function showRecipient() {
+      var name = $root.find('.smsgate-card-phone option:selected').attr('data-contact-name') || '';
+      $root.find('.smsgate-card-recipient').text(name).toggle(!!name);
+    }
+
+    function contactNameOf(phone) {
+      var found = '';
+      state.contacts.forEach(function (contact) {
+        (contact.phones || []).forEach(function (item) {
+          if (!found && digits(item.phone) === digits(phone)) {
+            found = contact.name || '';
+          }
+        });
+      });
+      return found;
     }
 
     // --- templates ------------------------------------------------------------------------------------
@@ -344,6 +379,10 @@ define(['jquery'], function ($) {
     function refreshPreview() {
       var card = entity();
       var body = $.extend({entity_type: card.type, entity_id: card.id}, message());
+      var phone = $root.find('.smsgate-card-phone').val();
+      if (phone) {
+        body.phone = phone;  // the recipient's contact fills {{contact.*}}, as when it is sent
+      }
       var key = JSON.stringify(body);
       var $preview = $root.find('.smsgate-card-preview');
       if (body.text === '') {
@@ -370,21 +409,6 @@ define(['jquery'], function ($) {
           $preview.find('.smsgate-card-preview-text, .smsgate-card-counter').empty();
           notice($preview.find('.smsgate-card-warnings'), errorText(xhr), 'error');
         }
-      });
-    }
-
-    function currentPreview() {
-      var card = entity();
-      var key = JSON.stringify($.extend({entity_type: card.type, entity_id: card.id}, message()));
-      if (state.preview && state.previewKey === key) {
-        return $.when(state.preview);
-      }
-      clearTimeout(state.previewTimer);
-      return refreshPreview().then(function (reply) {
-        if (!reply || state.previewKey !== key) {
-          return $.Deferred().reject({status: 0, responseJSON: {detail: t('error_generic')}}).promise();
-        }
-        return reply;
       });
     }
 
@@ -448,15 +472,8 @@ define(['jquery'], function ($) {
       state.sending = true;
       updateSend();
       notice($result, '');
-      // A text with markers goes out as the preview shows it, filled in for this card (a fresh preview
-      // of exactly this text); a template as it is goes by id and the server fills it in.
-      var ready = body.text !== undefined && body.text.indexOf('{{') >= 0 ? currentPreview() : $.when(null);
-      ready.then(function (preview) {
-        if (preview) {
-          body.text = preview.text;
-        }
-        return call('POST', '/crm/sends/', body);
-      }).then(function (reply) {
+      // The server fills in the markers for this card, as its preview does.
+      call('POST', '/crm/sends/', body).then(function (reply) {
         state.sending = false;
         state.clientKey = uuid4();
         state.templateId = null;
@@ -465,7 +482,7 @@ define(['jquery'], function ($) {
         $root.find('.smsgate-card-text').val('');
         $root.find('.smsgate-card-preview').hide();
         state.preview = null;
-        notice($result, t('accepted', {phone: reply.phone || phone}), 'success');
+        notice($result, t('accepted', {phone: phoneText(reply.phone || phone)}), 'success');
         updateSend();
         prependSend(reply);
         loadHistory();
@@ -517,7 +534,9 @@ define(['jquery'], function ($) {
       if (item.origin === 'feed') {
         $head.append(el('span', 'smsgate-card-sms-origin', t('from_feed')));
       }
-      $item.append($head, el('div', 'smsgate-card-sms-phone', item.phone), el('div', 'smsgate-card-sms-text', item.text));
+      var who = contactNameOf(item.phone);
+      $item.append($head, el('div', 'smsgate-card-sms-phone').append(who ? el('span', '', who + ' · ') : null,
+        el('span', 'smsgate-card-nowrap', phoneText(item.phone))), el('div', 'smsgate-card-sms-text', item.text));
       var meta = [];
       if (item.parts) {
         meta.push(t('parts', {parts: item.parts}));
@@ -549,11 +568,8 @@ define(['jquery'], function ($) {
         if (mine !== state.historySequence || state.destroyed || !attached()) {
           return;
         }
-        var $list = $root.find('.smsgate-card-sends').empty();
-        (reply.results || []).forEach(function (item) {
-          $list.append(sendItem(item));
-        });
-        $root.find('.smsgate-card-no-sends').toggle(!$list.children().length);
+        state.history = reply.results || [];
+        drawHistory();
         notice($root.find('.smsgate-card-history-message'), '');
         var inFlight = reply.in_flight;
         if (inFlight === undefined) {
@@ -573,6 +589,14 @@ define(['jquery'], function ($) {
           state.pollTimer = setTimeout(loadHistory, POLL_MS * 3);  // amoCRM or smsgate down: try later
         }
       });
+    }
+
+    function drawHistory() {
+      var $list = $root.find('.smsgate-card-sends').empty();
+      (state.history || []).forEach(function (item) {
+        $list.append(sendItem(item));
+      });
+      $root.find('.smsgate-card-no-sends').toggle(!$list.children().length);
     }
 
     function attached() {
