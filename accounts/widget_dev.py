@@ -210,9 +210,12 @@ def notes(request, entity_type, entity_id):
 
     def read(client):
         if request.method == "POST":
-            body = json.loads(request.body or b"{}")
-            client.add_notes(entity_type, [{"entity_id": entity_id, "note_type": "sms_out",
-                                            "params": body.get("params") or {},
+            try:
+                body = json.loads(request.body or b"{}")
+                params = {key: str(body["params"][key]) for key in ("text", "phone")}
+            except (ValueError, KeyError, TypeError):
+                return _problem('Expected {"params": {"text", "phone"}}.', 400)
+            client.add_notes(entity_type, [{"entity_id": entity_id, "note_type": "sms_out", "params": params,
                                             "request_id": f"feed-{time.time_ns()}"}])
             return JsonResponse({"status": "ok"}, status=201)
         return JsonResponse(page_notes(client.notes(entity_type, entity_id)), safe=False)

@@ -577,7 +577,8 @@ define(['jquery'], function ($) {
         }
         $root.toggleClass('smsgate-card_polling', !!inFlight);
         if (inFlight) {
-          state.pollTimer = setTimeout(loadHistory, POLL_MS);
+          // A tab in the background asks less often; the next look at it catches up.
+          state.pollTimer = setTimeout(loadHistory, document.hidden ? POLL_MS * 5 : POLL_MS);
         }
       }, function (xhr) {
         if (mine !== state.historySequence || state.destroyed || !attached()) {
