@@ -13,6 +13,7 @@ from crm.models import CrmMessage, CrmNote
 from deliveries.models import Delivery, DeliveryKind, DeliveryStatus
 from deliveries.services.status import delivery_move
 from routes.models import ProviderRoute
+from routes.selectors import forget_routes
 
 from .conftest import AMO_ID, connect
 
@@ -88,7 +89,8 @@ def test_a_send_from_the_panel_is_recorded_with_the_card_and_its_note(api, amocr
     lead = amocrm.ids_["lead"]
     response = api.post("/api/v1/crm/sends/", body(lead, phone="8 912 345-67-89",
                                                     text="{{contact.first_name}}, ваш заказ готов",
-                                                    client_key="0b6c3a3e-8d1c-4a0e-9f3e-1b2c3d4e5f60"))
+                                                    client_key="0b6c3a3e-8d1c-4a0e-9f3e-1b2c3d4e5f60"),
+                        HTTP_ACCEPT_LANGUAGE="en")
     assert response.status_code == 201, response.content
     sent = response.json()
     assert set(sent) == SEND_FIELDS
@@ -172,6 +174,7 @@ def test_refusals_carry_the_contracts_codes(api, viewer_api, amocrm, routed, acc
     assert 3500 <= int(capped["Retry-After"]) <= 3600
 
     ProviderRoute.objects.all().delete()
+    forget_routes(account.pk)
     settings.SMSGATE_DEFAULT_ROUTE = "console"
     not_allowed = api.post("/api/v1/crm/sends/", body(lead))
     assert not_allowed.status_code == 422 and not_allowed.json()["code"] == "crm_not_allowed"
