@@ -73,9 +73,12 @@ def page_card(entity_type: str, entity: dict, contacts: list[dict]) -> dict:
             "price": entity.get("price") or 0, "contacts": people}
 
 
-def page_cards(leads: list[dict], contacts: list[dict]) -> dict:
+def page_cards(leads: list[dict], contacts: list[dict], users: list[dict]) -> dict:
+    """The account's leads and contacts (the stand-in's top bar) and its users as amoCRM's page holds them
+    (APP.constant('managers'): {id: {id, title}})."""
     return {"leads": [{"id": x["id"], "name": x.get("name") or ""} for x in leads],
-            "contacts": [{"id": x["id"], "name": x.get("name") or ""} for x in contacts]}
+            "contacts": [{"id": x["id"], "name": x.get("name") or ""} for x in contacts],
+            "managers": {str(u["id"]): {"id": str(u["id"]), "title": u.get("name") or ""} for u in users}}
 
 
 def page_notes(notes: list[dict]) -> list[dict]:
@@ -179,7 +182,7 @@ def cards(request):
         leads = ((client.get("/api/v4/leads", [("limit", LIST_LIMIT)]) or {}).get("_embedded") or {}).get("leads")
         contacts = ((client.get("/api/v4/contacts", [("limit", LIST_LIMIT)]) or {}).get("_embedded") or {}).get(
             "contacts")
-        return JsonResponse(page_cards(leads or [], contacts or []))
+        return JsonResponse(page_cards(leads or [], contacts or [], client.users()))
 
     return _amocrm(read)
 

@@ -190,12 +190,15 @@ define(['jquery'], function ($) {
     }
 
     function composer() {
-      var $phone = el('select', 'smsgate-card-input smsgate-card-phone').attr('name', 'phone')
+      var key = uuid4();  // labels point at their controls
+      var ids = {phone: 'smsgate-phone-' + key, template: 'smsgate-template-' + key, text: 'smsgate-text-' + key};
+      var $phone = el('select', 'smsgate-card-input smsgate-card-phone').attr({name: 'phone', id: ids.phone})
         .append(el('option', '', t('loading')).val(''));
-      var $template = el('select', 'smsgate-card-input smsgate-card-template').attr('name', 'template')
+      var $template = el('select', 'smsgate-card-input smsgate-card-template')
+        .attr({name: 'template', id: ids.template})
         .append(el('option', '', t('no_template')).val(''));
       var $text = el('textarea', 'smsgate-card-input smsgate-card-text')
-        .attr({name: 'text', rows: 4, placeholder: t('text_placeholder')});
+        .attr({name: 'text', id: ids.text, rows: 4, placeholder: t('text_placeholder')});
       var $send = el('button', 'smsgate-card-button smsgate-card-send', t('send')).attr('type', 'button');
 
       $phone.on('change', function () {
@@ -221,11 +224,11 @@ define(['jquery'], function ($) {
       $send.on('click', send);
 
       return el('div', 'smsgate-card-compose').append(
-        el('label', 'smsgate-card-label', t('to')), $phone,
+        el('label', 'smsgate-card-label', t('to')).attr('for', ids.phone), $phone,
         el('div', 'smsgate-card-recipient').hide(),
         el('div', 'smsgate-card-phones-note'),
-        el('label', 'smsgate-card-label', t('template')), $template,
-        el('label', 'smsgate-card-label', t('text')), $text,
+        el('label', 'smsgate-card-label', t('template')).attr('for', ids.template), $template,
+        el('label', 'smsgate-card-label', t('text')).attr('for', ids.text), $text,
         el('div', 'smsgate-card-preview').hide().append(
           el('div', 'smsgate-card-preview-label', t('preview')),
           el('div', 'smsgate-card-preview-text'),
@@ -248,7 +251,8 @@ define(['jquery'], function ($) {
     // --- contacts and phones --------------------------------------------------------------------------
     function phoneValue(phone) {
       if (phone && typeof phone === 'object') {
-        return {phone: String(phone.phone || phone.value || ''), type: phone.type || phone.enum_code || phone.enum || ''};
+        return {phone: String(phone.phone || phone.value || ''),
+          type: phone.type || phone.enum_code || phone.enum || ''};
       }
       return {phone: String(phone === undefined || phone === null ? '' : phone), type: ''};
     }
@@ -256,7 +260,8 @@ define(['jquery'], function ($) {
     function contactsFromPage(contacts) {
       return $.map(contacts || [], function (contact) {
         var name = contact.name || $.trim((contact.first_name || '') + ' ' + (contact.last_name || ''));
-        return {id: contact.id, name: name, is_main: !!contact.is_main, phones: $.map(contact.phones || [], phoneValue)};
+        return {id: contact.id, name: name, is_main: !!contact.is_main,
+          phones: $.map(contact.phones || [], phoneValue)};
       });
     }
 
@@ -541,6 +546,13 @@ define(['jquery'], function ($) {
       if (item.parts) {
         meta.push(t('parts', {parts: item.parts}));
       }
+      var sender = senderName(item.sent_by);
+      if (sender) {
+        meta.push(sender);
+      }
+      if (item.note_state === 'not_possible' || item.note_state === 'gave_up') {
+        meta.push(t('no_note'));
+      }
       if (meta.length) {
         $item.append(el('div', 'smsgate-card-sms-meta', meta.join(' · ')));
       }
@@ -548,6 +560,21 @@ define(['jquery'], function ($) {
         $item.append(el('div', 'smsgate-card-sms-error', item.error_text));
       }
       return $item;
+    }
+
+    // Who sent it: "you", or the user's name as amoCRM's page knows its users (APP.constant('managers')).
+    function senderName(userId) {
+      if (userId === null || userId === undefined) {
+        return '';
+      }
+      if (String(userId) === String((widget.system() || {}).amouser_id)) {
+        return t('sent_by_you');
+      }
+      var app = window.APP || window.AMOCRM || {};
+      var managers = typeof app.constant === 'function' ? app.constant('managers') : null;
+      var user = managers && managers[userId];
+      var name = user && (user.title || user.name);
+      return name ? t('sent_by', {name: name}) : '';
     }
 
     function prependSend(item) {

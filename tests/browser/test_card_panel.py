@@ -87,7 +87,8 @@ class AmoCrmSide:
             body, content_type = self.page, "text/html"
         elif path == "/data/cards.json":
             body = json.dumps(page_cards(self._get("/api/v4/leads")["_embedded"]["leads"],
-                                         self._get("/api/v4/contacts")["_embedded"]["contacts"]))
+                                         self._get("/api/v4/contacts")["_embedded"]["contacts"],
+                                         self._get("/api/v4/users")["_embedded"]["users"]))
         elif path.startswith("/data/") and path.endswith("/notes.json"):
             _, _, entity_type, entity_id, _ = path.split("/")
             if request.method == "POST":
@@ -155,7 +156,7 @@ def open_card(chromium, card_stack, make_token, entity_type, entity_id, *, lang=
                 and problems.append(f"console.{msg.type}: {msg.text}"))
     page.expose_function("smsgateSignToken", lambda: make_token(user_id=user_id))
     page.route(f"{AMO_ORIGIN}/**", card_stack["side"].answer)
-    page.goto(f"{AMO_ORIGIN}/{entity_type}/detail/{entity_id}?lang={lang}")
+    page.goto(f"{AMO_ORIGIN}/{entity_type}/detail/{entity_id}?lang={lang}&user={user_id}")
     page.wait_for_selector(f"{PANEL}[data-phones-from='amocrm']", timeout=20000)  # the card as smsgate read it
     assert page.evaluate("window.smsgateCallbacks") == [True, True, True]
     return page
@@ -219,6 +220,7 @@ def test_panel_on_a_lead_sends_a_template_once_and_follows_it_to_delivered(card_
     page.wait_for_selector(f"{item}[data-status='pending']")
     assert page.inner_text(f"{item} .smsgate-card-sms-text") == expected
     assert page.inner_text(f"{item} .smsgate-card-sms-phone") == "Екатерина Морозова · +7 916 123-45-67"
+    assert page.inner_text(f"{item} .smsgate-card-sms-meta") == "1 SMS · отправили вы"
     assert page.locator(f"{PANEL}.smsgate-card_polling").count() == 1  # refreshing while in flight
     # The form is empty again, ready for the next SMS.
     assert page.input_value(f"{PANEL} .smsgate-card-text") == ""
@@ -256,8 +258,9 @@ def test_panel_on_a_contact_card_in_english_on_a_narrow_window(card_stack, chrom
     amo = card_stack["amo"]
     olga = amo.demo["contacts"]["olga"]
     problems = []
+    anna = amo.account(DEMO_ACCOUNT_ID).admin_id  # «Анна Смирнова»
     page = open_card(chromium, card_stack, make_token, "contacts", olga, lang="en", width=390, height=1400,
-                     problems=problems)
+                     problems=problems, user_id=anna)
     assert page.inner_text(f"{PANEL} .smsgate-card-title") == "SMS to the customer"
     assert [v for v, _ in options(page, f"{PANEL} .smsgate-card-phone")] == ["+79123456789"]
     assert options(page, f"{PANEL} .smsgate-card-template") == [["", "Own text"]]
@@ -282,9 +285,16 @@ def test_panel_on_a_contact_card_in_english_on_a_narrow_window(card_stack, chrom
     assert page.inner_text(f"{PANEL} .smsgate-card-result") == "SMS to +7 912 345-67-89 accepted for sending."
     [delivery] = Delivery.objects.filter(account=account)
     assert (delivery.kind, delivery.phone, delivery.text) == (DeliveryKind.CRM, "+79123456789", long_text)
-    page.wait_for_selector(f"{PANEL} .smsgate-card-sms[data-id='{delivery.pk}'] .smsgate-card-badge:text-is('queued')",
-                           timeout=10000)
+    item = f"{PANEL} .smsgate-card-sms[data-id='{delivery.pk}']"
+    page.wait_for_selector(f"{item} .smsgate-card-badge:text-is('queued')", timeout=10000)
+    assert page.inner_text(f"{item} .smsgate-card-sms-meta") == "2 SMS · sent by you"
     shot(page, "card-5-contact-sent-en.png")
+
+    # Another user of the account sees the card's history, full texts, and who sent each SMS.
+    ivan = next(u.id for u in amo.account(DEMO_ACCOUNT_ID).users.values() if u.name == "Иван Петров")
+    other = open_card(chromium, card_stack, make_token, "contacts", olga, lang="en", problems=problems, user_id=ivan)
+    other.wait_for_selector(f"{item} .smsgate-card-sms-meta:text-is('2 SMS · sent by Анна Смирнова')", timeout=10000)
+    assert other.inner_text(f"{item} .smsgate-card-sms-text") == long_text
     assert problems == []
 
 
