@@ -502,7 +502,25 @@ define(['jquery'], function ($) {
     }
 
     // --- amoCRM's SMS input in the feed ----------------------------------------------------------------
-    // amoCRM gives {phone, message, contact_id}; phone may be a number (75555555555).
+    // amoCRM gives {phone, message, contact_id}; phone may be a number (75555555555). The card's own
+    // spelling of that number when it has one (the contact's first); else digits as an international
+    // number, unless they read as a national one (8 912 ...), which the server reads as amoCRM's country.
+    function feedPhone(raw, contactId) {
+      var wanted = digits(raw);
+      var found = null;
+      state.contacts.forEach(function (contact) {
+        (contact.phones || []).forEach(function (item) {
+          if (digits(item.phone) === wanted && (found === null || String(contact.id) === String(contactId))) {
+            found = item.phone;
+          }
+        });
+      });
+      if (found !== null) {
+        return found;
+      }
+      return typeof raw === 'number' && wanted.charAt(0) !== '8' ? '+' + wanted : String(raw || '');
+    }
+
     this.sendFromFeed = function (params) {
       params = params || {};
       return new Promise(function (resolve, reject) {
@@ -511,7 +529,7 @@ define(['jquery'], function ($) {
           reject(new Error(t('new_card')));
           return;
         }
-        var phone = typeof params.phone === 'number' ? '+' + params.phone : String(params.phone || '');
+        var phone = feedPhone(params.phone, params.contact_id);
         var body = {entity_type: card.type, entity_id: card.id, phone: phone, text: String(params.message || ''),
           origin: 'feed', client_key: uuid4()};
         call('POST', '/crm/sends/', body).then(function (reply) {
