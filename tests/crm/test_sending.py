@@ -3,9 +3,9 @@ abuse guard, idempotency keys, one INSERT for a batch with a CrmMessage and an s
 send path refusing the default route for a CRM delivery the operator did not allow."""
 
 import pytest
-from django.utils import translation
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import translation
 
 from accounts.limits import clear_limits_cache
 from accounts.models import AccountCeilings, AccountOwnLimits
