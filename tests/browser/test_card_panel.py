@@ -317,6 +317,26 @@ def test_refusals_are_shown_with_the_servers_reason(card_stack, chromium, make_t
     assert page.is_enabled(f"{PANEL} .smsgate-card-send")
     shot(page, "card-6-no-route-ru.png")
 
+    # smsgate cannot read amoCRM (the account's connection needs a reinstall): the panel says so and
+    # offers the phones as the page shows them; a send is refused with the API's reason.
+    AmoToken.objects.filter(account=account).update(needs_reinstall=True)
+    sergey = amo.demo["contacts"]["sergey"]  # a card smsgate has not read (and cached) yet
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    page.expose_function("smsgateSignToken", lambda: make_token())
+    page.route(f"{AMO_ORIGIN}/**", card_stack["side"].answer)
+    page.goto(f"{AMO_ORIGIN}/contacts/detail/{sergey}?lang=ru")
+    page.wait_for_selector(f"{PANEL} .smsgate-card-phones-note .smsgate-card-notice_warning", timeout=20000)
+    assert page.inner_text(f"{PANEL} .smsgate-card-phones-note").startswith(
+        "Не удалось прочитать карточку из amoCRM, телефоны показаны как на странице.")
+    assert page.get_attribute(PANEL, "data-phones-from") == "page"
+    assert options(page, f"{PANEL} .smsgate-card-phone") == [["8 912 000-11-22", "8 912 000-11-22 · рабочий"]]
+    page.fill(f"{PANEL} .smsgate-card-text", "Проверка")
+    page.click(f"{PANEL} .smsgate-card-send")
+    page.wait_for_selector(f"{PANEL} .smsgate-card-result .smsgate-card-notice_error")
+    assert page.inner_text(f"{PANEL} .smsgate-card-result") in page.inner_text(f"{PANEL} .smsgate-card-phones-note")
+    assert Delivery.objects.filter(account=account).count() == 0
+    shot(page, "card-6b-amocrm-unavailable-ru.png")
+
 
 def test_the_feeds_sms_input_goes_through_smsgate(card_stack, chromium, make_token, account):
     amo, stack = card_stack["amo"], card_stack["stack"]
