@@ -30,7 +30,7 @@ from .amocrm.api import AmoApiError, AmoClient, AmoNotConnected
 from .integrations import integration_sync_from_settings
 from .models import Account
 from .tokens import issue_token
-from .widget_archive import widget_build
+from .widget_archive import WidgetError, widget_build
 
 ROOT = Path(settings.BASE_DIR)
 PAGE = ROOT / "tests" / "browser" / "amocrm_card.html"
@@ -166,7 +166,11 @@ def widget_file(request, name):
     """The widget as build_widget builds it for this server (rebuilt when a file under widget_src changes)."""
     _dev_only()
     stamp = tuple(sorted((p.name, p.stat().st_mtime_ns) for p in WIDGET_SOURCE.rglob("*") if p.is_file()))
-    files = _widget_files(request.build_absolute_uri("/").rstrip("/"), stamp)
+    try:
+        files = _widget_files(request.build_absolute_uri("/").rstrip("/"), stamp)
+    except WidgetError as exc:  # e.g. opened as http://<a LAN address>: amoCRM's rules want https or this machine
+        return _problem("The widget does not build for this address (open the page as http://127.0.0.1:8000 "
+                        "or http://localhost:8000):\n" + "\n".join(exc.problems))
     if name not in files:
         raise Http404
     content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
