@@ -317,6 +317,14 @@ def test_refusals_are_shown_with_the_servers_reason(card_stack, chromium, make_t
     assert page.is_enabled(f"{PANEL} .smsgate-card-send")
     shot(page, "card-6-no-route-ru.png")
 
+    # A lead whose contact has no phone: nothing to send to, said so.
+    website = amo.demo["leads"]["website"]
+    page = open_card(chromium, card_stack, make_token, "leads", website)
+    assert options(page, f"{PANEL} .smsgate-card-phone") == [["", "У контактов карточки нет телефонов"]]
+    assert page.is_disabled(f"{PANEL} .smsgate-card-phone")
+    page.fill(f"{PANEL} .smsgate-card-text", "Проверка")
+    assert page.is_disabled(f"{PANEL} .smsgate-card-send")
+
     # smsgate cannot read amoCRM (the account's connection needs a reinstall): the panel says so and
     # offers the phones as the page shows them; a send is refused with the API's reason.
     AmoToken.objects.filter(account=account).update(needs_reinstall=True)
