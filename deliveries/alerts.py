@@ -20,6 +20,7 @@ from decimal import Decimal
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.formats import number_format
+from django.utils import translation
 from django.utils.translation import gettext as _
 
 from accounts.amocrm.api import AmoAmbiguous, AmoApiError, AmoClient
@@ -29,13 +30,15 @@ from routes.providers import PROVIDERS
 from routes.selectors import route_sends_nothing
 from routes.services import route_balance_check, route_balance_threshold_set
 
-from .figures import delivery_rate_windows
+from .figures import delivery_rate_windows, error_class_text
 from .models import AlertSettings, AlertTask
 
 logger = logging.getLogger(__name__)
 
 RATE_MIN_SMS = 50  # SMS in the last 24 hours before a drop in the delivery rate means anything
 RATE_DROP_RATIO = 0.8  # the last 24 hours' rate under this share of the 7 days before is an alert
+# The language of an account's amoCRM tasks: amocrm.ru accounts read Russian, amocrm.com and kommo.com English.
+_DOMAIN_LANGUAGE = {"amocrm.ru": "ru"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,15 @@ def _route_name(route: ProviderRoute) -> str:
     provider = PROVIDERS.get(route.provider)
     name = provider.name if provider else route.provider
     return f"{name} ({route.sender})" if route.sender else name
+
+
+def _broken_reason(route: ProviderRoute) -> str:
+    """Why a route is broken, in plain words: routes keep "<error class>: <provider's code and text>"."""
+    error_class, _colon, said = (route.broken_reason or "").partition(":")
+    plain = error_class_text(error_class.strip())
+    if plain is None:
+        return (route.broken_reason or _("The provider refused it")).rstrip(".")
+    return f"{plain} ({said.strip()})" if said.strip() else plain
 
 
 def _amount(value: Decimal) -> str:
@@ -76,7 +88,7 @@ def account_alerts(*, account: Account, now=None) -> list[Alert]:
             alerts.append(Alert("route_broken", f"broken:{route.pk}",
                                 _("Route %(route)s is broken") % {"route": name},
                                 _("%(reason)s. SMS skip it until its login or API key is changed.")
-                                % {"reason": (route.broken_reason or _("The provider refused it")).rstrip(".")},
+                                % {"reason": _broken_reason(route)},
                                 route.pk))
         watch = getattr(route, "balance_alert", None)
         if watch is not None and watch.is_low:
@@ -149,7 +161,9 @@ def alerts_to_amo_tasks(*, account: Account, now=None) -> int:
     now = now or timezone.now()
     today = timezone.localdate(now)
     fresh = []
-    for alert in account_alerts(account=account, now=now):
+    with translation.override(_DOMAIN_LANGUAGE.get(account.domain, "en")):
+        current = account_alerts(account=account, now=now)
+    for alert in current:
         try:
             with transaction.atomic():
                 fresh.append((AlertTask.objects.create(account=account, key=alert.key, day=today), alert))

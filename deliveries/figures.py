@@ -83,6 +83,12 @@ def failure_reason_text(status: str, error_class: str) -> str:
     return str(text or NO_REASON)
 
 
+def error_class_text(error_class: str) -> str | None:
+    """A provider error class in plain words (translated), None for one we do not know."""
+    text = _REASONS.get(error_class)
+    return str(text) if text else None
+
+
 def source_label(kind: str) -> str:
     return str(SOURCE_LABELS.get(kind, kind))
 

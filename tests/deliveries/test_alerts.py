@@ -80,12 +80,13 @@ def test_a_balance_that_cannot_be_read_says_why(api, account, fake_smsru, smsru_
 def test_broken_and_console_routes_are_alerts(api, account, settings):
     settings.SMSGATE_ALLOW_CONSOLE_PROVIDER = False
     broken = ProviderRoute.objects.create(account=account, provider="smsru", credentials={"api_id": "x"},
-                                          is_broken=True, broken_reason="auth: wrong api_id")
+                                          is_broken=True, broken_reason="auth: 200 wrong api_id")
     console = ProviderRoute.objects.create(account=account, provider="console", priority=20, credentials={})
     reply = api.get(ALERTS, HTTP_ACCEPT_LANGUAGE="en").json()
     assert codes(reply) == ["route_broken", "route_sends_nothing"]
     assert reply["alerts"][0]["route_id"] == broken.pk
-    assert reply["alerts"][0]["detail"] == "auth: wrong api_id. SMS skip it until its login or API key is changed."
+    assert reply["alerts"][0]["detail"] == ("The provider refused the login or API key (200 wrong api_id). "
+                                            "SMS skip it until its login or API key is changed.")
     assert reply["alerts"][1]["route_id"] == console.pk
     assert "only writes SMS to the service's log" in reply["alerts"][1]["detail"]
     # Where the deployment allows the console provider (development), it is not a trap.
@@ -185,7 +186,12 @@ def test_alerts_become_amocrm_tasks_for_the_administrator_once_a_day(api, accoun
     tasks = amo.tasks(account.amo_id)
     admin = amo.account(account.amo_id).admin_id
     assert [task.responsible_user_id for task in tasks] == [admin, admin]
-    assert all(task.text.startswith("smsgate: Route ") for task in tasks)
+    # In the account's language: an amocrm.ru account reads Russian (amocrm.com and kommo.com: English).
+    assert sorted(task.text for task in tasks) == [
+        "smsgate: Маршрут Console (development) ничего не отправляет. Он использует провайдер «консоль», который "
+        "только записывает SMS в журнал сервиса. Подключите настоящего SMS-провайдера и удалите этот маршрут.",
+        "smsgate: Маршрут SMS.ru не работает. Недостаточно денег на счёте у провайдера. SMS идут в обход него, пока "
+        "не изменён логин или API-ключ."]
     assert all(task.complete_till > timezone.now().timestamp() for task in tasks)
     assert sorted(AlertTask.objects.values_list("task_id", flat=True)) == sorted(task.id for task in tasks)
 

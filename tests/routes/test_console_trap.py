@@ -55,7 +55,7 @@ def test_the_admin_flags_a_console_route_and_refuses_a_new_one(account, producti
     superuser, _user = staff_client(username="root", superuser=True)
     route = ProviderRoute.objects.create(account=account, provider="console", credentials={})
     listing = superuser.get(reverse("admin:routes_providerroute_changelist")).content.decode()
-    assert "sms-console-trap" in listing and "sends nothing" in listing
+    assert "sms-console-trap" in listing and "ничего не отправляет" in listing  # staff's language: Russian
     page = superuser.get(reverse("admin:routes_providerroute_change", args=[route.pk])).content.decode()
     assert "sms-console-trap" in page
 
