@@ -69,7 +69,7 @@ def _broken_reason(route: ProviderRoute) -> str:
 
 
 def _amount(value: Decimal) -> str:
-    return number_format(value, decimal_pos=2, use_l10n=True)
+    return number_format(value, decimal_pos=2, use_l10n=True, force_grouping=True)
 
 
 def account_alerts(*, account: Account, now=None) -> list[Alert]:

@@ -153,7 +153,8 @@ def test_figures_and_alerts_in_russian_for_an_administrator(deployment, chromium
         page.check(".smsgate-amo-tasks")
         page.click(".smsgate-alerts-save")
         page.wait_for_selector(f".smsgate-alert[data-code='balance_low'][data-route-id='{smsru.pk}']")
-        assert "Низкий баланс на SMS.ru (ACME)" in page.inner_text(".smsgate-alert[data-code='balance_low']")
+        low = page.inner_text(".smsgate-alert[data-code='balance_low']")
+        assert "Низкий баланс на SMS.ru (ACME)" in low and "Осталось 4\xa0122,56 RUB — меньше вашего порога 5\xa0000,00." in low
         assert digits(row.locator(".smsgate-balance-read").inner_text()).startswith("4122")
         assert page.inner_text(".smsgate-alert-message") == "Предупреждения сохранены."
         assert RouteBalanceAlert.objects.get(route=smsru).below == 5000
@@ -200,8 +201,11 @@ def test_figures_in_english_for_a_user_who_is_not_admin(deployment, chromium, ma
 
     # The last 7 days: fewer days on the axis, the totals follow.
     page.select_option(".smsgate-period", "7")
-    page.wait_for_function("() => window.Chart.getChart(document.querySelector('.smsgate-chart-status canvas'))"
-                           ".data.labels.length == 7", timeout=10000)
+    page.wait_for_function("""() => {
+        const canvas = document.querySelector('.smsgate-chart-status canvas');
+        const chart = canvas && window.Chart.getChart(canvas);
+        return chart && chart.data.labels.length == 7;
+    }""", timeout=10000)
     week_start = timezone.make_aware(datetime.combine(timezone.localdate() - timedelta(days=6), time.min))
     week = Delivery.objects.filter(account=account, created_at__gte=week_start).count()
     assert digits(page.inner_text(".smsgate-tile-total .smsgate-tile-value")) == str(week)

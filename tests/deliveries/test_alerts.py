@@ -55,7 +55,7 @@ def test_a_balance_under_the_threshold_is_an_alert(api, account, fake_smsru, sms
     [alert] = reply["alerts"]
     assert alert == {"code": "balance_low", "key": f"balance:{route.pk}", "route_id": route.pk,
                      "title": "Low balance on SMS.ru (ACME)",
-                     "detail": "4122.56 RUB left, under your threshold of 5000.00."}
+                     "detail": "4,122.56 RUB left, under your threshold of 5,000.00."}
     ru = api.get(ALERTS, HTTP_ACCEPT_LANGUAGE="ru").json()["alerts"][0]
     assert ru["title"] == "Низкий баланс на SMS.ru (ACME)"
 
