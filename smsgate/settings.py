@@ -229,6 +229,9 @@ SMSGATE_PROVIDER_BASE_URLS = env.dict("SMSGATE_PROVIDER_BASE_URLS", default={})
 # The `console` provider only writes SMS to the log: offered for new routes only in development (DEBUG)
 # or where this is set; an existing console route elsewhere is flagged in the admin and the widget.
 SMSGATE_ALLOW_CONSOLE_PROVIDER = DEBUG or env.bool("SMSGATE_ALLOW_CONSOLE_PROVIDER", default=False)
+if SMSGATE_DEFAULT_ROUTE == "console" and not (SMSGATE_ALLOW_CONSOLE_PROVIDER or RUNNING_TESTS):
+    raise ImproperlyConfigured("SMSGATE_DEFAULT_ROUTE=console only writes SMS to the log and sends nothing; "
+                               "set SMSGATE_ALLOW_CONSOLE_PROVIDER=1 if that is what this deployment is for.")
 # Owner alerts (deliveries.alerts): how often balances are read and alerts become amoCRM tasks.
 SMSGATE_ALERTS_EVERY = env.int("SMSGATE_ALERTS_EVERY", default=15 * 60)
 # The public base URL of this deployment, used to build provider callback URLs.
