@@ -51,7 +51,8 @@ FORBIDDEN_IN_SCRIPT = {
     r"\bconsole\.(?:log|info|warn|error)\s*\(": "only console.debug may be used",
     r"createElement\(\s*['\"]script['\"]\s*\)": "scripts must be loaded through define([...]), not a <script> element",
 }
-SOURCE_PATTERNS = ("manifest.json", "script.js", "style.css", "i18n/*.json", "images/*.png", "images/*.jpg",
+# script.js is the entry point; each feature's own AMD module (figures.js, ...) sits beside it.
+SOURCE_PATTERNS = ("manifest.json", "*.js", "style.css", "i18n/*.json", "images/*.png", "images/*.jpg",
                    "images/*.jpeg", "images/*.gif", "templates/*.twig")
 
 
@@ -397,15 +398,16 @@ def _check_images(files: dict, manifest: dict, locales: list[str]) -> list[str]:
 
 
 def _check_script(files: dict) -> list[str]:
-    data = files.get("script.js")
-    if data is None:
+    """script.js and every other module at the archive root: AMD modules under the marketplace rules."""
+    if files.get("script.js") is None:
         return ["script.js: is missing."]
-    text = data.decode("utf-8", "replace")
-    code = re.sub(r"/\*.*?\*/|(?<![:'\"])//[^\n]*", "", text, flags=re.S)  # rules apply to code, not comments
     problems = []
-    if not re.search(r"\bdefine\s*\(", code):
-        problems.append("script.js: must be an AMD module (define([...], function (...) {...})).")
-    for pattern, reason in FORBIDDEN_IN_SCRIPT.items():
-        if re.search(pattern, code):
-            problems.append(f"script.js: {reason}.")
+    for name in sorted(n for n in files if n.endswith(".js") and "/" not in n):
+        text = files[name].decode("utf-8", "replace")
+        code = re.sub(r"/\*.*?\*/|(?<![:'\"])//[^\n]*", "", text, flags=re.S)  # rules apply to code, not comments
+        if not re.search(r"\bdefine\s*\(", code):
+            problems.append(f"{name}: must be an AMD module (define([...], function (...) {{...}})).")
+        for pattern, reason in FORBIDDEN_IN_SCRIPT.items():
+            if re.search(pattern, code):
+                problems.append(f"{name}: {reason}.")
     return problems

@@ -116,9 +116,11 @@ define(['jquery'], function ($) {
         el('p', 'smsgate-intro', t('intro')),
         el('div', 'smsgate-account'),
         el('div', 'smsgate-message'),
+        el('div', 'smsgate-alerts'),
         el('div', 'smsgate-routes').append(el('p', 'smsgate-muted', t('loading'))),
         el('div', 'smsgate-form'),
         el('div', 'smsgate-test'),
+        el('div', 'smsgate-figures'),
         el('div', 'smsgate-templates'),
         el('div', 'smsgate-deliveries')
       );
@@ -131,6 +133,7 @@ define(['jquery'], function ($) {
         state.providers = providersReply[0];
         state.markers = markersReply[0];
         renderAccount();
+        renderFigures();
         loadRoutes();
         loadTemplates();
         renderDeliveries();
@@ -138,6 +141,16 @@ define(['jquery'], function ($) {
         notice($page.find('.smsgate-message'), errorText(xhr), true);
         $page.find('.smsgate-routes').empty();
       });
+    }
+
+    // The owner's alerts and figures: their own module (figures.js), loaded beside this one.
+    function renderFigures() {
+      require([self.params.path + '/figures.js?v=' + encodeURIComponent(self.params.version || '')],
+        function (figures) {
+          state.figures = figures.render({call: call, i18n: self.i18n, lang: lang(), baseUrl: BASE_URL,
+            version: self.params.version, isAdmin: canEdit(), $alerts: state.$page.find('.smsgate-alerts'),
+            $figures: state.$page.find('.smsgate-figures')});
+        });
     }
 
     function canEdit() {
@@ -165,6 +178,9 @@ define(['jquery'], function ($) {
 
     function loadRoutes() {
       return call('GET', '/routes/').then(function (routes) {
+        if (state.figures && state.routes.length + routes.length) {
+          state.figures.refreshAlerts();  // a route added, changed or deleted changes the alerts
+        }
         state.routes = routes;
         renderRoutes();
         renderForm(state.editing);
