@@ -6,6 +6,7 @@ from rest_framework.routers import SimpleRouter
 
 from accounts import apis as account_apis
 from crm import apis as crm_apis
+from crm import pipeline_apis
 from deliveries import apis as delivery_apis
 from routes import apis as route_apis
 
@@ -20,6 +21,8 @@ v1 = [
     path("routes/<str:pk>/test-sms/", delivery_apis.RouteTestSmsView.as_view(), name="route-test-sms"),
     path("stats/", delivery_apis.StatsView.as_view(), name="stats"),
     path("limits/", account_apis.LimitsView.as_view(), name="limits"),
+    path("pipeline/", pipeline_apis.PipelineView.as_view(), name="pipeline"),
+    path("pipeline/key/", pipeline_apis.PipelineKeyView.as_view(), name="pipeline-key"),
     *router.urls,
 ]
 
