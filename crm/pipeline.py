@@ -206,7 +206,8 @@ def phone_pick(contacts: list[dict], *, region: str | None) -> tuple[str, dict] 
 
 
 # --- a run ---------------------------------------------------------------------------------------------------
-def pipeline_events_process(*, account_id: int, batch: int = BATCH, run_seconds: float = RUN_SECONDS) -> RunResult:
+def pipeline_events_process(*, account_id: int, batch: int = BATCH, run_seconds: float = RUN_SECONDS,
+                            max_in_flight: int = MAX_IN_FLIGHT) -> RunResult:
     """Read and send the account's pending events, a batch at a time, until none is left (or the account has
     MAX_IN_FLIGHT SMS waiting, or the run took RUN_SECONDS: then `again_in` says when to come back)."""
     result = RunResult()
@@ -220,7 +221,7 @@ def pipeline_events_process(*, account_id: int, batch: int = BATCH, run_seconds:
             if time.monotonic() - started > run_seconds:
                 result.again_in = 0.0
                 break
-            if _in_flight(account_id) >= MAX_IN_FLIGHT:
+            if max_in_flight and _in_flight(account_id) >= max_in_flight:
                 result.again_in = 1.0
                 break
             events = _claim(account_id, batch)
