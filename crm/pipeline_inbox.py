@@ -284,6 +284,8 @@ def pipeline_call_accept(*, found: dict) -> Outcome:
     if not owner.is_active:
         logger.info("pipeline webhook of a disabled account", extra={"account_id": owner.account_id})
         return Outcome(403, "account_disabled", str(_("This amoCRM account is disabled in smsgate.")))
+    if call.event_type is None:
+        raise CallInvalid("event.type")
     if call.event_type in CUSTOMER_EVENTS or call.element_type == 12:
         return _ignored(owner, call, "customer_event", _("Customer events do not send an SMS."))
     if call.event_type not in LEAD_EVENTS:
