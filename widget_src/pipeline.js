@@ -31,10 +31,17 @@ define(['jquery'], function ($) {
       '"], textarea[name$="[' + code + ']"]').first();
   }
 
+  // The whole row of a setting (its label too): the outermost wrapper amoCRM is known to use, else the input.
+  var FIELD_WRAPPERS = ['.widget_settings_block__item_field', '.js-widget-settings__field', '.linked-form__field',
+    '.control-wrapper', '.widget_settings_block__input_field'];
   function fieldOf($input) {
-    var $field = $input.closest('.widget_settings_block__item_field, .widget_settings_block__input_field, ' +
-      '.control-wrapper, .linked-form__field, .js-widget-settings__field');
-    return $field.length ? $field : $input;
+    for (var i = 0; i < FIELD_WRAPPERS.length; i++) {
+      var $field = $input.closest(FIELD_WRAPPERS[i]);
+      if ($field.length) {
+        return $field;
+      }
+    }
+    return $input;
   }
 
   function setValue($input, value) {
@@ -83,20 +90,26 @@ define(['jquery'], function ($) {
       if ($template.length) {
         fieldOf($template).hide();
       }
-      var $root = el('div', ROOT_CLASS);
+      var $root = el('div', ROOT_CLASS + ' smsgate-dp-choice');
+      var $after = el('div', ROOT_CLASS + ' smsgate-dp-outcome');
       var $select = el('select', 'smsgate-input smsgate-dp-template').attr('name', 'smsgate_dp_template');
       var $preview = el('div', 'smsgate-dp-preview');
       var $keyState = el('div', 'smsgate-dp-key');
       var $refused = el('div', 'smsgate-dp-refused');
       var $problems = el('div', 'smsgate-dp-problems');
+      var $templateNote = el('div', 'smsgate-dp-template-note');
+      // The choice above amoCRM's own text field, what comes of it below (the field sits between).
       $root.append(
         el('div', 'smsgate-dp-title', t('heading')),
-        el('label', 'smsgate-label', t('choose')), $select,
-        el('div', 'smsgate-help', t('choose_help')),
-        el('div', 'smsgate-label smsgate-dp-preview-title', t('preview')), $preview, $problems,
+        el('label', 'smsgate-label', t('choose')), $select, $templateNote,
+        el('div', 'smsgate-help', t('choose_help')));
+      $after.append(el('div', 'smsgate-label smsgate-dp-preview-title', t('preview')), $preview, $problems,
         $keyState, $refused);
-      var $anchor = $message.length ? fieldOf($message) : fieldOf($key);
-      $anchor.before($root);
+      if ($message.length) {
+        fieldOf($message).before($root).after($after);
+      } else {
+        fieldOf($key).before($root, $after);
+      }
 
       $select.append(el('option', '', t('loading')).val(''));
       $select.prop('disabled', true);
@@ -135,8 +148,11 @@ define(['jquery'], function ($) {
         });
       }
 
-      $select.on('change', function () {
+      $select.on('change', function (event) {
         var templateId = $select.val();
+        if (event.originalEvent) {
+          $templateNote.empty();  // the owner chose: an earlier note about the saved template no longer applies
+        }
         if ($template.length) {
           setValue($template, templateId);
         }
@@ -163,13 +179,13 @@ define(['jquery'], function ($) {
         if (current && $select.find('option[value="' + current + '"]').length) {
           $select.val(current);
         } else if (current) {
-          $problems.append(el('div', 'smsgate-notice smsgate-notice_error', t('template_gone')));
+          $templateNote.append(el('div', 'smsgate-notice smsgate-notice_error', t('template_gone')));
           setValue($template, '');
         }
         $select.prop('disabled', false).trigger('change');
       }, function (xhr) {
         $select.empty();
-        $problems.append(el('div', 'smsgate-notice smsgate-notice_error', api.errorText(xhr)));
+        $templateNote.append(el('div', 'smsgate-notice smsgate-notice_error', api.errorText(xhr)));
       });
 
       api.call('GET', '/pipeline/').then(function (reply) {

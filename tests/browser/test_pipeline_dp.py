@@ -54,6 +54,7 @@ def test_the_owner_picks_a_template_sees_the_preview_and_the_key_is_filled_in(st
     page.wait_for_selector(".smsgate-dp-preview-text:has-text('Здравствуйте, ! Ваш заказ готов.')")
     assert "SMS: 1" in page.inner_text(".smsgate-dp-counter")
     assert page.is_visible(".smsgate-dp-markers")
+    page.screenshot(path=str(ARTIFACTS / "dp-0-own-text.png"), full_page=True)
 
     # A template: the message field is hidden, the template's id goes into the action, the preview shows it.
     page.select_option(".smsgate-dp-template", str(reminder.pk))
@@ -87,7 +88,7 @@ def test_in_english_a_deleted_template_is_flagged_and_refused_calls_are_shown(st
                              saved={"template_id": str(gone.pk), "message": "Hello!", "key": "stale"})
     page.wait_for_selector(".smsgate-dp .smsgate-dp-refused .smsgate-notice", timeout=15000)
     assert "Calls without the key refused: 4" in page.inner_text(".smsgate-dp-refused")
-    page.wait_for_selector(".smsgate-dp-problems:has-text('was deleted or switched off')")
+    page.wait_for_selector(".smsgate-dp-template-note:has-text('was deleted or switched off')")
     assert page.input_value("input[name='template_id']") == ""
     assert page.input_value("input[name='key']") == key.key  # the stale key replaced
     page.wait_for_selector(".smsgate-dp-preview-text:has-text('Hello!')")
@@ -101,6 +102,7 @@ def test_a_user_who_is_not_an_admin_is_told_only_an_admin_can_fill_in_the_key(st
     stack.start_web()
     page, problems = open_dp(chromium, stack, make_token, tmp_path, is_admin=False)
     page.wait_for_selector(".smsgate-dp-key .smsgate-notice_error", timeout=15000)
-    assert "администратор" in page.inner_text(".smsgate-dp-key")
+    assert "администратор" in page.inner_text(".smsgate-dp-key"), (page.inner_text(".smsgate-dp"), problems,
+                                                                    stack.processes[-1].log()[-3000:])
     assert page.input_value("input[name='key']") == ""
     assert problems == []
