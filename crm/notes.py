@@ -346,10 +346,17 @@ def _language(account: Account) -> str:
     return "ru" if account.domain == "amocrm.ru" else "en"
 
 
+def failure_reason(*, status: str, error_class: str) -> str:
+    """Why a delivery did not get through, in the active language; "" while it is not unsuccessful."""
+    if status not in UNSUCCESSFUL:
+        return ""
+    return str(_REASONS.get(error_class) or _STATUS_REASONS.get(status) or _STATUS_REASONS[DeliveryStatus.FAILED])
+
+
 def failure_text(*, status: str, error_class: str, phone: str, language: str) -> str:
     """The "not delivered" note's text, in the account's language."""
     with translation.override(language):
-        reason = _REASONS.get(error_class) or _STATUS_REASONS.get(status) or _STATUS_REASONS[DeliveryStatus.FAILED]
+        reason = failure_reason(status=status, error_class=error_class) or str(_STATUS_REASONS[DeliveryStatus.FAILED])
         return gettext("SMS to %(phone)s was not delivered: %(reason)s.") % {"phone": phone, "reason": reason}
 
 

@@ -5,7 +5,7 @@ A `CrmMessage` holds no text (its delivery does, redacted and purged by deliveri
 up (crm.notes empties them then); this job is the safety net and the end of the rows:
 - a note still waiting SMSGATE_PURGE_TEXT_DAYS after it was created is given up, its text emptied;
 - a finished note whose text is somehow still there loses it;
-- finished notes older than SMSGATE_PURGE_TEXT_DAYS are deleted (only recent ones matter: they keep
+- notes finished more than SMSGATE_PURGE_TEXT_DAYS ago are deleted (only recent ones matter: they keep
   a new note of the same entity off their second).
 Beat runs it hourly (task `crm.retention`, maintenance queue); batches keep its locks short.
 """
@@ -57,7 +57,7 @@ def crm_retention_run() -> CrmRetentionResult:
         CrmNote.objects.exclude(state=NoteState.PENDING).exclude(text="", phone="").order_by(),
         lambda rows: rows.update(text="", phone=""))
     result.deleted = _in_batches(
-        CrmNote.objects.exclude(state=NoteState.PENDING).filter(created_at__lt=cutoff).order_by(),
+        CrmNote.objects.exclude(state=NoteState.PENDING).filter(finished_at__lt=cutoff).order_by(),
         lambda rows: rows.delete())
     if result.given_up or result.redacted or result.deleted:
         logger.info("crm retention: %d notes given up, %d texts emptied, %d notes deleted",

@@ -21,6 +21,8 @@ v1 = [
     path("routes/<str:pk>/test-sms/", delivery_apis.RouteTestSmsView.as_view(), name="route-test-sms"),
     path("stats/", delivery_apis.StatsView.as_view(), name="stats"),
     path("limits/", account_apis.LimitsView.as_view(), name="limits"),
+    path("crm/cards/<str:entity_type>/<str:entity_id>/", crm_apis.CardView.as_view(), name="crm-card"),
+    path("crm/sends/", crm_apis.CrmSendsView.as_view(), name="crm-sends"),
     path("pipeline/", pipeline_apis.PipelineView.as_view(), name="pipeline"),
     path("pipeline/key/", pipeline_apis.PipelineKeyView.as_view(), name="pipeline-key"),
     *router.urls,
