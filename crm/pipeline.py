@@ -20,6 +20,9 @@ send's delivery instead of sending again.
 Leads in "unsorted" (a pipeline's status of type 1): amoCRM takes no notes on them, so their SMS go with
 `write_notes=False` and the event says why no note was written.
 
+Batching: one run per account at a time (a lock in the cache); a batch smaller than 250 waits until its
+oldest event is GATHER_SECONDS old, so a burst of webhooks is read 250 leads per request.
+
 Fairness: a run stops claiming while the account has MAX_IN_FLIGHT pipeline SMS not yet sent, and
 comes back a second later: one account's 5,000 leads never stand in front of another account's SMS
 on the shared CRM lane by more than that.
@@ -61,7 +64,9 @@ from .sending import CrmSend, crm_sends_create
 logger = logging.getLogger(__name__)
 
 BATCH = 250  # events per claim: amoCRM's ids per request
-MAX_IN_FLIGHT = 250  # the account's pipeline SMS not yet sent before the reader waits
+MAX_IN_FLIGHT = 100  # the account's pipeline SMS not yet sent before the reader waits
+# A batch smaller than BATCH waits until its oldest event is this old: a burst's events are read together.
+GATHER_SECONDS = 2.0
 RUN_SECONDS = 30.0  # a run hands its thread back after this long (it re-queues itself)
 MAX_READS = 8  # an event amoCRM could not be read for this many times is given up
 STALE_CLAIM = timedelta(minutes=5)  # a claim older than this belonged to a dead worker
@@ -206,13 +211,49 @@ def phone_pick(contacts: list[dict], *, region: str | None) -> tuple[str, dict] 
 
 
 # --- a run ---------------------------------------------------------------------------------------------------
+def _gathered(account_id: int, batch: int, gather: float) -> float | None:
+    """None when a batch may be read now (BATCH events wait, or the oldest is `gather` seconds old); else the
+    seconds until it may; 0.0 when nothing waits."""
+    waiting = list(PipelineEvent.objects.filter(account_id=account_id, state=S.PENDING).order_by("id")
+                   .values_list("received_at", flat=True)[:batch])
+    if not waiting:
+        return 0.0
+    age = (timezone.now() - min(waiting)).total_seconds()
+    if len(waiting) >= batch or age >= gather:
+        return None
+    return gather - age
+
+
+def _run_lock(account_id: int, seconds: float) -> str | None:
+    """One run per account at a time (its batches stay full); None: another run holds it. Without the
+    cache (Redis down) every run goes ahead: the claims keep them apart."""
+    key = f"crm:dp:run:{account_id}"
+    try:
+        return key if cache.add(key, 1, timeout=round(seconds) + 60) else None
+    except Exception:  # the cache is down
+        return ""
+
+
+def _run_unlock(key: str | None) -> None:
+    if key:
+        try:
+            cache.delete(key)
+        except Exception:  # it expires by itself
+            pass
+
+
 def pipeline_events_process(*, account_id: int, batch: int = BATCH, run_seconds: float = RUN_SECONDS,
-                            max_in_flight: int = MAX_IN_FLIGHT) -> RunResult:
-    """Read and send the account's pending events, a batch at a time, until none is left (or the account has
-    MAX_IN_FLIGHT SMS waiting, or the run took RUN_SECONDS: then `again_in` says when to come back)."""
+                            max_in_flight: int = MAX_IN_FLIGHT, gather: float = GATHER_SECONDS) -> RunResult:
+    """Read and send the account's pending events, a batch at a time, until none is left; `again_in` says
+    when to come back when the run stops early (the account has `max_in_flight` SMS waiting, a small batch
+    is still gathering, the run took `run_seconds`, amoCRM is unavailable). Another run of the account
+    already going: nothing is done (that one reads what waits)."""
     result = RunResult()
     account = Account.objects.filter(pk=account_id).first()
     if account is None:
+        return result
+    lock = _run_lock(account_id, run_seconds)
+    if lock is None:
         return result
     started = time.monotonic()
     client = None
@@ -223,6 +264,10 @@ def pipeline_events_process(*, account_id: int, batch: int = BATCH, run_seconds:
                 break
             if max_in_flight and _in_flight(account_id) >= max_in_flight:
                 result.again_in = 1.0
+                break
+            wait = _gathered(account_id, batch, gather)
+            if wait is not None:
+                result.again_in = wait or None
                 break
             events = _claim(account_id, batch)
             if not events:
@@ -242,6 +287,9 @@ def pipeline_events_process(*, account_id: int, batch: int = BATCH, run_seconds:
                 _close(events, S.FAILED, "amocrm_rejected", str(exc.message), result)
     finally:
         result.amo_calls = client.calls if client else 0
+        _run_unlock(lock)
+    if result.again_in is None and _gathered(account_id, batch, 0.0) is None:
+        result.again_in = 0.0  # events came while the lock was held by this run: read them
     if result.events:
         logger.info("pipeline run", extra={"account_id": account_id, "events": result.events, "sent": result.sent,
                                            "amo_calls": result.amo_calls, **{f"state_{k}": v for k, v in

@@ -62,7 +62,7 @@ def api_calls(amo, method="GET"):
 def test_600_leads_are_read_in_batches_of_250_and_each_gets_one_sms(amo, account, route):
     leads = amo.add_leads(AMO_ID, 600)
     events = events_for(account, leads)
-    result = pipeline_events_process(account_id=account.pk, max_in_flight=0)
+    result = pipeline_events_process(account_id=account.pk, max_in_flight=0, gather=0)
     assert (result.events, result.sent) == (600, 600)
     calls = api_calls(amo)
     paths = [path for path, _query in calls]
@@ -83,12 +83,12 @@ def test_600_leads_are_read_in_batches_of_250_and_each_gets_one_sms(amo, account
 def test_a_repeated_run_after_a_crash_sends_nothing_more(amo, account, route):
     leads = amo.add_leads(AMO_ID, 3)
     events_for(account, leads)
-    pipeline_events_process(account_id=account.pk, max_in_flight=0)
+    pipeline_events_process(account_id=account.pk, max_in_flight=0, gather=0)
     first = dict(PipelineEvent.objects.values_list("id", "delivery_id"))
     # A worker that sent and died before recording it: its claim goes back to pending, and is read again.
     PipelineEvent.objects.update(state="reading", claimed_at=timezone.now() - timedelta(minutes=6), delivery_id=None)
     assert pipeline_claims_release() == 3
-    result = pipeline_events_process(account_id=account.pk, max_in_flight=0)
+    result = pipeline_events_process(account_id=account.pk, max_in_flight=0, gather=0)
     assert result.sent == 3 and Delivery.objects.count() == 3
     assert dict(PipelineEvent.objects.values_list("id", "delivery_id")) == first
 
@@ -108,7 +108,7 @@ def test_the_phone_rule_main_contact_first_mobile_first(amo, account, route):
             "no_contact": fake.add_lead(),
         }
     events_for(account, leads.values(), text="Привет, {{contact.name}}")
-    pipeline_events_process(account_id=account.pk, max_in_flight=0)
+    pipeline_events_process(account_id=account.pk, max_in_flight=0, gather=0)
     outcome = {name: PipelineEvent.objects.get(lead_id=lead) for name, lead in leads.items()}
     assert outcome["mobile_first"].phone == "+79160000002"
     assert outcome["main_first"].phone == "+79160000002"
@@ -128,7 +128,7 @@ def test_an_unsorted_lead_gets_its_sms_without_a_note_and_says_why(amo, account,
         unsorted = fake.add_lead(contacts=[contact], unsorted=True)
         sorted_lead = fake.add_lead(contacts=[contact])
     events_for(account, [unsorted, sorted_lead])
-    pipeline_events_process(account_id=account.pk, max_in_flight=0)
+    pipeline_events_process(account_id=account.pk, max_in_flight=0, gather=0)
     event = PipelineEvent.objects.get(lead_id=unsorted)
     assert (event.state, event.reason) == ("sent", "unsorted") and event.delivery_id
     assert "no notes" in event.detail
@@ -138,7 +138,7 @@ def test_an_unsorted_lead_gets_its_sms_without_a_note_and_says_why(amo, account,
 def test_a_lead_amocrm_does_not_have_is_recorded(amo, account, route):
     [lead] = amo.add_leads(AMO_ID, 1)
     events_for(account, [lead, 29_999_999])
-    pipeline_events_process(account_id=account.pk, max_in_flight=0)
+    pipeline_events_process(account_id=account.pk, max_in_flight=0, gather=0)
     gone = PipelineEvent.objects.get(lead_id=29_999_999)
     assert (gone.state, gone.reason) == ("not_found", "lead_not_found")
     assert PipelineEvent.objects.get(lead_id=lead).state == "sent"
@@ -156,7 +156,7 @@ def test_a_template_is_rendered_and_a_missing_one_falls_back_to_the_text(amo, ac
     events_for(account, [by_template], template=template.pk, text="")
     events_for(account, [fallback], template=gone.pk, text="Свой текст")
     events_for(account, [nothing], template=gone.pk, text=" ")
-    pipeline_events_process(account_id=account.pk, max_in_flight=0)
+    pipeline_events_process(account_id=account.pk, max_in_flight=0, gather=0)
     sent = PipelineEvent.objects.get(lead_id=by_template)
     assert Delivery.objects.get(pk=sent.delivery_id).text == "Кухня: 150000 руб."
     assert Delivery.objects.get(pk=PipelineEvent.objects.get(lead_id=fallback).delivery_id).text == "Свой текст"
@@ -167,11 +167,11 @@ def test_amocrm_unavailable_puts_the_events_back_and_gives_up_after_max_reads(am
     [lead] = amo.add_leads(AMO_ID, 1)
     events_for(account, [lead])
     amo.fail_with = 503
-    result = pipeline_events_process(account_id=account.pk, max_in_flight=0)
+    result = pipeline_events_process(account_id=account.pk, max_in_flight=0, gather=0)
     event = PipelineEvent.objects.get()
     assert result.again_in and result.again_in >= 2 and (event.state, event.attempts) == ("pending", 1)
     PipelineEvent.objects.update(attempts=MAX_READS - 1)
-    pipeline_events_process(account_id=account.pk, max_in_flight=0)
+    pipeline_events_process(account_id=account.pk, max_in_flight=0, gather=0)
     event.refresh_from_db()
     assert (event.state, event.reason) == ("failed", "amocrm_unavailable")
     assert not Delivery.objects.exists()
@@ -180,14 +180,14 @@ def test_amocrm_unavailable_puts_the_events_back_and_gives_up_after_max_reads(am
 def test_an_account_without_amocrm_tokens_fails_its_events_with_the_reason(amo, account, route):
     AmoToken.objects.all().delete()
     events_for(account, [1, 2])
-    pipeline_events_process(account_id=account.pk, max_in_flight=0)
+    pipeline_events_process(account_id=account.pk, max_in_flight=0, gather=0)
     assert set(PipelineEvent.objects.values_list("state", "reason")) == {("failed", "amocrm_refused")}
 
 
 def test_the_reader_waits_while_the_account_has_many_sms_unsent(amo, account, route):
     leads = amo.add_leads(AMO_ID, 5)
     events_for(account, leads)
-    result = pipeline_events_process(account_id=account.pk, batch=2, max_in_flight=3)
+    result = pipeline_events_process(account_id=account.pk, batch=2, max_in_flight=3, gather=0)
     # Two batches of two went out (4 unsent SMS >= 3): the run stops and comes back in a second.
     assert result.sent == 4 and result.again_in == 1.0
     assert PipelineEvent.objects.filter(state="pending").count() == 1
@@ -199,3 +199,27 @@ def test_the_sweeper_finds_accounts_whose_events_wait(account, other_account):
     assert pipeline_accounts_due() == []
     PipelineEvent.objects.filter(account=other_account).update(received_at=timezone.now() - timedelta(seconds=30))
     assert pipeline_accounts_due() == [other_account.pk]
+
+
+def test_a_small_batch_waits_for_more_events_then_is_read_in_one_go(amo, account, route):
+    leads = amo.add_leads(AMO_ID, 3)
+    events_for(account, leads[:2])
+    result = pipeline_events_process(account_id=account.pk, max_in_flight=0, gather=30)
+    assert result.events == 0 and 29 < result.again_in <= 30  # fresh: the burst may still be arriving
+    assert api_calls(amo) == []
+    events_for(account, leads[2:])
+    PipelineEvent.objects.update(received_at=timezone.now() - timedelta(seconds=31))
+    result = pipeline_events_process(account_id=account.pk, max_in_flight=0, gather=30)
+    assert result.sent == 3 and result.again_in is None
+    assert [p for p, _q in api_calls(amo)].count("/api/v4/leads") == 1
+
+
+def test_one_run_per_account_at_a_time(amo, account, route):
+    from django.core.cache import cache
+
+    [lead] = amo.add_leads(AMO_ID, 1)
+    events_for(account, [lead])
+    assert cache.add(f"crm:dp:run:{account.pk}", 1, timeout=60)  # another run holds the account
+    assert pipeline_events_process(account_id=account.pk, max_in_flight=0, gather=0).events == 0
+    cache.delete(f"crm:dp:run:{account.pk}")
+    assert pipeline_events_process(account_id=account.pk, max_in_flight=0, gather=0).sent == 1
