@@ -180,8 +180,9 @@ def print_pipeline(r: dict):
     a, b = r["webhook_a"], r["webhook_b"]
     lines = [
         "",
-        f"pipeline: {r['leads_a']} leads of account A into a stage, their webhooks over {r['webhooks_over_seconds']} s; "
-        f"account B's {r['leads_b']} at the same time; provider answers in {r['provider_latency_ms']} ms",
+        f"pipeline: {r['leads_a']} leads of account A into a stage, their webhooks over "
+        f"{r['webhooks_over_seconds']} s; account B's {r['leads_b']} at the same time; provider answers in "
+        f"{r['provider_latency_ms']} ms",
         f"  webhook answers (A): p50 {a.get('client_p50_ms')} ms, p99 {a.get('client_p99_ms')} ms "
         f"(target < 500), max {a.get('client_max_ms')} ms; statuses {a.get('statuses')}",
         f"  webhook answers (B): p50 {b.get('client_p50_ms')} ms, p99 {b.get('client_p99_ms')} ms; statuses "
@@ -190,8 +191,8 @@ def print_pipeline(r: dict):
         f"twice {r['sms_a_twice']}; deliveries {r['deliveries_a']}), the last {r['sms_a_all_sent_seconds']} s after "
         "the first webhook",
         f"  sms_out notes of A: {r['notes_a_written']} on {r['notes_a_distinct_leads']} leads; of B: {r['notes_b_written']}",
-        f"  amoCRM requests/s for A, highest in any 1 s: {r['amo_peak_rps_a']} (must be <= 7; 429s: {r['amo_429_a']}); "
-        f"B: {r['amo_peak_rps_b']}",
+        f"  amoCRM requests/s for A, highest in any 1 s: {r['amo_peak_rps_a']} (must be <= 7; 429s: "
+        f"{r['amo_429_a']}); B: {r['amo_peak_rps_b']}",
         f"  amoCRM calls per 250 leads: reads {r['amo_reads_per_250_leads']} (target <= 3; {r['amo_reads_a']} GETs), "
         f"with the notes' POSTs {r['amo_calls_per_250_leads_with_notes']} ({r['amo_note_posts_a']} POSTs)",
         f"  account B's SMS, webhook to provider: p50 {r['sms_b_p50_ms']} ms, p99 {r['sms_b_p99_ms']} ms "
