@@ -362,6 +362,9 @@ CELERY_BEAT_SCHEDULE.update({
     # The owner's alerts: balances of routes with a threshold read, alerts sent as amoCRM tasks.
     "deliveries-alerts": {"task": "deliveries.alerts_check", "schedule": float(SMSGATE_ALERTS_EVERY),
                           "options": {"queue": MAINTENANCE_QUEUE, "expires": SMSGATE_ALERTS_EVERY}},
+    # The digital pipeline's events: a dead worker's claims back to pending, a lost wake-up repeated (crm.tasks).
+    "crm-pipeline-sweep": {"task": "crm.pipeline_sweep", "schedule": 15.0,
+                           "options": {"queue": MAINTENANCE_QUEUE, "expires": 30}},
 })
 # --- Delivery reports: polling and the report horizon (issue 3) ---------------------------------------
 # Seconds between runs of the status poller (Celery beat), and the first and base interval of a

@@ -2,7 +2,7 @@
  * smsgate widget for amoCRM / Kommo.
  *
  * Locations: `sms` (amoCRM posts system SMS straight to the manifest's sms.endpoint; nothing runs
- * here) and `settings`, where this script draws the settings page: the account's SMS provider
+ * here), `digital_pipeline` (the "send SMS" action: dpSettings loads pipeline.js) and `settings`, where this script draws the settings page: the account's SMS provider
  * routes (a form generated from the provider catalogue), their order, the delivery-report URL,
  * a test SMS, the balance, the account's SMS templates (with amoCRM markers, a marker picker and a
  * live part counter from the server's preview) and the latest deliveries. Every call goes to the
@@ -713,6 +713,14 @@ define(['jquery'], function ($) {
         loadStyles();
         console.debug('smsgate: settings page');
         renderPage($root);
+        return true;
+      },
+      // The digital pipeline's "send SMS" action: its own module (pipeline.js) in the widget's folder.
+      dpSettings: function ($body) {
+        loadStyles();
+        require([self.params.path + '/pipeline.js'], function (pipeline) {
+          pipeline.dpSettings(self, {call: call, errorText: errorText}, $body && $body.jquery ? $body : null);
+        });
         return true;
       },
       onSave: function () {
