@@ -22,18 +22,24 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from smsgate import drf
-from smsgate.drf import ERRORS, ApiError, ErrorSerializer
 from accounts.permissions import ActiveAccount
 from deliveries.models import Delivery, DeliveryStatus
+from smsgate import drf
+from smsgate.drf import ERRORS, ApiError, ErrorSerializer
 
 from . import markers
 from .cards import card_preview, card_read, card_send
 from .models import ENTITY_TYPES, CrmOrigin, NoteState, SmsTemplate
-from .selectors import crm_message_of, crm_messages_of_entity, template_of, templates_of
 from .notes import failure_reason
-from .services import NAME_MAX_LENGTH, TemplateInvalid, template_create, template_delete, template_preview, \
-    template_update
+from .selectors import crm_message_of, crm_messages_of_entity, template_of, templates_of
+from .services import (
+    NAME_MAX_LENGTH,
+    TemplateInvalid,
+    template_create,
+    template_delete,
+    template_preview,
+    template_update,
+)
 
 MAX_ID = 2**53  # amoCRM ids are integers; anything past a JSON-safe integer is not one of them
 MAX_STRING = 10_000
@@ -466,7 +472,7 @@ class CrmSendsView(APIView):
     permission_classes = [ActiveAccount]
 
     @extend_schema(operation_id="crm_sends_create", request=SendRequestSerializer,
-                   responses={201: CrmSendSerializer, 200: CrmSendSerializer, **SEND_ERRORS}, tags=["crm"])
+                   responses={201: CrmSendSerializer, **SEND_ERRORS}, tags=["crm"])
     def post(self, request):
         serializer = SendRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -477,7 +483,7 @@ class CrmSendsView(APIView):
                          template_id=data.get("template_id"), origin=data["origin"],
                          client_key=data.get("client_key"))
         message = crm_message_of(account=account, delivery_id=sent.result.delivery_id)
-        return Response(CrmSendSerializer(message).data, status=200 if sent.result.duplicate else 201)
+        return Response(CrmSendSerializer(message).data, status=201)  # a repeated key: the first send, again
 
     @extend_schema(operation_id="crm_sends_list", parameters=[SendHistoryParamsSerializer],
                    responses={200: SendHistorySerializer, **ERRORS}, tags=["crm"])
