@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from django.db.models import Sum
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -22,7 +22,7 @@ from accounts.models import Account
 from routes.models import ProviderRoute
 from routes.providers import PROVIDERS
 
-from .counters import IN_PROGRESS, RATE_BASE, UNSUCCESSFUL, StatKey, hour_of
+from .counters import NO_REPORT, PARTS_BILLED, RATE_BASE, UNSUCCESSFUL, hour_of
 from .dashboard import histogram_median
 from .models import DeliveryDayStat, DeliveryHourCount, DeliveryKind, DeliveryStatus
 
@@ -93,13 +93,18 @@ def source_label(kind: str) -> str:
     return str(SOURCE_LABELS.get(kind, kind))
 
 
-def _rows(*, account_id: int, since: date, until: date) -> list[dict]:
-    """The account's counter rows of the range, summed over nothing (each key once a day): the
-    (account, day) index serves it; a month is at most a few thousand rows."""
-    return list(DeliveryDayStat.objects.filter(account_id=account_id, day__gte=since, day__lte=until)
-                .exclude(count=0)
-                .values("day", "kind", "parts", "route_id", "provider", "status", "error_class", "latency_le")
-                .annotate(n=Sum("count")).order_by())
+BILLED = Q(status__in=PARTS_BILLED) | Q(status=DeliveryStatus.FAILED, error_class=NO_REPORT)  # StatKey.parts_billed
+
+
+def _grouped(*, account_id: int, since: date, until: date, by: tuple[str, ...], only=None) -> list[dict]:
+    """The account's counters of the range summed by `by`: deliveries (`n`) and billed parts (`parts_sent`).
+    The (account, day) index finds a month's few thousand rows; PostgreSQL sums them, Python gets
+    only the groups."""
+    rows = DeliveryDayStat.objects.filter(account_id=account_id, day__gte=since, day__lte=until).exclude(count=0)
+    if only is not None:
+        rows = rows.filter(only)
+    return list(rows.values(*by).annotate(n=Sum("count"), parts_sent=Sum(F("count") * F("parts"), filter=BILLED))
+                .order_by())
 
 
 def _route_names(account: Account, route_ids) -> dict[int, str]:
@@ -136,37 +141,34 @@ def owner_figures(*, account: Account, days: int, top_reasons: int = 8) -> dict:
     """Everything the figures show for the last `days` days (today included), from the counters."""
     until = timezone.localdate()
     since = until - timedelta(days=days - 1)
+    scope = {"account_id": account.pk, "since": since, "until": until}
     statuses = [s.value for s in DeliveryStatus]
     series = {since + timedelta(days=n): {"total": 0, "by_status": dict.fromkeys(statuses, 0),
                                           "by_source": Counter(), "parts": 0} for n in range(days)}
     sources, parts_by_source, reasons = Counter(), Counter(), Counter()
-    routes: dict[tuple[int, str], RouteFigures] = {}
-    for row in _rows(account_id=account.pk, since=since, until=until):
-        day, n, status, kind = series[row["day"]], row["n"], row["status"], row["kind"]
-        key = StatKey(row["provider"], status, row["error_class"], row["latency_le"], row["route_id"], kind,
-                      row["parts"])
+    for row in _grouped(**scope, by=("day", "kind", "status")):
+        day, n, kind = series[row["day"]], row["n"], row["kind"]
         day["total"] += n
-        day["by_status"][status] = day["by_status"].get(status, 0) + n
+        day["by_status"][row["status"]] = day["by_status"].get(row["status"], 0) + n
         day["by_source"][kind] += n
+        day["parts"] += row["parts_sent"] or 0
         sources[kind] += n
-        if key.parts_billed:
-            day["parts"] += n * key.parts
-            parts_by_source[kind] += n * key.parts
-        if status in UNSUCCESSFUL and status not in IN_PROGRESS:
-            reasons[(status, row["error_class"])] += n
-        if not row["provider"]:
-            continue  # never reached a route (waiting, or refused before sending)
+        parts_by_source[kind] += row["parts_sent"] or 0
+    for row in _grouped(**scope, by=("status", "error_class"), only=Q(status__in=UNSUCCESSFUL)):
+        reasons[(row["status"], row["error_class"])] += row["n"]
+    routes: dict[tuple[int, str], RouteFigures] = {}
+    # Deliveries that never reached a route (waiting, or refused before sending) have no provider.
+    for row in _grouped(**scope, by=("route_id", "provider", "status", "latency_le"), only=~Q(provider="")):
         figures = routes.setdefault((row["route_id"], row["provider"]),
                                     RouteFigures(row["route_id"] or None, row["provider"], latency=Counter()))
-        figures.total += n
-        if status in RATE_BASE:
-            figures.finished += n
-        if status == DeliveryStatus.DELIVERED:
-            figures.delivered += n
+        figures.total += row["n"]
+        figures.parts += row["parts_sent"] or 0
+        if row["status"] in RATE_BASE:
+            figures.finished += row["n"]
+        if row["status"] == DeliveryStatus.DELIVERED:
+            figures.delivered += row["n"]
             if row["latency_le"]:
-                figures.latency[row["latency_le"]] += n
-        if key.parts_billed:
-            figures.parts += n * key.parts
+                figures.latency[row["latency_le"]] += row["n"]
     names = _route_names(account, [route_id for route_id, _provider in routes if route_id])
     route_list = []
     for (route_id, provider), figures in sorted(routes.items(), key=lambda item: (-item[1].total, item[0])):

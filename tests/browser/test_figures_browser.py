@@ -121,6 +121,9 @@ def test_figures_and_alerts_in_russian_for_an_administrator(deployment, chromium
         trap = page.locator(f".smsgate-alert[data-route-id='{console.pk}']")
         assert trap.get_attribute("data-code") == "route_sends_nothing"
         assert "ничего не отправляет" in trap.inner_text()
+        # ... and a new one cannot be picked: the provider list does not offer it here.
+        page.wait_for_selector(".smsgate-route-form .smsgate-provider option[value='smsru']", state="attached")
+        assert page.locator(".smsgate-route-form .smsgate-provider option[value='console']").count() == 0
 
         # The figures: tiles, both charts drawn by Chart.js from the deployment, the tables.
         page.wait_for_function("() => window.Chart && document.querySelectorAll('.smsgate-figures canvas').length == 2"
