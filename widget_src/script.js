@@ -120,6 +120,7 @@ define(['jquery'], function ($) {
         el('div', 'smsgate-form'),
         el('div', 'smsgate-test'),
         el('div', 'smsgate-templates'),
+        el('div', 'smsgate-pipeline'),
         el('div', 'smsgate-deliveries')
       );
       $root.append($page);
@@ -133,6 +134,7 @@ define(['jquery'], function ($) {
         renderAccount();
         loadRoutes();
         loadTemplates();
+        renderPipeline();
         renderDeliveries();
       }, function (xhr) {
         notice($page.find('.smsgate-message'), errorText(xhr), true);
@@ -612,6 +614,13 @@ define(['jquery'], function ($) {
         });
       });
       $box.append($form);
+    }
+
+    // --- the pipeline action: its own module (pipeline.js) --------------------------------------------
+    function renderPipeline() {
+      require([self.params.path + '/pipeline.js'], function (pipeline) {
+        pipeline.settingsSection(self, {call: call, errorText: errorText}, state.$page.find('.smsgate-pipeline'));
+      });
     }
 
     // --- latest deliveries -------------------------------------------------------------------------
