@@ -22,18 +22,24 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from smsgate import drf
-from smsgate.drf import ERRORS, ApiError, ErrorSerializer
 from accounts.permissions import ActiveAccount
 from deliveries.models import Delivery, DeliveryStatus
+from smsgate import drf
+from smsgate.drf import ERRORS, ApiError, ErrorSerializer
 
 from . import markers
 from .cards import card_preview, card_read, card_send
 from .models import ENTITY_TYPES, CrmOrigin, NoteState, SmsTemplate
-from .selectors import crm_message_of, crm_messages_of_entity, template_of, templates_of
 from .notes import failure_reason
-from .services import NAME_MAX_LENGTH, TemplateInvalid, template_create, template_delete, template_preview, \
-    template_update
+from .selectors import crm_message_of, crm_messages_of_entity, template_of, templates_of
+from .services import (
+    NAME_MAX_LENGTH,
+    TemplateInvalid,
+    template_create,
+    template_delete,
+    template_preview,
+    template_update,
+)
 
 MAX_ID = 2**53  # amoCRM ids are integers; anything past a JSON-safe integer is not one of them
 MAX_STRING = 10_000

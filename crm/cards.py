@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.utils.translation import gettext_lazy as _
@@ -168,15 +169,16 @@ def _cache_key(account: Account, entity_type: str, entity_id: int) -> str:
 def _cache_get(key: str):
     try:
         return cache.get(key)
-    except Exception:  # the shared cache down: read amoCRM instead
+    except (redis.RedisError, OSError) as exc:  # the shared cache down: read amoCRM instead
+        logger.warning("card cache unavailable (%s)", type(exc).__name__)
         return None
 
 
 def _cache_set(key: str, value, timeout: int) -> None:
     try:
         cache.set(key, value, timeout)
-    except Exception:
-        pass
+    except (redis.RedisError, OSError) as exc:
+        logger.warning("card cache unavailable (%s)", type(exc).__name__)
 
 
 def card_read(*, account: Account, entity_type: str, entity_id: int, fresh: bool = False) -> Card:

@@ -3,7 +3,9 @@
 Owns: validating what the caller sends (phone, text, route), the abuse guard's verdict, recording
 the delivery with its counters (one INSERT form for one delivery or thousands, the same SQL on
 PostgreSQL and SQLite), the replay answer for a repeated token, recording refusals as `rejected`
-deliveries, and queueing an accepted one once committed. May call: models, counters, guard,
+deliveries, and queueing an accepted one once committed. A batch from another app (crm's sends)
+goes `deliveries_validate` -> the caller's own checks -> `deliveries_guard` -> `deliveries_record`,
+whose INSERT carries the caller's rows in the same round trip. May call: models, counters, guard,
 phones, segments, queueing, routes' selectors, accounts' models, smsgate.db.
 """
 

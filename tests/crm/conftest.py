@@ -58,9 +58,9 @@ def amo():
 
 
 # --- a fake amoCRM the account is connected to, for the send path and the note outbox --------------------
-import redis  # noqa: E402
 from datetime import timedelta  # noqa: E402
 
+import redis  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from accounts.amocrm import ratelimit  # noqa: E402

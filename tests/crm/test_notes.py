@@ -7,8 +7,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from django.utils import translation
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from accounts.models import AmoToken
 from crm import notes

@@ -3,13 +3,14 @@ abuse guard, idempotency keys, one INSERT for a batch with a CrmMessage and an s
 send path refusing the default route for a CRM delivery the operator did not allow."""
 
 import pytest
-from django.utils import translation
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import translation
 
 from accounts.limits import clear_limits_cache
 from accounts.models import AccountCeilings, AccountOwnLimits
 from accounts.selectors import forget_account
+from crm import caps
 from crm.models import CrmMessage, CrmNote, CrmOrigin, NoteKind, NoteState
 from crm.sending import CrmSend, crm_route_refusal, crm_sends_create
 from deliveries.models import Delivery, DeliveryKind, DeliveryStatus
@@ -192,3 +193,31 @@ def test_the_abuse_guard_applies_to_crm_sends(account, smsru_route, settings, sh
     assert (results[1].reason, results[1].http_status) == ("phone_cooldown", 429)
     assert (results[2].reason, results[2].http_status) == ("country_not_allowed", 422)
     assert Delivery.objects.filter(status=DeliveryStatus.REJECTED).count() == 2
+
+
+def test_without_redis_the_caps_count_in_process_memory_the_same_way(account, smsru_route, settings):
+    smsru_route()
+    settings.SMSGATE_REDIS_URL = ""
+    settings.SMSGATE_CRM_LIMIT_USER_HOUR = 1
+    clear_limits_cache()
+    caps._counter = None
+    try:
+        results = send(account, item(1, amo_user_id=9), item(2, amo_user_id=9), item(3, amo_user_id=10))
+        assert [r.code for r in results] == [None, "crm_caps", None]
+        assert isinstance(caps._counters(), caps.LocalCaps) and 3500 <= results[1].retry_after <= 3600
+    finally:
+        caps._counter = None
+
+
+def test_with_redis_down_the_caps_let_sms_through_and_say_so(account, smsru_route, settings, caplog):
+    smsru_route()
+    settings.SMSGATE_REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    settings.SMSGATE_CRM_LIMIT_USER_HOUR = 1
+    clear_limits_cache()
+    caps._counter = None
+    try:
+        results = send(account, item(1, amo_user_id=9), item(2, amo_user_id=9))
+        assert [r.code for r in results] == [None, None]
+        assert "CRM caps: Redis unavailable" in caplog.text
+    finally:
+        caps._counter = None

@@ -112,16 +112,16 @@ def test_the_7_rps_limit_holds_with_several_worker_processes_writing_notes(stack
     monkeypatch.setattr(smsgate_app.conf, "broker_url", E2E_BROKER_URL)
     monkeypatch.setattr(smsgate_app.amqp, "_producer_pool", None)
     monkeypatch.setattr(smsgate.celery, "QUEUE_PREFIX", stack.queue_prefix)
-    results = crm_sends_create(account=account, kind=DeliveryKind.PIPELINE, write_notes=True, items=[
-        CrmSend("leads", lead, f"+7912{n:07d}", f"Напоминание {n}") for n, lead in enumerate(leads)])
-    assert all(r.accepted for r in results)
-
     with FakeSmsRu() as sms:
         _stack_env(stack, amo, sms)
         stack.env.update(SMSGATE_CRM_NOTE_BATCH="1")
         workers = [stack.start_worker(queues="sms-crm", concurrency=4) for _ in range(3)]
         started = time.monotonic()
-        for _ in range(12):  # twelve writers at once, on three processes
+        # Committed: the SMS and a write of the notes are queued on the CRM lane; eleven more writers join.
+        results = crm_sends_create(account=account, kind=DeliveryKind.PIPELINE, write_notes=True, items=[
+            CrmSend("leads", lead, f"+7912{n:07d}", f"Напоминание {n}") for n, lead in enumerate(leads)])
+        assert all(r.accepted for r in results)
+        for _ in range(11):  # twelve writers at once, on three processes
             assert notes.notes_write_soon(account_id=account.pk)
 
         wait_for(lambda: CrmNote.objects.filter(state=NoteState.WRITTEN).count() == 45, 60,
