@@ -5,7 +5,8 @@
  * in its trigger modal. This module turns it into something an owner can use: a list of the account's
  * templates (or "my own text", the `message` field), a preview of what the SMS will say and how many
  * parts it takes, and the account's own key filled into the hidden `key` field (amoCRM does not sign the
- * pipeline's webhook: smsgate refuses every call without that key). Loaded by script.js's dpSettings.
+ * pipeline's webhook: smsgate refuses every call without that key). Loaded by script.js's dpSettings, and by
+ * its settings page for the action's section (settingsSection: latest outcomes, refused calls, the key).
  */
 define(['jquery'], function ($) {
   'use strict';
@@ -209,5 +210,75 @@ define(['jquery'], function ($) {
     return true;
   }
 
-  return {dpSettings: dpSettings};
+  /*
+   * The settings page's section (script.js calls it into $box): what the pipeline action did lately, the
+   * calls refused for want of the key, and (administrators) replacing the key.
+   */
+  function settingsSection(widget, api, $box) {
+    var texts = widget.i18n('dp') || {};
+    function t(key, values) {
+      var text = texts[key] || key;
+      Object.keys(values || {}).forEach(function (name) {
+        text = text.split('{' + name + '}').join(String(values[name]));
+      });
+      return text;
+    }
+    var lang = (widget.i18n('meta') || {}).lang || 'ru';
+
+    function draw(reply) {
+      $box.empty().append(el('h3', 'smsgate-subtitle', t('section_title')), el('p', 'smsgate-muted', t('section_intro')));
+      var counts = reply.counts || {};
+      $box.append(el('p', 'smsgate-dp-counts', t('counts', {sent: counts.sent || 0, no_phone: counts.no_phone || 0,
+        refused: (counts.refused || 0) + (counts.not_found || 0) + (counts.failed || 0),
+        waiting: (counts.pending || 0) + (counts.reading || 0)})));
+      if (reply.refused_calls) {
+        var when = reply.refused_last_at ? new Date(reply.refused_last_at).toLocaleString(lang) : '';
+        $box.append(el('div', 'smsgate-notice smsgate-notice_error smsgate-dp-refused-calls',
+          t('refused_settings', {count: reply.refused_calls, when: when})));
+      }
+      if (!reply.attention.length) {
+        $box.append(el('p', 'smsgate-muted smsgate-dp-no-attention', t('no_attention')));
+      } else {
+        var $body = el('tbody');
+        $.each(reply.attention, function (i, event) {
+          $body.append(el('tr', 'smsgate-dp-event').attr('data-reason', event.reason).append(
+            el('td', '', new Date(event.received_at).toLocaleString(lang)),
+            el('td', 'smsgate-dp-lead').append(el('a', '', String(event.lead_id))
+              .attr({href: '/leads/detail/' + event.lead_id, target: '_blank', rel: 'noopener'})),
+            el('td', '', event.state_label),
+            el('td', 'smsgate-muted', t('reason_' + event.reason) !== 'reason_' + event.reason
+              ? t('reason_' + event.reason) : event.detail || event.reason)));
+        });
+        $box.append(el('table', 'smsgate-table smsgate-dp-attention').append(el('thead').append(el('tr').append(
+          el('th', '', t('col_time')), el('th', '', t('col_lead')), el('th', '', t('col_state')),
+          el('th', '', t('col_reason')))), $body));
+      }
+      if (reply.key) {
+        var armed = false;
+        var $message = el('div', 'smsgate-dp-key-message');
+        var $rotate = el('button', 'smsgate-button smsgate-dp-rotate', t('rotate')).attr('type', 'button');
+        $rotate.on('click', function () {
+          if (!armed) {  // a second click replaces it (amoCRM forbids modal browser dialogs)
+            armed = true;
+            $rotate.text(t('rotate_confirm'));
+            return;
+          }
+          api.call('POST', '/pipeline/key/').then(function (fresh) {
+            draw(fresh);
+            $box.find('.smsgate-dp-key-message').append(el('div', 'smsgate-notice', t('rotated')));
+          }, function (xhr) {
+            $message.empty().append(el('div', 'smsgate-notice smsgate-notice_error', api.errorText(xhr)));
+          });
+        });
+        $box.append(el('div', 'smsgate-help', t('key_help')), $rotate, $message);
+      }
+    }
+
+    api.call('GET', '/pipeline/').then(draw, function (xhr) {
+      $box.empty().append(el('div', 'smsgate-notice smsgate-notice_error', api.errorText(xhr)));
+    });
+    return true;
+  }
+
+  return {dpSettings: dpSettings, settingsSection: settingsSection};
 });

@@ -122,6 +122,7 @@ define(['jquery'], function ($) {
         el('div', 'smsgate-test'),
         el('div', 'smsgate-figures'),
         el('div', 'smsgate-templates'),
+        el('div', 'smsgate-pipeline'),
         el('div', 'smsgate-deliveries')
       );
       $root.append($page);
@@ -136,6 +137,7 @@ define(['jquery'], function ($) {
         renderFigures();
         loadRoutes();
         loadTemplates();
+        renderPipeline();
         renderDeliveries();
       }, function (xhr) {
         notice($page.find('.smsgate-message'), errorText(xhr), true);
@@ -628,6 +630,13 @@ define(['jquery'], function ($) {
         });
       });
       $box.append($form);
+    }
+
+    // --- the pipeline action: its own module (pipeline.js) --------------------------------------------
+    function renderPipeline() {
+      require([self.params.path + '/pipeline.js'], function (pipeline) {
+        pipeline.settingsSection(self, {call: call, errorText: errorText}, state.$page.find('.smsgate-pipeline'));
+      });
     }
 
     // --- latest deliveries -------------------------------------------------------------------------

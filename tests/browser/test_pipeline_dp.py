@@ -106,3 +106,45 @@ def test_a_user_who_is_not_an_admin_is_told_only_an_admin_can_fill_in_the_key(st
                                                                     stack.processes[-1].log()[-3000:])
     assert page.input_value("input[name='key']") == ""
     assert problems == []
+
+
+def test_the_settings_page_shows_what_the_action_did_and_replaces_the_key(stack, chromium, make_token, account,
+                                                                         tmp_path):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    key = pipeline_key_get_or_create(account=account)
+    PipelineKey.objects.filter(pk=key.pk).update(refused_count=2, refused_last_at=timezone.now())
+    for lead, state, reason, detail in [
+            (20000001, "sent", "", ""),
+            (20000002, "no_phone", "no_phone", "no contact of the lead has a phone that can get an SMS"),
+            (20000003, "sent", "unsorted", "amoCRM takes no notes on leads in unsorted"),
+            (20000004, "refused", "policy", "Этот номер нельзя использовать.")]:
+        PipelineEvent.objects.create(account=account, lead_id=lead, status_id=40000002, event_type=15,
+                                     event_time=lead, state=state, reason=reason, detail=detail)
+    stack.start_web()
+    widget_files = built_widget(stack.web_url, tmp_path)
+    page = chromium.new_page(viewport={"width": 1100, "height": 900}, locale="ru-RU")
+    problems = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("console", lambda msg: msg.type != "debug" and problems.append(f"console.{msg.type}: {msg.text}"))
+    page.expose_function("smsgateSignToken", lambda: make_token())
+    serve_amocrm(page, widget_files)
+    page.goto(f"{AMO_ORIGIN}/settings/widgets/?lang=ru")
+
+    page.wait_for_selector(".smsgate-pipeline .smsgate-dp-attention", timeout=15000)
+    rows = page.locator(".smsgate-dp-event")
+    assert [rows.nth(n).get_attribute("data-reason") for n in range(rows.count())] == ["policy", "unsorted",
+                                                                                        "no_phone"]
+    text = page.inner_text(".smsgate-pipeline")
+    assert "Вызовов без ключа аккаунта отклонено: 2" in text
+    assert "За 7 дней: отправлено 2, без телефона 1, не отправлено 1, ждут 0." in text
+    assert "не даёт добавить примечание" in text and "Этот номер нельзя использовать." in text
+    assert page.get_attribute(".smsgate-dp-event[data-reason='no_phone'] .smsgate-dp-lead a", "href") == \
+        "/leads/detail/20000002"
+    page.locator(".smsgate-pipeline").screenshot(path=str(ARTIFACTS / "dp-3-settings-section.png"))
+
+    page.click(".smsgate-dp-rotate")
+    assert PipelineKey.objects.get().key == key.key  # the first click only arms it
+    page.click(".smsgate-dp-rotate")
+    page.wait_for_selector(".smsgate-dp-key-message .smsgate-notice")
+    assert PipelineKey.objects.get().key != key.key
+    assert problems == []
