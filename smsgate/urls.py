@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 
@@ -29,6 +30,10 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),
 ]
+
+if settings.DEBUG:
+    # Development only: a stand-in for amoCRM's card with the real widget in it (accounts/widget_dev.py).
+    urlpatterns.append(path("dev/amocrm/", include("accounts.widget_dev")))
 
 # JSON on the machine endpoints for what Django refuses itself (smsgate/errors.py).
 handler400 = "smsgate.errors.bad_request"
