@@ -25,6 +25,11 @@ PLACEHOLDER_SUPPORT_EMAIL = "{{SMSGATE_SUPPORT_EMAIL}}"
 PLACEHOLDER_VERSION = "{{SMSGATE_WIDGET_VERSION}}"
 HELP_PATH = "/help/"  # the public help page (deliveries/help.py) under the base URL: widget.support.link
 SMS_ENDPOINT_PATH = "/amocrm/sms"
+DP_WEBHOOK_PATH = "/amocrm/pipeline"  # crm.views.pipeline_webhook: dp.webhook_url
+# The pipeline action's settings (crm.pipeline_inbox): the account's key, and a template or a text.
+DP_KEY_SETTING = "key"
+DP_TEXT_SETTINGS = ("message", "template_id")
+SETTING_TYPES = {"text", "pass", "users", "users_lp", "custom", "numeric", "textarea", "url"}
 # A version goes into amoCRM's URLs of the widget's files: letters, digits and . _ + - only.
 VERSION_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]{0,63}")
 MAX_IMAGE_BYTES = 300 * 1024
@@ -53,6 +58,7 @@ FORBIDDEN_IN_SCRIPT = {
     r"\bconsole\.(?:log|info|warn|error)\s*\(": "only console.debug may be used",
     r"createElement\(\s*['\"]script['\"]\s*\)": "scripts must be loaded through define([...]), not a <script> element",
 }
+# script.js is the entry point; each feature's own AMD module (figures.js, ...) sits beside it.
 # Card and list locations take a suffix: -1 the widget uses the right column, -0 it does not (§3.3).
 SUFFIXED_LOCATIONS = {"lcard", "ccard", "comcard", "cucard", "llist", "clist", "tlist", "culist"}
 # The card panel (card.js) is drawn in the right column of the lead's and the contact's card.
@@ -239,6 +245,7 @@ def widget_check(archive: bytes, *, base_url: str | None = None) -> list[str]:
         return problems
     problems += _check_manifest(manifest)
     problems += _check_support_link(manifest, base_url)
+    problems += _check_dp(manifest, base_url)
     locales = manifest.get("widget", {}).get("locale") if isinstance(manifest.get("widget"), dict) else None
     locales = [loc for loc in locales if isinstance(loc, str)] if isinstance(locales, list) else []
     problems += _check_i18n(files, manifest, locales)
@@ -301,8 +308,6 @@ def _check_manifest(manifest: dict) -> list[str]:
             problems.append("manifest.json: the `sms` location needs sms.endpoint (an absolute URL).")
         elif parts.scheme != "https" and parts.hostname not in ("127.0.0.1", "localhost"):
             problems.append("manifest.json: sms.endpoint must be an https URL.")
-    if "digital_pipeline" in locations and not isinstance((manifest.get("dp") or {}).get("action_multiple"), bool):
-        problems.append("manifest.json: the digital_pipeline location needs dp.action_multiple.")
 
     tour = manifest.get("tour")
     if not isinstance(tour, dict):
@@ -319,16 +324,59 @@ def _check_manifest(manifest: dict) -> list[str]:
     return problems
 
 
-def _check_support_link(manifest: dict, base_url: str | None) -> list[str]:
-    """widget.support.link is this deployment's help page, which amoMarket shows on the widget's card."""
-    widget = manifest.get("widget") if isinstance(manifest.get("widget"), dict) else {}
-    support = widget.get("support") if isinstance(widget.get("support"), dict) else {}
-    link = support.get("link")
+def _deployment(manifest: dict, base_url: str | None) -> str | None:
+    """The deployment the archive was built for: `base_url`, else the one sms.endpoint names."""
     if base_url is None:
         sms = manifest.get("sms") if isinstance(manifest.get("sms"), dict) else {}
         endpoint = sms.get("endpoint")
         if isinstance(endpoint, str) and endpoint.endswith(SMS_ENDPOINT_PATH):
             base_url = endpoint[: -len(SMS_ENDPOINT_PATH)]
+    return base_url
+
+
+def _check_dp(manifest: dict, base_url: str | None) -> list[str]:
+    """The digital pipeline's "send SMS" action: its dp block (amocrm-platform.md §3.2) as smsgate's webhook
+    reads it: once per lead entering a stage, the account's key, a template or a text."""
+    if "digital_pipeline" not in (manifest.get("locations") or []):
+        return ["manifest.json: a dp block needs the digital_pipeline location."] if "dp" in manifest else []
+    dp = manifest.get("dp")
+    if not isinstance(dp, dict):
+        return ["manifest.json: the digital_pipeline location needs a dp block."]
+    problems = []
+    if dp.get("action_multiple") is not False:
+        problems.append("manifest.json: dp.action_multiple must be false (an SMS once, when a lead enters the stage).")
+    base_url = _deployment(manifest, base_url)
+    url = dp.get("webhook_url")
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if not parts or not parts.hostname:
+        problems.append(f"manifest.json: dp.webhook_url is required (the deployment's {DP_WEBHOOK_PATH}).")
+    elif "{{SMSGATE_" in url:
+        pass  # reported with the other placeholders
+    elif parts.scheme != "https" and parts.hostname not in ("127.0.0.1", "localhost"):
+        problems.append("manifest.json: dp.webhook_url must be an https URL.")
+    elif base_url and url != f"{base_url}{DP_WEBHOOK_PATH}":
+        problems.append(f"manifest.json: dp.webhook_url must be {base_url}{DP_WEBHOOK_PATH}, not {url!r}.")
+    settings = dp.get("settings")
+    if not isinstance(settings, dict):
+        return [*problems, "manifest.json: dp.settings is required (the action's key and its text or template)."]
+    for code, spec in settings.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or spec.get("type") not in SETTING_TYPES:
+            problems.append(f"manifest.json: dp.settings.{code} needs a name (an i18n key) and a known type.")
+    key = settings.get(DP_KEY_SETTING)
+    if not isinstance(key, dict) or key.get("required") is not True:
+        problems.append(f"manifest.json: dp.settings.{DP_KEY_SETTING} is required (the account's own key: amoCRM does "
+                        "not sign the pipeline's webhook).")
+    if not any(code in settings for code in DP_TEXT_SETTINGS):
+        problems.append(f"manifest.json: dp.settings needs {' or '.join(DP_TEXT_SETTINGS)} (what the SMS says).")
+    return problems
+
+
+def _check_support_link(manifest: dict, base_url: str | None) -> list[str]:
+    """widget.support.link is this deployment's help page, which amoMarket shows on the widget's card."""
+    widget = manifest.get("widget") if isinstance(manifest.get("widget"), dict) else {}
+    support = widget.get("support") if isinstance(widget.get("support"), dict) else {}
+    link = support.get("link")
+    base_url = _deployment(manifest, base_url)
     expected = f"{base_url}{HELP_PATH}" if base_url else None
     if not isinstance(link, str) or not link:
         return [f"manifest.json: widget.support.link is required: the help page{f' {expected}' if expected else ''}."]
@@ -376,6 +424,9 @@ def _check_i18n(files: dict, manifest: dict, locales: list[str]) -> list[str]:
     widget = manifest.get("widget") if isinstance(manifest.get("widget"), dict) else {}
     tour = manifest.get("tour") if isinstance(manifest.get("tour"), dict) else {}
     references = [widget.get(k) for k in ("name", "description", "short_description")] + [tour.get("tour_description")]
+    dp = manifest.get("dp") if isinstance(manifest.get("dp"), dict) else {}
+    dp_settings = dp.get("settings") if isinstance(dp.get("settings"), dict) else {}
+    references += [dp.get("title")] + [spec.get("name") for spec in dp_settings.values() if isinstance(spec, dict)]
     for locale, tree in trees.items():
         for key in references:
             if isinstance(key, str) and key and not isinstance(_lookup(tree, key), str):

@@ -1,5 +1,5 @@
 """The account API for deliveries: the list (cursor-paginated, filtered), one delivery with its
-attempts and status reports, and counts by status per day. Every read starts from the caller's account.
+attempts and status reports, and the owner's figures (deliveries.figures, from the counters). Every read starts from the caller's account.
 
 Phones are shown in full: they are the account's own customers, already in its CRM, and the owner
 filters by them. Texts are shown with code digits masked, as in the admin: a login code is a
@@ -19,13 +19,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from routes.models import ProviderRoute
+from routes.providers import PROVIDERS
+from routes.providers.base import Provider
 from smsgate import drf, inputs
 from smsgate.drf import ERRORS, ErrorSerializer
 
 from .masking import mask_codes
 from .models import Attempt, Delivery, DeliveryStatus, StatusEvent
 from smsgate.phones import phone_normalise_for_search
-from .selectors import DeliveryFilter, deliveries_of_account, delivery_of_account, delivery_stats
+from .alerts import account_alerts, alert_settings_of, alert_settings_save, balance_watches
+from .figures import owner_figures
+from .selectors import DeliveryFilter, deliveries_of_account, delivery_of_account
 from .services.intake import delivery_create_test
 
 STATS_MAX_DAYS = 90
@@ -165,12 +169,48 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
 class StatsDaySerializer(serializers.Serializer):
     date = serializers.DateField()
     total = serializers.IntegerField()
-    by_status = serializers.DictField(child=serializers.IntegerField())
+    by_status = serializers.DictField(child=serializers.IntegerField(),
+                                      help_text="every status (pending includes sending)")
+    by_source = serializers.DictField(child=serializers.IntegerField(),
+                                      help_text="by delivery kind: system (login codes), crm (card), pipeline, ...")
+    parts = serializers.IntegerField(help_text="SMS parts the providers took (what they bill)")
+
+
+class StatsSourceSerializer(serializers.Serializer):
+    source = serializers.CharField(help_text='the delivery kind; "" for SMS counted before kinds were kept')
+    label = serializers.CharField()
+    total = serializers.IntegerField()
+    parts = serializers.IntegerField()
+
+
+class StatsRouteSerializer(serializers.Serializer):
+    route_id = serializers.IntegerField(allow_null=True, help_text="null: the service's default route")
+    provider = serializers.CharField()
+    name = serializers.CharField()
+    total = serializers.IntegerField()
+    delivered = serializers.IntegerField()
+    finished = serializers.IntegerField(help_text="final outcomes the delivery rate is computed over")
+    delivery_rate = serializers.FloatField(allow_null=True)
+    median_seconds = serializers.FloatField(allow_null=True, help_text="median time to delivered")
+    parts = serializers.IntegerField()
+
+
+class StatsReasonSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    error_class = serializers.CharField()
+    count = serializers.IntegerField()
+    text = serializers.CharField(help_text="in plain words, in the request's language")
 
 
 class StatsSerializer(serializers.Serializer):
     days = serializers.IntegerField()
+    since = serializers.DateField()
+    until = serializers.DateField()
     series = StatsDaySerializer(many=True)
+    sources = StatsSourceSerializer(many=True)
+    routes = StatsRouteSerializer(many=True)
+    parts = serializers.IntegerField()
+    failure_reasons = StatsReasonSerializer(many=True)
 
 
 class StatsParamsSerializer(serializers.Serializer):
@@ -178,14 +218,96 @@ class StatsParamsSerializer(serializers.Serializer):
 
 
 class StatsView(APIView):
+    """The owner's figures, from the daily counters only (never a count over deliveries)."""
+
     @extend_schema(operation_id="stats", tags=["deliveries"], parameters=[StatsParamsSerializer],
                    responses={200: StatsSerializer, **ERRORS})
     def get(self, request):
         params = StatsParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         days = params.validated_data.get("days", 30)
-        return Response(StatsSerializer({"days": days,
-                                         "series": delivery_stats(account=request.user.account, days=days)}).data)
+        return Response(StatsSerializer(owner_figures(account=request.user.account, days=days)).data)
+
+
+# --- the owner's alerts ---------------------------------------------------------------------------------------
+class AlertSerializer(serializers.Serializer):
+    code = serializers.ChoiceField(choices=["balance_low", "route_broken", "route_sends_nothing",
+                                            "delivery_rate_drop"])
+    key = serializers.CharField()
+    title = serializers.CharField()
+    detail = serializers.CharField()
+    route_id = serializers.IntegerField(allow_null=True)
+
+
+class BalanceWatchSerializer(serializers.Serializer):
+    route_id = serializers.IntegerField()
+    name = serializers.CharField()
+    supports_balance = serializers.BooleanField()
+    below = serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True)
+    amount = serializers.DecimalField(max_digits=18, decimal_places=4, allow_null=True)
+    currency = serializers.CharField(allow_blank=True)
+    checked_at = serializers.DateTimeField(allow_null=True)
+    error = serializers.CharField(allow_blank=True, help_text="why the balance could not be read")
+
+
+class AlertsSerializer(serializers.Serializer):
+    alerts = AlertSerializer(many=True)
+    amo_tasks = serializers.BooleanField()
+    balances = BalanceWatchSerializer(many=True)
+
+
+class ThresholdSerializer(serializers.Serializer):
+    route_id = drf.IntegerField(min_value=1, max_value=inputs.BIGINT_MAX)
+    below = drf.DecimalField(max_digits=14, decimal_places=2, min_value=0, allow_null=True,
+                             help_text="alert when the balance is under this; null: no alert")
+
+
+class AlertSettingsSerializer(serializers.Serializer):
+    amo_tasks = serializers.BooleanField(required=False,
+                                         help_text="also create an amoCRM task for the administrator, once a day")
+    thresholds = ThresholdSerializer(many=True, required=False, max_length=100)
+
+    def validate_thresholds(self, value):
+        ids = [item["route_id"] for item in value]
+        if len(set(ids)) != len(ids):
+            raise serializers.ValidationError(_("Each route may appear once."))
+        return value
+
+
+def _alerts_reply(account) -> dict:
+    balances = []
+    for route, watch in balance_watches(account=account):
+        provider = PROVIDERS.get(route.provider)
+        balances.append({"route_id": route.pk, "name": (provider.name if provider else route.provider)
+                         + (f" ({route.sender})" if route.sender else ""),
+                         "supports_balance": bool(provider) and provider.balance is not Provider.balance,
+                         "below": watch.below if watch else None, "amount": watch.amount if watch else None,
+                         "currency": watch.currency if watch else "", "checked_at": watch.checked_at if watch else None,
+                         "error": watch.error if watch else ""})
+    return {"alerts": [alert.as_dict() for alert in account_alerts(account=account)],
+            "amo_tasks": alert_settings_of(account=account).amo_tasks, "balances": balances}
+
+
+class AlertsView(APIView):
+    """`GET /api/v1/alerts/`: the account's alerts now and its alert settings; `PUT` (an administrator)
+    saves the settings: balance thresholds per route, and whether alerts also become amoCRM tasks."""
+
+    @extend_schema(operation_id="alerts", tags=["alerts"], responses={200: AlertsSerializer, **ERRORS})
+    def get(self, request):
+        return Response(AlertsSerializer(_alerts_reply(request.user.account)).data)
+
+    @extend_schema(operation_id="alerts_update", tags=["alerts"], request=AlertSettingsSerializer,
+                   responses={200: AlertsSerializer, **ERRORS})
+    def put(self, request):
+        serializer = AlertSettingsSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        thresholds = {item["route_id"]: item["below"] for item in data.get("thresholds", [])}
+        try:
+            alert_settings_save(account=request.user.account, amo_tasks=data.get("amo_tasks"), thresholds=thresholds)
+        except ValueError:
+            raise serializers.ValidationError({"thresholds": [_("This is not a route of this account.")]}) from None
+        return Response(AlertsSerializer(_alerts_reply(request.user.account)).data)
 
 
 # --- a test SMS through one route ---------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Delivery counters for the dashboard and the accounts list: how they are keyed and written.
 
 Every delivery is counted exactly once, under the key of its current state: its creation day,
-account, provider, status (pending and sending count together as pending), failure reason, and
-for delivered ones a time-to-delivered bucket. `Delivery.stats_key` remembers the key a delivery is
+account, kind (the owner's "source": login codes, card, pipeline, Salesbot, lists, ...), parts, the
+route and provider that took it, status (pending and sending count together as pending), failure
+reason, and for delivered ones a time-to-delivered bucket. Kind and parts never change; route and
+provider are recorded by the same writes that move the status, so a move still writes one counter
+statement. `Delivery.stats_key` remembers the key a delivery is
 counted under. A status change (deliveries.services.status, the only writer of statuses) returns
 the rows it moved with the key they were counted under; `moved_counts` turns them into the
 statements that move each count (-1 old key, +1 new key, `INSERT ... ON CONFLICT DO UPDATE`
@@ -25,7 +28,7 @@ from functools import lru_cache
 
 from django.db import connection, transaction
 from django.db.models import Case, CharField, Count, DurationField, ExpressionWrapper, F, Q, Value, When
-from django.db.models.functions import Concat, TruncHour
+from django.db.models.functions import Cast, Coalesce, Concat, TruncHour
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 
@@ -44,7 +47,12 @@ UNSUCCESSFUL = (DeliveryStatus.UNDELIVERED, DeliveryStatus.EXPIRED, DeliveryStat
 RATE_BASE = (DeliveryStatus.DELIVERED, DeliveryStatus.UNDELIVERED, DeliveryStatus.EXPIRED,
              DeliveryStatus.REJECTED, DeliveryStatus.FAILED)
 # What a status change must return of each row it moved, for `moved_counts`.
-KEY_COLUMNS = ("id", "account_id", "created_at", "status", "provider", "error_class", "finished_at", "stats_key")
+KEY_COLUMNS = ("id", "account_id", "created_at", "status", "provider", "error_class", "finished_at", "stats_key",
+               "route_id", "kind", "segments")
+# Parts of SMS a provider took (what it bills): sent and its outcomes, unknown (it may have it), and
+# failed for want of a report (the provider had it). Rejected, expired and other failures never left.
+PARTS_BILLED = (DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.UNDELIVERED, DeliveryStatus.UNKNOWN)
+NO_REPORT = "no_report"
 
 
 @dataclass(frozen=True, order=True)
@@ -53,20 +61,36 @@ class StatKey:
     status: str
     error_class: str = ""
     latency_le: int = 0
+    route_id: int = 0  # 0: no route (not sent yet, the deployment's default route, or a key of before 0004)
+    kind: str = ""  # "": counted before the kind was a dimension (until rebuild_delivery_stats)
+    parts: int = 0
 
     def encode(self) -> str:
-        return f"{self.provider}|{self.status}|{self.error_class}|{self.latency_le}"
+        return (f"{self.kind}|{self.parts}|{self.route_id}|{self.provider}|{self.status}|{self.error_class}|"
+                f"{self.latency_le}")
 
     @classmethod
     def decode(cls, text: str) -> StatKey:
+        fields = text.split("|", 5)
+        if len(fields) == 6 and fields[1].isdigit() and fields[2].isdigit():
+            kind, parts, route_id, provider, status, rest = fields
+            error_class, latency_le = rest.rsplit("|", 1)
+            return cls(provider, status, error_class, int(latency_le), int(route_id), kind, int(parts))
+        # A key stored before migration 0004 (provider|status|error|bucket): its counter rows were
+        # kept with kind "", parts 0, route 0, so moving it away takes the count from those rows.
         provider, status, rest = text.split("|", 2)
         error_class, latency_le = rest.rsplit("|", 1)
         return cls(provider, status, error_class, int(latency_le))
 
+    @property
+    def parts_billed(self) -> bool:
+        return self.status in PARTS_BILLED or (self.status == DeliveryStatus.FAILED and self.error_class == NO_REPORT)
 
-PENDING_KEY = StatKey("", DeliveryStatus.PENDING.value)
-# StatKey.decode in SQL: regexp_match(key, KEY_PARTS) gives provider, status, error class, bucket.
-KEY_PARTS = r"'^([^|]*)\|([^|]*)\|(.*)\|([0-9]+)$'"
+
+PENDING_KEY = StatKey("", DeliveryStatus.PENDING.value)  # of a delivery with no kind or parts (tests, old keys)
+# StatKey.decode in SQL: regexp_match(key, KEY_PARTS) gives kind, parts, route, provider, status,
+# error class, bucket (keys are rewritten to this form before any SQL rebuild reads them).
+KEY_PARTS = r"'^([^|]*)\|([0-9]+)\|([0-9]+)\|([^|]*)\|([^|]*)\|(.*)\|([0-9]+)$'"
 
 
 def latency_bucket(seconds: float) -> int:
@@ -75,16 +99,26 @@ def latency_bucket(seconds: float) -> int:
     return LATENCY_BUCKETS[index] if index < len(LATENCY_BUCKETS) else LATENCY_OVER
 
 
-def key_of(*, status, provider, error_class, created_at, finished_at) -> StatKey:
+def key_of(*, status, provider, error_class, created_at, finished_at, route_id=None, kind="", parts=0) -> StatKey:
     """The key a delivery in this state is counted under (mirrored in SQL by `key_expression`)."""
+    same = {"kind": str(kind or ""), "parts": int(parts or 0)}
     if status in IN_PROGRESS:
-        return PENDING_KEY
+        return StatKey("", DeliveryStatus.PENDING.value, **same)
+    route = int(route_id or 0)
     if status == DeliveryStatus.DELIVERED:
         latency = latency_bucket((finished_at - created_at).total_seconds()) if finished_at else 0
-        return StatKey(provider, str(status), "", latency)
+        return StatKey(provider, str(status), "", latency, route, **same)
     if status in UNSUCCESSFUL:
-        return StatKey(provider, str(status), error_class or "", 0)
-    return StatKey(provider, str(status))
+        return StatKey(provider, str(status), error_class or "", 0, route, **same)
+    return StatKey(provider, str(status), "", 0, route, **same)
+
+
+def key_of_row(row) -> StatKey:
+    """`key_of` for a delivery (or a dict of KEY_COLUMNS)."""
+    get = row.get if isinstance(row, dict) else lambda name: getattr(row, name)
+    return key_of(status=get("status"), provider=get("provider"), error_class=get("error_class"),
+                  created_at=get("created_at"), finished_at=get("finished_at"), route_id=get("route_id"),
+                  kind=get("kind"), parts=get("segments"))
 
 
 def key_expression():
@@ -97,15 +131,18 @@ def key_expression():
         default=Value(str(LATENCY_OVER)),
         output_field=CharField(),
     )
+    text = CharField()
+    kind_parts = (F("kind"), Value("|"), Cast("segments", text), Value("|"))
+    route = (Cast(Coalesce(F("route_id"), Value(0)), text), Value("|"))
     return Case(
-        When(status__in=IN_PROGRESS, then=Value(PENDING_KEY.encode())),
+        When(status__in=IN_PROGRESS, then=Concat(*kind_parts, Value("0||pending||0"), output_field=text)),
         When(status=DeliveryStatus.DELIVERED,
-             then=Concat(F("provider"), Value("|delivered||"), latency_text, output_field=CharField())),
+             then=Concat(*kind_parts, *route, F("provider"), Value("|delivered||"), latency_text, output_field=text)),
         When(status__in=UNSUCCESSFUL,
-             then=Concat(F("provider"), Value("|"), F("status"), Value("|"), F("error_class"), Value("|0"),
-                         output_field=CharField())),
-        default=Concat(F("provider"), Value("|"), F("status"), Value("||0"), output_field=CharField()),
-        output_field=CharField(),
+             then=Concat(*kind_parts, *route, F("provider"), Value("|"), F("status"), Value("|"), F("error_class"),
+                         Value("|0"), output_field=text)),
+        default=Concat(*kind_parts, *route, F("provider"), Value("|"), F("status"), Value("||0"), output_field=text),
+        output_field=text,
     )
 
 
@@ -127,14 +164,15 @@ def _upsert_sql(model, key_columns: tuple[str, ...], rows: int) -> str:
             f"ON CONFLICT ({', '.join(columns[:-1])}) DO UPDATE SET {count} = counter.{count} + EXCLUDED.{count}")
 
 
-DAY_COLUMNS = ("day", "account_id", "provider", "status", "error_class", "latency_le")
+DAY_COLUMNS = ("day", "account_id", "kind", "parts", "route_id", "provider", "status", "error_class", "latency_le")
 HOUR_COLUMNS = ("account_id", "hour")
 
 
 def delta_statements(day_deltas: Counter, hour_deltas: Counter) -> list[tuple[str, list]]:
     """The upserts that add these deltas, rows sorted so that every writer locks them in one order."""
     statements = []
-    day_rows = sorted((day, account_id, key.provider, key.status, key.error_class, key.latency_le, delta)
+    day_rows = sorted((day, account_id, key.kind, key.parts, key.route_id, key.provider, key.status,
+                       key.error_class, key.latency_le, delta)
                       for (day, account_id, key), delta in day_deltas.items() if delta)
     if day_rows:
         statements.append((_upsert_sql(DeliveryDayStat, DAY_COLUMNS, len(day_rows)),
@@ -158,8 +196,7 @@ def new_counts(deliveries: list[Delivery]) -> list[tuple[str, list]]:
 
 
 def key_for_new(delivery: Delivery) -> str:
-    return key_of(status=delivery.status, provider=delivery.provider, error_class=delivery.error_class,
-                  created_at=delivery.created_at, finished_at=delivery.finished_at).encode()
+    return key_of_row(delivery).encode()
 
 
 @lru_cache(maxsize=1)
@@ -176,8 +213,7 @@ def moved_counts(rows: list[dict]) -> list[tuple[str, list]]:
     stored = []
     prepare_id = Delivery._meta.pk.get_db_prep_value
     for row in rows:
-        key = key_of(status=row["status"], provider=row["provider"], error_class=row["error_class"],
-                     created_at=row["created_at"], finished_at=row["finished_at"])
+        key = key_of_row(row)
         encoded = key.encode()
         if row["stats_key"] == encoded:
             continue
@@ -266,7 +302,8 @@ def _recount_day_in_python(day, start, end, first_hour, last_hour) -> int:
     day_rows, total = [], 0
     for item in counted.values("account_id", "stats_key").annotate(n=Count("pk")).order_by():
         k = StatKey.decode(item["stats_key"])
-        day_rows.append(DeliveryDayStat(day=day, account_id=item["account_id"], provider=k.provider, status=k.status,
+        day_rows.append(DeliveryDayStat(day=day, account_id=item["account_id"], kind=k.kind, parts=k.parts,
+                                        route_id=k.route_id, provider=k.provider, status=k.status,
                                         error_class=k.error_class, latency_le=k.latency_le, count=item["n"]))
         total += item["n"]
     DeliveryDayStat.objects.bulk_create(day_rows, batch_size=1000)
@@ -285,8 +322,9 @@ def _recount_day_in_sql(day, start, end, first_hour, last_hour) -> int:
     deliveries, days, hours = (quote(m._meta.db_table) for m in (Delivery, DeliveryDayStat, DeliveryHourCount))
     with connection.cursor() as cursor:
         cursor.execute(rf"""
-            INSERT INTO {days} (day, account_id, provider, status, error_class, latency_le, count)
-            SELECT %s, account_id, part[1], part[2], part[3], part[4]::int, n
+            INSERT INTO {days} (day, account_id, kind, parts, route_id, provider, status, error_class, latency_le,
+                                count)
+            SELECT %s, account_id, part[1], part[2]::int, part[3]::int, part[4], part[5], part[6], part[7]::int, n
             FROM (SELECT account_id, regexp_match(stats_key, {KEY_PARTS}) AS part,
                          count(*) AS n
                   FROM {deliveries}
@@ -315,14 +353,15 @@ def counters_from_sql(source: str) -> str:
     count = quote("count")
     return rf""",
 counted_days AS (
-    INSERT INTO {days} AS counter (day, account_id, provider, status, error_class, latency_le, count)
-    SELECT day, account_id, part[1], part[2], part[3], part[4]::int, n
+    INSERT INTO {days} AS counter (day, account_id, kind, parts, route_id, provider, status, error_class,
+                                   latency_le, count)
+    SELECT day, account_id, part[1], part[2]::int, part[3]::int, part[4], part[5], part[6], part[7]::int, n
     FROM (SELECT (created_at AT TIME ZONE %s)::date AS day, account_id,
                  regexp_match(stats_key, {KEY_PARTS}) AS part, count(*) AS n
           FROM {source} WHERE stats_key IS NOT NULL
           GROUP BY 1, 2, stats_key) grouped
-    ORDER BY 1, 2, 3, 4, 5, 6
-    ON CONFLICT (day, account_id, provider, status, error_class, latency_le)
+    ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+    ON CONFLICT (day, account_id, kind, parts, route_id, provider, status, error_class, latency_le)
         DO UPDATE SET {count} = counter.{count} + EXCLUDED.{count}
     RETURNING 1
 ),

@@ -125,7 +125,7 @@ class Delivery(models.Model):
     next_poll_at = models.DateTimeField(_("next status poll at"), null=True, blank=True)
     poll_count = models.PositiveIntegerField(_("status polls"), default=0, db_default=0)
     # The dashboard key this delivery is counted under (deliveries.counters); NULL until counted.
-    stats_key = models.CharField(_("statistics key"), max_length=100, null=True, blank=True, editable=False)
+    stats_key = models.CharField(_("statistics key"), max_length=160, null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("delivery")
@@ -252,12 +252,18 @@ class DeliveryDayStat(models.Model):
 
     `status` is the delivery's status, with pending and sending counted together as pending;
     `error_class` is set for unsuccessful statuses; `latency_le` is, for delivered ones, the upper
-    bound in seconds of the time-to-delivered bucket (0 otherwise).
+    bound in seconds of the time-to-delivered bucket (0 otherwise). `kind` is the delivery's kind
+    (the owner's figures call it the source), `parts` its number of SMS parts (parts sent = the sum of
+    count x parts), `route_id` the account's route that took it (0: none; a plain number, so a
+    deleted route's history stays).
     """
 
     day = models.DateField(_("day"))
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+", verbose_name=_("account"),
                                 db_index=False)  # (account, day) below serves it
+    kind = models.CharField(_("kind"), max_length=10, blank=True, default="", db_default="")
+    parts = models.PositiveSmallIntegerField(_("parts"), default=0, db_default=0)
+    route_id = models.PositiveIntegerField(_("route"), default=0, db_default=0)
     provider = models.CharField(_("provider"), max_length=30, blank=True)
     status = models.CharField(_("status"), max_length=12, choices=DeliveryStatus.choices)
     error_class = models.CharField(_("error class"), max_length=30, blank=True)
@@ -268,8 +274,8 @@ class DeliveryDayStat(models.Model):
         verbose_name = _("daily delivery counter")
         verbose_name_plural = _("daily delivery counters")
         constraints = [
-            models.UniqueConstraint(fields=["day", "account", "provider", "status", "error_class", "latency_le"],
-                                    name="delivery_day_stat_key"),
+            models.UniqueConstraint(fields=["day", "account", "kind", "parts", "route_id", "provider", "status",
+                                            "error_class", "latency_le"], name="delivery_day_stat_dims_key"),
         ]
         indexes = [models.Index(fields=["account", "day"], name="delivery_day_stat_account_idx")]
 
@@ -286,3 +292,35 @@ class DeliveryHourCount(models.Model):
         verbose_name = _("hourly delivery counter")
         verbose_name_plural = _("hourly delivery counters")
         constraints = [models.UniqueConstraint(fields=["account", "hour"], name="delivery_hour_count_key")]
+
+
+# --- the owner's alerts (deliveries.alerts) -----------------------------------------------------------------
+class AlertSettings(models.Model):
+    """An account's alert choices (a route's balance threshold is on routes.RouteBalanceAlert)."""
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, primary_key=True, related_name="+",
+                                   verbose_name=_("account"))
+    amo_tasks = models.BooleanField(_("alerts as amoCRM tasks"), default=False,
+                                    help_text=_("Also create an amoCRM task for the account's administrator, "
+                                                "at most once per alert per day."))
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("alert settings")
+        verbose_name_plural = _("alert settings")
+
+
+class AlertTask(models.Model):
+    """An alert sent to amoCRM as a task: one per account, alert and day."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+", verbose_name=_("account"),
+                                db_index=False)  # the unique key serves it
+    key = models.CharField(_("alert"), max_length=60)
+    day = models.DateField(_("day"))
+    task_id = models.BigIntegerField(_("amoCRM task ID"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("alert task")
+        verbose_name_plural = _("alert tasks")
+        constraints = [models.UniqueConstraint(fields=["account", "key", "day"], name="alert_task_once_a_day")]

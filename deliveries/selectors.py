@@ -3,13 +3,12 @@
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from django.db.models import Count, QuerySet
-from django.db.models.functions import TruncDate
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import Account
 
-from .models import Delivery, DeliveryStatus
+from .models import Delivery
 
 
 @dataclass(frozen=True)
@@ -45,23 +44,3 @@ def deliveries_of_account(*, account: Account, filters: DeliveryFilter = Deliver
 def delivery_of_account(*, account: Account, delivery_id) -> Delivery | None:
     return (Delivery.objects.filter(account=account, pk=delivery_id)
             .prefetch_related("attempts", "events").first())
-
-
-def delivery_stats_query(*, account: Account, since: datetime) -> QuerySet:
-    """(day, status, count) rows; reads only the account's slice of the (account, created_at) index."""
-    return (Delivery.objects.filter(account=account, created_at__gte=since)
-            .annotate(day=TruncDate("created_at")).values("day", "status")
-            .annotate(count=Count("id")).order_by("day", "status"))
-
-
-def delivery_stats(*, account: Account, days: int = 30) -> list[dict]:
-    """Counts by status per day for the last `days` days (today included), zero days filled in."""
-    today = timezone.localdate()
-    first = today - timedelta(days=days - 1)
-    series = {first + timedelta(days=n): {} for n in range(days)}
-    for row in delivery_stats_query(account=account, since=_day_start(first)):
-        if row["day"] in series:
-            series[row["day"]][row["status"]] = row["count"]
-    statuses = [s.value for s in DeliveryStatus]
-    return [{"date": day, "total": sum(counts.values()),
-             "by_status": {s: counts.get(s, 0) for s in statuses}} for day, counts in series.items()]

@@ -3,7 +3,7 @@
 from celery import shared_task
 from celery.signals import worker_shutdown
 
-from . import retention
+from . import alerts, retention
 from .services import dispatch, polling, queueing, recovery
 
 
@@ -54,6 +54,12 @@ def delivery_retention():
 def deliveries_poll():
     """Celery beat, every SMSGATE_POLL_INTERVAL seconds (smsgate/celery.py)."""
     polling.deliveries_poll()
+
+
+@shared_task(name="deliveries.alerts_check", ignore_result=True)
+def alerts_check():
+    """Celery beat, every SMSGATE_ALERTS_EVERY seconds: balances read, alerts sent as amoCRM tasks."""
+    alerts.alerts_check()
 
 
 @worker_shutdown.connect

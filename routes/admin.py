@@ -22,7 +22,7 @@ from .forms import credential_form_field_names, route_form_class
 from .models import ProviderRoute
 from .providers import PROVIDERS
 from .redaction import redact, secret_values
-from .selectors import forget_routes
+from .selectors import forget_routes, route_sends_nothing
 from .services import route_balance, route_callback_url, route_save
 
 ROUTE_FIELDS = ("provider", "priority", "sender", "is_active")
@@ -34,6 +34,10 @@ ACTIONS_LIMIT = 20  # network calls per bulk action
 def route_health(route):
     if not route.pk:
         return "—"
+    if route_sends_nothing(route):
+        return format_html('<span class="sms-health-broken sms-console-trap">{}</span>',
+                           gettext("sends nothing: the console provider only logs SMS, and this deployment "
+                                   "does not allow it"))
     if route.is_broken:
         reason = redact(route.broken_reason or "", secret_values(route.credentials, route.provider))
         since = gettext("since %(time)s") % {"time": date_format(localtime(route.broken_at), "SHORT_DATETIME_FORMAT")}

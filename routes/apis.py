@@ -20,7 +20,7 @@ from smsgate.drf import ERRORS, ApiError, ErrorSerializer
 from .models import ProviderRoute
 from .providers import PROVIDERS
 from .providers.base import ProviderError
-from .selectors import provider_catalogue
+from .selectors import CONSOLE, console_allowed, provider_catalogue, route_sends_nothing
 from .services import route_balance, route_callback_url, route_delete, route_save, routes_reorder
 
 logger = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ class RouteSerializer(serializers.Serializer):
     secrets_set = serializers.SerializerMethodField()
     callback_url = serializers.SerializerMethodField()
     health = serializers.SerializerMethodField()
+    sends_nothing = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
 
@@ -109,6 +110,17 @@ class RouteSerializer(serializers.Serializer):
         if route.is_broken:
             return {"status": "broken", "reason": route.broken_reason, "since": route.broken_at}
         return {"status": "ok" if route.is_active else "inactive", "reason": "", "since": None}
+
+    def get_sends_nothing(self, route) -> bool:
+        """True for a `console` route where the deployment does not allow it: its SMS are only logged."""
+        return route_sends_nothing(route)
+
+    def validate_provider(self, provider):
+        if provider == CONSOLE and self.instance is None and not console_allowed():
+            raise serializers.ValidationError(_(
+                "The console provider does not send SMS (it only writes them to the service's log), "
+                "so this service does not offer it. Choose a real SMS provider."))
+        return provider
 
     def validate(self, attrs):
         route = self.instance

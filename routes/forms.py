@@ -11,6 +11,7 @@ from accounts.forms import SecretInput
 
 from .models import ProviderRoute
 from .providers import PROVIDERS
+from .selectors import CONSOLE, console_allowed
 
 KEEP_HELP = _("Stored. Leave empty to keep it; type a new value to replace it.")
 NOT_SET_HELP = _("Not set yet.")
@@ -55,6 +56,10 @@ class ProviderRouteFormBase(forms.ModelForm):
     def clean(self):
         cleaned = super().clean()
         provider = cleaned.get("provider")
+        new_console = provider == CONSOLE and not (self.instance.pk and self.instance.provider == CONSOLE)
+        if new_console and not console_allowed():
+            self.add_error("provider", _("The console provider does not send SMS (it only writes them to the log); "
+                                         "this deployment does not allow it (SMSGATE_ALLOW_CONSOLE_PROVIDER)."))
         if provider not in self.credential_fields:
             return cleaned
         stored = self.instance.credentials if self.instance.pk and self.instance.provider == provider else {}

@@ -47,3 +47,25 @@ class ProviderRoute(models.Model):
         return f"{self.provider} #{self.priority}"
 
 
+
+
+class RouteBalanceAlert(models.Model):
+    """The owner's low-balance alert of a route: the threshold, and the balance last read from the
+    provider (deliveries.alerts reads it; routes.services.route_balance_check writes it)."""
+
+    route = models.OneToOneField(ProviderRoute, on_delete=models.CASCADE, primary_key=True,
+                                 related_name="balance_alert", verbose_name=_("route"))
+    below = models.DecimalField(_("alert below"), max_digits=14, decimal_places=2, null=True, blank=True)
+    amount = models.DecimalField(_("last balance"), max_digits=18, decimal_places=4, null=True, blank=True)
+    currency = models.CharField(_("currency"), max_length=8, blank=True)
+    checked_at = models.DateTimeField(_("balance read at"), null=True, blank=True)
+    error = models.CharField(_("why the balance could not be read"), max_length=60, blank=True)
+
+    class Meta:
+        verbose_name = _("balance alert")
+        verbose_name_plural = _("balance alerts")
+        db_table = "routes_balance_alert"
+
+    @property
+    def is_low(self) -> bool:
+        return self.below is not None and self.amount is not None and self.amount < self.below

@@ -1,5 +1,8 @@
 """Reads of routes that more than one caller needs: the send path's active routes of an account (kept
-per process for a few seconds), the route of a delivery-report URL, and the provider catalogue."""
+per process for a few seconds), the route of a delivery-report URL, the provider catalogue (without
+`console` where the deployment does not allow it) and the routes that are a trap (console in production)."""
+
+from django.conf import settings
 
 from accounts.models import Account
 from accounts.selectors import ACCOUNT_CACHE_SECONDS, TTLCache
@@ -52,8 +55,25 @@ def route_by_callback_token(*, provider: str, token: str) -> ProviderRoute | Non
     return ProviderRoute.objects.filter(callback_token=token, provider=provider).first()
 
 
+CONSOLE = "console"
+
+
+def console_allowed() -> bool:
+    """Whether this deployment offers the `console` provider (it logs SMS instead of sending them)."""
+    return bool(settings.SMSGATE_ALLOW_CONSOLE_PROVIDER)
+
+
+def offered_providers() -> list[str]:
+    return [slug for slug in PROVIDERS if slug != CONSOLE or console_allowed()]
+
+
+def route_sends_nothing(route: ProviderRoute) -> bool:
+    """A console route where the deployment does not allow it: its SMS are only logged."""
+    return route.provider == CONSOLE and not console_allowed()
+
+
 def provider_catalogue(*, language: str) -> list[dict]:
-    """Every registered provider with the credentials it needs, labels in `language` (en fallback).
+    """Every offered provider with the credentials it needs, labels in `language` (en fallback).
 
     Generic over the registry: a new provider appears here and in the widget's form by itself.
     """
@@ -72,5 +92,5 @@ def provider_catalogue(*, language: str) -> list[dict]:
                 for f in cls.credential_fields
             ],
         }
-        for cls in PROVIDERS.values()
+        for cls in PROVIDERS.values() if cls.slug in offered_providers()
     ]

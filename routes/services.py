@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from accounts.models import Account
 
-from .models import ProviderRoute
+from .models import ProviderRoute, RouteBalanceAlert
 from .providers import PROVIDERS, provider_class
 from .providers.base import ErrorClass, Provider, ProviderError
 from .providers.http import default_client
@@ -77,6 +77,30 @@ def build_provider(choice: RouteChoice) -> Provider:
 def route_balance(*, route: ProviderRoute):
     """The provider's balance for a route (a network call: never inside a transaction)."""
     return build_provider(RouteChoice.of(route)).balance()
+
+
+def route_balance_check(*, route: ProviderRoute) -> RouteBalanceAlert:
+    """Read a route's balance from its provider (a network call: never inside a transaction) and keep
+    it for the low-balance alert, or why it could not be read."""
+    alert, _created = RouteBalanceAlert.objects.get_or_create(route=route)
+    try:
+        balance = route_balance(route=route)
+    except NotImplementedError:
+        alert.error = "unsupported"
+    except ProviderError as exc:
+        logger.info("balance check failed", extra={"route_id": route.pk, "error_class": str(exc.error_class)})
+        alert.error = str(exc.error_class)[:60]
+    else:
+        alert.amount, alert.currency, alert.error = balance.amount, (balance.currency or "")[:8], ""
+    alert.checked_at = timezone.now()
+    alert.save(update_fields=["amount", "currency", "error", "checked_at"])
+    return alert
+
+
+def route_balance_threshold_set(*, route: ProviderRoute, below) -> RouteBalanceAlert:
+    """Set (a Decimal) or clear (None) the balance under which the owner is alerted."""
+    alert, _created = RouteBalanceAlert.objects.update_or_create(route=route, defaults={"below": below})
+    return alert
 
 
 def route_callback_url(route: ProviderRoute) -> str:

@@ -43,6 +43,15 @@ class IntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class DecimalField(serializers.DecimalField):
+    """DRF's DecimalField, reading only ASCII (Python's Decimal() takes any script's digits)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and not data.isascii():
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class DateField(serializers.DateField):
     """DRF's DateField, reading only ASCII (Django's date parser matches `\\d`, any digit)."""
 

@@ -226,6 +226,14 @@ SMSGATE_MAX_TEXT_LENGTH = 1000
 
 # Provider base URLs can be overridden (tests and staging point them at fakes): "slug=url,slug=url".
 SMSGATE_PROVIDER_BASE_URLS = env.dict("SMSGATE_PROVIDER_BASE_URLS", default={})
+# The `console` provider only writes SMS to the log: offered for new routes only in development (DEBUG)
+# or where this is set; an existing console route elsewhere is flagged in the admin and the widget.
+SMSGATE_ALLOW_CONSOLE_PROVIDER = DEBUG or env.bool("SMSGATE_ALLOW_CONSOLE_PROVIDER", default=False)
+if SMSGATE_DEFAULT_ROUTE == "console" and not (SMSGATE_ALLOW_CONSOLE_PROVIDER or RUNNING_TESTS):
+    raise ImproperlyConfigured("SMSGATE_DEFAULT_ROUTE=console only writes SMS to the log and sends nothing; "
+                               "set SMSGATE_ALLOW_CONSOLE_PROVIDER=1 if that is what this deployment is for.")
+# Owner alerts (deliveries.alerts): how often balances are read and alerts become amoCRM tasks.
+SMSGATE_ALERTS_EVERY = env.int("SMSGATE_ALERTS_EVERY", default=15 * 60)
 # The public base URL of this deployment, used to build provider callback URLs.
 SMSGATE_PUBLIC_URL = env.str("SMSGATE_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
 # Whom account owners write to: the help page (/help/) and the widget's support e-mail.
@@ -351,6 +359,12 @@ CELERY_BEAT_SCHEDULE.update({
                          "options": {"queue": MAINTENANCE_QUEUE, "expires": 60}},
     "deliveries-retention": {"task": "deliveries.retention", "schedule": 3600.0,
                              "options": {"queue": MAINTENANCE_QUEUE, "expires": 3600}},
+    # The owner's alerts: balances of routes with a threshold read, alerts sent as amoCRM tasks.
+    "deliveries-alerts": {"task": "deliveries.alerts_check", "schedule": float(SMSGATE_ALERTS_EVERY),
+                          "options": {"queue": MAINTENANCE_QUEUE, "expires": SMSGATE_ALERTS_EVERY}},
+    # The digital pipeline's events: a dead worker's claims back to pending, a lost wake-up repeated (crm.tasks).
+    "crm-pipeline-sweep": {"task": "crm.pipeline_sweep", "schedule": 15.0,
+                           "options": {"queue": MAINTENANCE_QUEUE, "expires": 30}},
 })
 # --- Delivery reports: polling and the report horizon (issue 3) ---------------------------------------
 # Seconds between runs of the status poller (Celery beat), and the first and base interval of a

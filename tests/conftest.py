@@ -80,6 +80,13 @@ def _abuse_guard(request, settings):
 
 
 @pytest.fixture(autouse=True)
+def _console_provider_allowed(settings):
+    """Tests use the `console` provider as development does (it sends nothing, instantly); the tests of
+    the production trap (tests/routes/test_console_trap.py, the alerts) switch it off themselves."""
+    settings.SMSGATE_ALLOW_CONSOLE_PROVIDER = True
+
+
+@pytest.fixture(autouse=True)
 def _fresh_integration_cache():
     clear_integration_cache()
     forget_account()

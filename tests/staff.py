@@ -58,7 +58,8 @@ def age(delivery: Delivery, **delta) -> Delivery:
 
 def counters_snapshot() -> tuple[set, set]:
     """The non-zero day and hour counters, comparable between two moments."""
-    days = {(r.day, r.account_id, r.provider, r.status, r.error_class, r.latency_le, r.count)
+    days = {(r.day, r.account_id, r.kind, r.parts, r.route_id, r.provider, r.status, r.error_class, r.latency_le,
+             r.count)
             for r in DeliveryDayStat.objects.exclude(count=0)}
     hours = {(r.account_id, r.hour, r.count) for r in DeliveryHourCount.objects.exclude(count=0)}
     return days, hours

@@ -60,6 +60,15 @@ def test_production_refuses_a_broker_that_holds_a_dead_workers_messages():
     assert done.returncode != 0 and "amqp://" in done.stderr  # the embedded broker is for development
 
 
+def test_production_refuses_the_console_provider_as_its_default_route_unless_allowed():
+    services = {"CELERY_BROKER_URL": "amqp://u:p@mq:5672/smsgate", "SMSGATE_REDIS_URL": "redis://cache:6379/0"}
+    done = run_settings(**PRODUCTION, **services, SMSGATE_DEFAULT_ROUTE="console")
+    assert done.returncode != 0 and "SMSGATE_DEFAULT_ROUTE=console only writes SMS to the log" in done.stderr
+    assert run_settings(**PRODUCTION, **services, SMSGATE_DEFAULT_ROUTE="console",
+                        SMSGATE_ALLOW_CONSOLE_PROVIDER="1").returncode == 0
+    assert run_settings(SMSGATE_DEFAULT_ROUTE="console").returncode == 0  # development (DEBUG=1)
+
+
 def test_production_needs_shared_guard_counters():
     done = run_settings(**PRODUCTION, CELERY_BROKER_URL="amqp://u:p@mq:5672/smsgate")
     assert done.returncode != 0 and "SMSGATE_REDIS_URL must be set" in done.stderr

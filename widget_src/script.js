@@ -3,8 +3,9 @@
  *
  * Locations: `sms` (amoCRM posts system SMS straight to the manifest's sms.endpoint; nothing runs
  * here), `lcard-1` and `ccard-1` (the lead's and the contact's card: card.js draws the SMS panel in the
- * right column and sends the feed's SMS input through smsgate; loaded only there) and `settings`,
- * where this script draws the settings page: the account's SMS provider
+ * right column and sends the feed's SMS input through smsgate; loaded only there), `digital_pipeline`
+ * (the "send SMS" action: dpSettings loads pipeline.js) and `settings`, where this script draws the
+ * settings page (figures.js adds the owner's alerts and figures): the account's SMS provider
  * routes (a form generated from the provider catalogue), their order, the delivery-report URL,
  * a test SMS, the balance, the account's SMS templates (with amoCRM markers, a marker picker and a
  * live part counter from the server's preview) and the latest deliveries. Every call goes to the
@@ -118,10 +119,13 @@ define(['jquery'], function ($) {
         el('p', 'smsgate-intro', t('intro')),
         el('div', 'smsgate-account'),
         el('div', 'smsgate-message'),
+        el('div', 'smsgate-alerts'),
         el('div', 'smsgate-routes').append(el('p', 'smsgate-muted', t('loading'))),
         el('div', 'smsgate-form'),
         el('div', 'smsgate-test'),
+        el('div', 'smsgate-figures'),
         el('div', 'smsgate-templates'),
+        el('div', 'smsgate-pipeline'),
         el('div', 'smsgate-deliveries')
       );
       $root.append($page);
@@ -133,13 +137,25 @@ define(['jquery'], function ($) {
         state.providers = providersReply[0];
         state.markers = markersReply[0];
         renderAccount();
+        renderFigures();
         loadRoutes();
         loadTemplates();
+        renderPipeline();
         renderDeliveries();
       }, function (xhr) {
         notice($page.find('.smsgate-message'), errorText(xhr), true);
         $page.find('.smsgate-routes').empty();
       });
+    }
+
+    // The owner's alerts and figures: their own module (figures.js), loaded beside this one.
+    function renderFigures() {
+      require([self.params.path + '/figures.js?v=' + encodeURIComponent(self.params.version || '')],
+        function (figures) {
+          state.figures = figures.render({call: call, i18n: self.i18n, lang: lang(), baseUrl: BASE_URL,
+            version: self.params.version, isAdmin: canEdit(), $alerts: state.$page.find('.smsgate-alerts'),
+            $figures: state.$page.find('.smsgate-figures')});
+        });
     }
 
     function canEdit() {
@@ -167,6 +183,9 @@ define(['jquery'], function ($) {
 
     function loadRoutes() {
       return call('GET', '/routes/').then(function (routes) {
+        if (state.figures && state.routes.length + routes.length) {
+          state.figures.refreshAlerts();  // a route added, changed or deleted changes the alerts
+        }
         state.routes = routes;
         renderRoutes();
         renderForm(state.editing);
@@ -616,6 +635,13 @@ define(['jquery'], function ($) {
       $box.append($form);
     }
 
+    // --- the pipeline action: its own module (pipeline.js) --------------------------------------------
+    function renderPipeline() {
+      require([self.params.path + '/pipeline.js'], function (pipeline) {
+        pipeline.settingsSection(self, {call: call, errorText: errorText}, state.$page.find('.smsgate-pipeline'));
+      });
+    }
+
     // --- latest deliveries -------------------------------------------------------------------------
     function renderDeliveries() {
       var $box = state.$page.find('.smsgate-deliveries').empty();
@@ -729,6 +755,14 @@ define(['jquery'], function ($) {
         loadStyles();
         console.debug('smsgate: settings page');
         renderPage($root);
+        return true;
+      },
+      // The digital pipeline's "send SMS" action: its own module (pipeline.js) in the widget's folder.
+      dpSettings: function ($body) {
+        loadStyles();
+        require([self.params.path + '/pipeline.js'], function (pipeline) {
+          pipeline.dpSettings(self, {call: call, errorText: errorText}, $body && $body.jquery ? $body : null);
+        });
         return true;
       },
       onSave: function () {

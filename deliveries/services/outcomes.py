@@ -203,7 +203,8 @@ def conclude_failure(call) -> SendOutcome | object:
             logger.warning("route cannot take this message, trying the next one", extra=log_extra)
             return NEXT_ROUTE
         _close_attempt(attempt, AttemptOutcome.REJECTED, latency, raw=raw, **error)
-        return finish(delivery, DeliveryStatus.REJECTED, **error)
+        # The route that refused it is kept: the owner's delivery rate per route counts its refusals.
+        return finish(delivery, DeliveryStatus.REJECTED, **error, values=_answered_by(choice))
 
     if isinstance(exc, ProviderAuthError):
         _close_attempt(attempt, AttemptOutcome.NEXT_ROUTE, latency, raw=raw, **error)
@@ -228,7 +229,12 @@ def conclude_failure(call) -> SendOutcome | object:
     # Bad request or an unclassified permanent error: retrying would not help.
     _close_attempt(attempt, AttemptOutcome.FAILED, latency, raw=raw, **error)
     logger.error("provider refused our request", extra=log_extra)
-    return finish(delivery, DeliveryStatus.FAILED, **error)
+    return finish(delivery, DeliveryStatus.FAILED, **error, values=_answered_by(choice))
+
+
+def _answered_by(choice) -> dict:
+    """The route and provider whose answer ended the delivery, recorded with its final status."""
+    return {"route": choice.route, "provider": choice.provider}
 
 
 def _on_ambiguous(call, raw, error) -> SendOutcome:

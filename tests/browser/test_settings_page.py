@@ -63,6 +63,7 @@ def test_settings_page_saves_a_route_and_sends_a_test_sms(stack, chromium, make_
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with FakeSmsRu(status_delays=(0.05, 0.05)) as fake:
         stack.env["SMSGATE_PROVIDER_BASE_URLS"] = f"smsru={fake.url}"
+        stack.env["SMSGATE_ALLOW_CONSOLE_PROVIDER"] = "1"  # the second route below is the console provider
         stack.start_web()
         stack.start_worker()
         widget_files = built_widget(stack.web_url, tmp_path)

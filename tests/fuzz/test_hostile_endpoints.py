@@ -261,10 +261,11 @@ def test_webhooks_unknown_paths(client, world, account, slug, route_token):
 
 # --- the account API ----------------------------------------------------------------------------------------------
 WRITES = [("post", "/api/v1/routes/"), ("post", "/api/v1/routes/reorder/"), ("put", "/api/v1/limits/"),
-          ("patch", "/api/v1/routes/{id}/"), ("put", "/api/v1/routes/{id}/"), ("post", "/api/v1/routes/{id}/test-sms/")]
+          ("patch", "/api/v1/routes/{id}/"), ("put", "/api/v1/routes/{id}/"), ("post", "/api/v1/routes/{id}/test-sms/"),
+          ("put", "/api/v1/alerts/")]
 READS = ["/api/v1/account/", "/api/v1/providers/", "/api/v1/routes/", "/api/v1/routes/{id}/",
          "/api/v1/routes/{id}/balance/", "/api/v1/deliveries/", "/api/v1/deliveries/{uuid}/", "/api/v1/stats/",
-         "/api/v1/limits/"]
+         "/api/v1/limits/", "/api/v1/alerts/"]
 
 
 @FUZZ

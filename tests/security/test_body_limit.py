@@ -256,7 +256,7 @@ def test_http_chunked_bodies_within_the_limit_reach_the_sms_endpoint_and_the_api
     assert status.startswith("200"), body
     assert Delivery.objects.get().phone == "+79123456789"
 
-    route = json.dumps({"provider": "console", "sender": "ACME"}).encode()
+    route = json.dumps({"provider": "smsru", "sender": "ACME", "credentials": {"api_id": "k"}}).encode()
     raw = server.raw_request(b"POST /api/v1/routes/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
                              b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
                              b"X-Auth-Token: " + token().encode() + b"\r\n\r\n" + chunked(route, 5))

@@ -427,6 +427,7 @@ WHERE status IN ('delivered', 'undelivered', 'expired') AND get_byte(uuid_send(i
                 attempt_count=1, created_at=created, updated_at=finished or sent_at or created, sent_at=sent_at,
                 finished_at=finished)
             delivery.stats_key = counters.key_of(status=status, provider=provider, error_class=error_class,
+                                              route_id=delivery.route_id, kind=kind, parts=delivery.segments,
                                               created_at=created, finished_at=finished).encode()
             batch.append(delivery)
             if rng.random() < options["history_share"]:
