@@ -1,6 +1,7 @@
 """Development only (wired in smsgate/urls.py when DEBUG is on): a page that stands in for amoCRM's lead and
 contact card with the real widget in it, so a newcomer can send SMS from the card panel and from the feed
-against the fake amoCRM (`make fake-amocrm`, README "Try it locally").
+against the fake amoCRM (`make fake-amocrm`, README "Try it locally"); and the widget's settings page in
+amoCRM's settings modal (tests/browser/amocrm_settings.html), for the account's routes and templates.
 
 The page is the one the browser test serves (`tests/browser/amocrm_card.html`); here it is served under
 /dev/amocrm/ with what it asks for next to it: RequireJS and jQuery (tests/browser/node_modules, `npm ci
@@ -34,6 +35,7 @@ from .widget_archive import WidgetError, widget_build
 
 ROOT = Path(settings.BASE_DIR)
 PAGE = ROOT / "tests" / "browser" / "amocrm_card.html"
+SETTINGS_PAGE = ROOT / "tests" / "browser" / "amocrm_settings.html"
 NODE_MODULES = ROOT / "tests" / "browser" / "node_modules"
 VENDOR = {"require.js": NODE_MODULES / "requirejs" / "require.js",
           "jquery.min.js": NODE_MODULES / "jquery" / "dist" / "jquery.min.js"}
@@ -145,6 +147,13 @@ def card_page(request, entity_type, entity_id):
     return HttpResponse(PAGE.read_bytes(), content_type="text/html; charset=utf-8")
 
 
+def settings_page(request):
+    """The widget's settings page in amoCRM's settings modal (routes, templates, test SMS), as the
+    browser tests serve it."""
+    _dev_only()
+    return HttpResponse(SETTINGS_PAGE.read_bytes(), content_type="text/html; charset=utf-8")
+
+
 def vendor(request, name):
     _dev_only()
     path = VENDOR.get(name)
@@ -247,6 +256,7 @@ _ID = r"(?P<entity_id>[1-9][0-9]{0,14})"
 urlpatterns = [
     path("", index, name="dev-amocrm"),
     re_path(rf"^{_ENTITY}/detail/{_ID}/?$", card_page, name="dev-amocrm-card"),
+    re_path(r"^settings/widgets/?$", settings_page, name="dev-amocrm-settings"),
     re_path(r"^vendor/(?P<name>[a-z.]+)$", vendor),
     re_path(r"^widget/(?P<name>(?:i18n/|images/)?[A-Za-z0-9_.-]+)$", widget_file),
     path("data/cards.json", cards),

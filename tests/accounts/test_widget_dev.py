@@ -29,6 +29,7 @@ def dev(settings, db):
 def test_nothing_answers_without_debug(client, dev):
     dev.DEBUG = False
     for url in ("/dev/amocrm/", "/dev/amocrm/token", "/dev/amocrm/leads/detail/1", "/dev/amocrm/vendor/require.js",
+                "/dev/amocrm/settings/widgets/",
                 "/dev/amocrm/widget/script.js", "/dev/amocrm/data/cards.json", "/dev/amocrm/data/leads/1.json"):
         assert client.get(url, **LOCAL).status_code == 404, url
 
@@ -46,6 +47,8 @@ def test_the_token_is_signed_for_the_demo_account_as_amocrm_signs_it(client, dev
 def test_the_page_and_the_widget_are_served(client, dev):
     page = client.get("/dev/amocrm/leads/detail/20000001", **LOCAL)
     assert page.status_code == 200 and b"amoCRM card (stand-in)" in page.content
+    settings_page = client.get("/dev/amocrm/settings/widgets/", **LOCAL)
+    assert settings_page.status_code == 200 and b"widget_settings_block" in settings_page.content
     script = client.get("/dev/amocrm/widget/script.js", **LOCAL)
     assert script.status_code == 200 and b"var BASE_URL = 'http://127.0.0.1:8000';" in script.content
     assert client.get("/dev/amocrm/widget/card.js", **LOCAL).status_code == 200

@@ -416,17 +416,29 @@ def test_try_it_locally_the_stand_in_card_against_the_fake_amocrm(stack, chromiu
         page = chromium.new_page(viewport={"width": 1280, "height": 900})
         problems = []
         page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        # The widget's settings page, served the same way: the console route is there; add a template.
+        page.goto(f"{stack.web_url}/dev/amocrm/settings/widgets/?lang=ru")
+        page.wait_for_selector(".smsgate-route .smsgate-route-provider", timeout=20000)
+        page.wait_for_selector(".smsgate-template-editor")
+        page.fill(".smsgate-template-editor .smsgate-template-name-input", "Кухня готова")
+        page.fill(".smsgate-template-editor .smsgate-template-text-input", "{{contact.first_name}}, кухня готова!")
+        page.click(".smsgate-template-editor .smsgate-template-save")
+        page.wait_for_selector(".smsgate-template .smsgate-template-name:has-text('Кухня готова')")
+        shot(page, "card-9-try-it-locally-settings.png")
+
         page.goto(f"{stack.web_url}/dev/amocrm/")
         assert "/dev/amocrm/leads/detail/" in page.url
         try:
             page.wait_for_selector(f"{PANEL}[data-phones-from='amocrm']", timeout=20000)
         finally:
             shot(page, "card-9-try-it-locally-open.png")
-        page.fill(f"{PANEL} .smsgate-card-text", "Проверка из карточки")
+        template = SmsTemplate.objects.get(account=account)
+        page.select_option(f"{PANEL} .smsgate-card-template", str(template.pk))
+        page.wait_for_selector(f"{PANEL} .smsgate-card-preview-text:text-is('Ольга, кухня готова!')", timeout=10000)
         page.click(f"{PANEL} .smsgate-card-send")
         page.wait_for_selector(f"{PANEL} .smsgate-card-result .smsgate-card-notice_success", timeout=10000)
         [delivery] = Delivery.objects.filter(account=account)
-        assert delivery.kind == DeliveryKind.CRM
+        assert (delivery.kind, delivery.text) == (DeliveryKind.CRM, "Ольга, кухня готова!")
         page.wait_for_selector(f"{PANEL} .smsgate-card-sms[data-id='{delivery.pk}'][data-status='sent']",
                                timeout=30000)
         shot(page, "card-9-try-it-locally.png")
