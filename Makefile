@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: run test install install-dev migrate demo-curl bench messages clean
+.PHONY: run test install install-dev migrate demo-curl fake-amocrm bench messages clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,15 @@ demo-curl:
 BROWSER_DEPS := tests/browser/node_modules/.package-lock.json
 $(BROWSER_DEPS): tests/browser/package.json tests/browser/package-lock.json
 	npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+
+## make fake-amocrm (in a second terminal, next to `make run`): the fake amoCRM on 127.0.0.1:9100 with demo
+## leads and contacts; it installs the widget into the smsgate of `make run` (AMO_BASE_URL=http://127.0.0.1:9100
+## in .env), which then serves a stand-in of amoCRM's card with the widget at http://127.0.0.1:8000/dev/amocrm/.
+FAKE_AMOCRM_PORT ?= 9100
+fake-amocrm: install .env $(BROWSER_DEPS)
+	@grep -q '^AMO_BASE_URL=http://127.0.0.1:$(FAKE_AMOCRM_PORT)' .env || { echo "Set AMO_BASE_URL=http://127.0.0.1:$(FAKE_AMOCRM_PORT) in .env (then restart make run)."; exit 1; }
+	set -a && . ./.env && set +a && $(PY) -m tests.fakes.amocrm --port $(FAKE_AMOCRM_PORT) --seed-demo \
+		--install-into http://$${WEB_BIND:-127.0.0.1:8000}
 
 ## make test: install everything and run the whole suite (SQLite unless DATABASE_URL is set;
 ## end-to-end tests need DATABASE_URL=postgres://... and CELERY_BROKER_URL=redis://..., see .ci/run).

@@ -64,12 +64,12 @@ class AccountOwnLimitsInline(admin.StackedInline):
 @admin.register(Account)
 class AccountAdmin(StrictChangeListMixin, admin.ModelAdmin):
     list_display = ("subdomain", "domain", "amo_id", "integration", "is_active", "amo_api")
-    list_filter = ("is_active", "domain", "amo_api_status")
+    list_filter = ("is_active", "domain", "amo_api_status", "crm_default_route_allowed")
     list_select_related = ("integration",)
     search_fields = ("subdomain", "=amo_id")
     show_facets = admin.ShowFacets.NEVER
-    fields = ("integration", "amo_id", "subdomain", "domain", "is_active", "disabled_reason", "first_seen_at",
-              "last_seen_at", "amo_api", "amo_api_status_reason")
+    fields = ("integration", "amo_id", "subdomain", "domain", "is_active", "disabled_reason",
+              "crm_default_route_allowed", "first_seen_at", "last_seen_at", "amo_api", "amo_api_status_reason")
     readonly_fields = ("first_seen_at", "last_seen_at", "amo_api", "amo_api_status_reason")
     inlines = [AccountCeilingsInline, AccountOwnLimitsInline]
 

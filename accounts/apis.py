@@ -53,6 +53,12 @@ class LimitValuesSerializer(serializers.Serializer):
     account_per_day = drf.IntegerField(min_value=0, max_value=10_000_000, allow_null=True, required=False)
     prefix_distinct_max = drf.IntegerField(min_value=0, max_value=100_000, allow_null=True, required=False)
     prefix_window_seconds = drf.IntegerField(min_value=1, max_value=86_400, allow_null=True, required=False)
+    crm_per_hour = drf.IntegerField(min_value=0, max_value=10_000_000, allow_null=True, required=False,
+                                    help_text="SMS sent from amoCRM (cards, pipeline, Salesbot, lists) per hour")
+    crm_per_day = drf.IntegerField(min_value=0, max_value=10_000_000, allow_null=True, required=False,
+                                   help_text="SMS sent from amoCRM per day")
+    crm_user_per_hour = drf.IntegerField(min_value=0, max_value=1_000_000, allow_null=True, required=False,
+                                         help_text="SMS one amoCRM user may send from cards per hour")
     allowed_countries = serializers.ListField(
         child=serializers.CharField(max_length=2, min_length=1), allow_null=True, required=False, max_length=250,
         help_text='ISO 3166 codes such as ["RU", "KZ"], ["*"] for any country (only where the operator allows any), '
@@ -80,6 +86,9 @@ class AppliedLimitsSerializer(serializers.Serializer):
     account_per_day = serializers.IntegerField()
     prefix_distinct_max = serializers.IntegerField()
     prefix_window_seconds = serializers.IntegerField()
+    crm_per_hour = serializers.IntegerField(help_text="SMS sent from amoCRM per hour")
+    crm_per_day = serializers.IntegerField(help_text="SMS sent from amoCRM per day")
+    crm_user_per_hour = serializers.IntegerField(help_text="SMS one amoCRM user may send from cards per hour")
     allowed_countries = serializers.ListField(child=serializers.CharField(), help_text='["*"]: any country')
     allowed_calling_codes = serializers.ListField(
         child=serializers.IntegerField(),

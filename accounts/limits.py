@@ -1,4 +1,5 @@
-"""An account's abuse limits: the operator's ceilings and the account's own, tighter choices.
+"""An account's abuse limits: the operator's ceilings and the account's own, tighter choices; the
+caps of SMS sent from amoCRM (`crm_*`, counted by crm.caps) are limits of the same kind.
 
 The operator's ceilings are the deployment defaults (settings), and per account what staff set in the
 admin (AccountCeilings), including the non-geographic calling codes an account may reach. The
@@ -14,13 +15,14 @@ from dataclasses import dataclass, replace
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
-from .models import LIMIT_NUMBER_FIELDS, Account, AccountCeilings, AccountOwnLimits
+from .models import CRM_CAP_FIELDS, LIMIT_NUMBER_FIELDS, Account, AccountCeilings, AccountOwnLimits
 
 LIMITS_CACHE_SECONDS = 10.0
 
 # Caps: lower is tighter, 0 = no limit. Durations: longer is tighter (a longer cooldown, a longer window
 # over which distinct numbers under a prefix are counted).
-CAP_FIELDS = ("phone_per_hour", "phone_per_day", "account_per_hour", "account_per_day", "prefix_distinct_max")
+CAP_FIELDS = ("phone_per_hour", "phone_per_day", "account_per_hour", "account_per_day", "prefix_distinct_max",
+              *CRM_CAP_FIELDS)
 DURATION_FIELDS = ("phone_cooldown_seconds", "prefix_window_seconds")
 
 
@@ -34,6 +36,10 @@ class Limits:
     prefix_distinct_max: int
     prefix_window_seconds: int
     allowed_countries: frozenset[str] | None  # None: any country
+    # SMS people send from amoCRM (crm.caps counts them): per account per hour and day, per amoCRM user per hour.
+    crm_per_hour: int = 0
+    crm_per_day: int = 0
+    crm_user_per_hour: int = 0
     # Non-geographic calling codes (+882, ...) the operator allows for this account; only ever a ceiling.
     allowed_calling_codes: frozenset[int] = frozenset()
 
@@ -64,6 +70,9 @@ def default_limits(account: Account) -> Limits:
         prefix_distinct_max=settings.SMSGATE_LIMIT_PREFIX_DISTINCT,
         prefix_window_seconds=settings.SMSGATE_LIMIT_PREFIX_WINDOW,
         allowed_countries=countries_parse(countries),
+        crm_per_hour=settings.SMSGATE_CRM_LIMIT_ACCOUNT_HOUR,
+        crm_per_day=settings.SMSGATE_CRM_LIMIT_ACCOUNT_DAY,
+        crm_user_per_hour=settings.SMSGATE_CRM_LIMIT_USER_HOUR,
     )
 
 

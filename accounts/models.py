@@ -60,6 +60,12 @@ class Account(models.Model):
                                       default=AmoApiStatus.OK)
     amo_api_status_at = models.DateTimeField(_("amoCRM API status since"), null=True, blank=True)
     amo_api_status_reason = models.CharField(_("amoCRM API answer"), max_length=200, blank=True)
+    # SMS people send from amoCRM (crm.sending) go through the account's own routes; the deployment's
+    # default route is the operator's, for login codes, unless the operator allows it here.
+    crm_default_route_allowed = models.BooleanField(
+        _("CRM sends may use the default route"), default=False,
+        help_text=_("Allow SMS sent from amoCRM (card, pipeline, Salesbot, lists) to go through the deployment's "
+                    "default route when the account has no route of its own. Off: such sends are refused."))
 
     class Meta:
         verbose_name = _("account")
@@ -105,8 +111,11 @@ class AmoToken(models.Model):
 
     def __str__(self):
         return f"tokens of {self.account_id}"
+# Caps of SMS people send from amoCRM (crm.caps), on top of the abuse limits: per account per hour and
+# per day, and per amoCRM user per hour (card sends name their user).
+CRM_CAP_FIELDS = ("crm_per_hour", "crm_per_day", "crm_user_per_hour")
 LIMIT_NUMBER_FIELDS = ("phone_cooldown_seconds", "phone_per_hour", "phone_per_day", "account_per_hour",
-                       "account_per_day", "prefix_distinct_max", "prefix_window_seconds")
+                       "account_per_day", "prefix_distinct_max", "prefix_window_seconds", *CRM_CAP_FIELDS)
 
 
 class AccountCeilings(models.Model):
@@ -125,6 +134,11 @@ class AccountCeilings(models.Model):
         _("distinct numbers per prefix"), null=True, blank=True,
         help_text=_("How many different numbers sharing all but the last 4 digits may get SMS within the window."))
     prefix_window_seconds = models.PositiveIntegerField(_("prefix window, s"), null=True, blank=True)
+    crm_per_hour = models.PositiveIntegerField(_("CRM SMS per account per hour"), null=True, blank=True)
+    crm_per_day = models.PositiveIntegerField(_("CRM SMS per account per day"), null=True, blank=True)
+    crm_user_per_hour = models.PositiveIntegerField(
+        _("CRM SMS per amoCRM user per hour"), null=True, blank=True,
+        help_text=_("SMS one amoCRM user may send from cards per hour."))
     allowed_countries = models.CharField(
         _("allowed countries"), max_length=300, blank=True,
         help_text=_("ISO codes separated by commas (RU,KZ,BY), or * for any country. Empty: the country of the "
@@ -158,6 +172,11 @@ class AccountOwnLimits(models.Model):
     account_per_day = models.PositiveIntegerField(_("SMS per account per day"), null=True, blank=True)
     prefix_distinct_max = models.PositiveIntegerField(_("distinct numbers per prefix"), null=True, blank=True)
     prefix_window_seconds = models.PositiveIntegerField(_("prefix window, s"), null=True, blank=True)
+    crm_per_hour = models.PositiveIntegerField(_("CRM SMS per account per hour"), null=True, blank=True)
+    crm_per_day = models.PositiveIntegerField(_("CRM SMS per account per day"), null=True, blank=True)
+    crm_user_per_hour = models.PositiveIntegerField(
+        _("CRM SMS per amoCRM user per hour"), null=True, blank=True,
+        help_text=_("SMS one amoCRM user may send from cards per hour."))
     allowed_countries = models.CharField(
         _("allowed countries"), max_length=300, blank=True,
         help_text=_("ISO codes separated by commas, within the operator's list. Empty: the operator's list."))

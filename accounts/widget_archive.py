@@ -1,7 +1,9 @@
 """Build `widget.zip` from `widget_src/` and check it the way amoCRM's upload does
 (amocrm-platform.md §3): files at the archive root, UTF-8 JSON without BOM, LF line endings,
 identical i18n keys, images at their exact sizes and under 300 KB, the required manifest fields,
-and the marketplace rules for script.js. The build also fills in the deployment's help page as the
+the locations (a card panel in the right column: `lcard-1`, `ccard-1`, drawn by card.js), and the
+marketplace rules for script.js and every module it loads (`card.js` ...: AMD, loaded by script.js,
+the i18n groups they read present in every language). The build also fills in the deployment's help page as the
 support link and a version that changes with the archive's content (amoCRM caches a widget's files
 by its version, so a re-upload under the same version would be served stale).
 """
@@ -23,6 +25,11 @@ PLACEHOLDER_SUPPORT_EMAIL = "{{SMSGATE_SUPPORT_EMAIL}}"
 PLACEHOLDER_VERSION = "{{SMSGATE_WIDGET_VERSION}}"
 HELP_PATH = "/help/"  # the public help page (deliveries/help.py) under the base URL: widget.support.link
 SMS_ENDPOINT_PATH = "/amocrm/sms"
+DP_WEBHOOK_PATH = "/amocrm/pipeline"  # crm.views.pipeline_webhook: dp.webhook_url
+# The pipeline action's settings (crm.pipeline_inbox): the account's key, and a template or a text.
+DP_KEY_SETTING = "key"
+DP_TEXT_SETTINGS = ("message", "template_id")
+SETTING_TYPES = {"text", "pass", "users", "users_lp", "custom", "numeric", "textarea", "url"}
 # A version goes into amoCRM's URLs of the widget's files: letters, digits and . _ + - only.
 VERSION_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]{0,63}")
 MAX_IMAGE_BYTES = 300 * 1024
@@ -52,6 +59,12 @@ FORBIDDEN_IN_SCRIPT = {
     r"createElement\(\s*['\"]script['\"]\s*\)": "scripts must be loaded through define([...]), not a <script> element",
 }
 # script.js is the entry point; each feature's own AMD module (figures.js, ...) sits beside it.
+# Card and list locations take a suffix: -1 the widget uses the right column, -0 it does not (§3.3).
+SUFFIXED_LOCATIONS = {"lcard", "ccard", "comcard", "cucard", "llist", "clist", "tlist", "culist"}
+# The card panel (card.js) is drawn in the right column of the lead's and the contact's card.
+CARD_MODULE = "card.js"
+CARD_LOCATIONS = ("lcard-1", "ccard-1")
+# script.js and the AMD modules it loads with require([params.path + '/<name>.js']), at the archive root.
 SOURCE_PATTERNS = ("manifest.json", "*.js", "style.css", "i18n/*.json", "images/*.png", "images/*.jpg",
                    "images/*.jpeg", "images/*.gif", "templates/*.twig")
 
@@ -232,11 +245,14 @@ def widget_check(archive: bytes, *, base_url: str | None = None) -> list[str]:
         return problems
     problems += _check_manifest(manifest)
     problems += _check_support_link(manifest, base_url)
+    problems += _check_dp(manifest, base_url)
     locales = manifest.get("widget", {}).get("locale") if isinstance(manifest.get("widget"), dict) else None
     locales = [loc for loc in locales if isinstance(loc, str)] if isinstance(locales, list) else []
     problems += _check_i18n(files, manifest, locales)
     problems += _check_images(files, manifest, locales)
-    problems += _check_script(files)
+    problems += _check_scripts(files)
+    problems += _check_locations(manifest, files)
+    problems += _check_i18n_groups(files, locales)
 
     expected_images = set(LOGOS) | set(_tour_images(manifest, locales).values())
     if "digital_pipeline" in (manifest.get("locations") or []):
@@ -244,7 +260,8 @@ def widget_check(archive: bytes, *, base_url: str | None = None) -> list[str]:
     for name in sorted(files):
         unused_image = name.startswith("images/") and name not in expected_images
         unknown = not any(fnmatch.fnmatchcase(name, p) for p in SOURCE_PATTERNS) or name.count("/") > 1
-        if unused_image or unknown:
+        unused_module = name in _modules(files) and name not in _loaded_modules(files)
+        if unused_image or unknown or unused_module:
             problems.append(f"{name}: is not used by the widget; the archive must not carry unused files.")
     return problems
 
@@ -281,7 +298,7 @@ def _check_manifest(manifest: dict) -> list[str]:
     if not isinstance(locations, list) or not locations:
         problems.append("manifest.json: locations is required (a non-empty list).")
         locations = []
-    unknown = [loc for loc in locations if not isinstance(loc, str) or loc.rsplit("-", 1)[0] not in KNOWN_LOCATIONS]
+    unknown = [loc for loc in locations if not isinstance(loc, str) or _location_base(loc) not in KNOWN_LOCATIONS]
     if unknown:
         problems.append(f"manifest.json: unknown locations {unknown}.")
     if "sms" in locations:
@@ -291,8 +308,6 @@ def _check_manifest(manifest: dict) -> list[str]:
             problems.append("manifest.json: the `sms` location needs sms.endpoint (an absolute URL).")
         elif parts.scheme != "https" and parts.hostname not in ("127.0.0.1", "localhost"):
             problems.append("manifest.json: sms.endpoint must be an https URL.")
-    if "digital_pipeline" in locations and not isinstance((manifest.get("dp") or {}).get("action_multiple"), bool):
-        problems.append("manifest.json: the digital_pipeline location needs dp.action_multiple.")
 
     tour = manifest.get("tour")
     if not isinstance(tour, dict):
@@ -309,16 +324,59 @@ def _check_manifest(manifest: dict) -> list[str]:
     return problems
 
 
-def _check_support_link(manifest: dict, base_url: str | None) -> list[str]:
-    """widget.support.link is this deployment's help page, which amoMarket shows on the widget's card."""
-    widget = manifest.get("widget") if isinstance(manifest.get("widget"), dict) else {}
-    support = widget.get("support") if isinstance(widget.get("support"), dict) else {}
-    link = support.get("link")
+def _deployment(manifest: dict, base_url: str | None) -> str | None:
+    """The deployment the archive was built for: `base_url`, else the one sms.endpoint names."""
     if base_url is None:
         sms = manifest.get("sms") if isinstance(manifest.get("sms"), dict) else {}
         endpoint = sms.get("endpoint")
         if isinstance(endpoint, str) and endpoint.endswith(SMS_ENDPOINT_PATH):
             base_url = endpoint[: -len(SMS_ENDPOINT_PATH)]
+    return base_url
+
+
+def _check_dp(manifest: dict, base_url: str | None) -> list[str]:
+    """The digital pipeline's "send SMS" action: its dp block (amocrm-platform.md §3.2) as smsgate's webhook
+    reads it: once per lead entering a stage, the account's key, a template or a text."""
+    if "digital_pipeline" not in (manifest.get("locations") or []):
+        return ["manifest.json: a dp block needs the digital_pipeline location."] if "dp" in manifest else []
+    dp = manifest.get("dp")
+    if not isinstance(dp, dict):
+        return ["manifest.json: the digital_pipeline location needs a dp block."]
+    problems = []
+    if dp.get("action_multiple") is not False:
+        problems.append("manifest.json: dp.action_multiple must be false (an SMS once, when a lead enters the stage).")
+    base_url = _deployment(manifest, base_url)
+    url = dp.get("webhook_url")
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if not parts or not parts.hostname:
+        problems.append(f"manifest.json: dp.webhook_url is required (the deployment's {DP_WEBHOOK_PATH}).")
+    elif "{{SMSGATE_" in url:
+        pass  # reported with the other placeholders
+    elif parts.scheme != "https" and parts.hostname not in ("127.0.0.1", "localhost"):
+        problems.append("manifest.json: dp.webhook_url must be an https URL.")
+    elif base_url and url != f"{base_url}{DP_WEBHOOK_PATH}":
+        problems.append(f"manifest.json: dp.webhook_url must be {base_url}{DP_WEBHOOK_PATH}, not {url!r}.")
+    settings = dp.get("settings")
+    if not isinstance(settings, dict):
+        return [*problems, "manifest.json: dp.settings is required (the action's key and its text or template)."]
+    for code, spec in settings.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or spec.get("type") not in SETTING_TYPES:
+            problems.append(f"manifest.json: dp.settings.{code} needs a name (an i18n key) and a known type.")
+    key = settings.get(DP_KEY_SETTING)
+    if not isinstance(key, dict) or key.get("required") is not True:
+        problems.append(f"manifest.json: dp.settings.{DP_KEY_SETTING} is required (the account's own key: amoCRM does "
+                        "not sign the pipeline's webhook).")
+    if not any(code in settings for code in DP_TEXT_SETTINGS):
+        problems.append(f"manifest.json: dp.settings needs {' or '.join(DP_TEXT_SETTINGS)} (what the SMS says).")
+    return problems
+
+
+def _check_support_link(manifest: dict, base_url: str | None) -> list[str]:
+    """widget.support.link is this deployment's help page, which amoMarket shows on the widget's card."""
+    widget = manifest.get("widget") if isinstance(manifest.get("widget"), dict) else {}
+    support = widget.get("support") if isinstance(widget.get("support"), dict) else {}
+    link = support.get("link")
+    base_url = _deployment(manifest, base_url)
     expected = f"{base_url}{HELP_PATH}" if base_url else None
     if not isinstance(link, str) or not link:
         return [f"manifest.json: widget.support.link is required: the help page{f' {expected}' if expected else ''}."]
@@ -366,6 +424,9 @@ def _check_i18n(files: dict, manifest: dict, locales: list[str]) -> list[str]:
     widget = manifest.get("widget") if isinstance(manifest.get("widget"), dict) else {}
     tour = manifest.get("tour") if isinstance(manifest.get("tour"), dict) else {}
     references = [widget.get(k) for k in ("name", "description", "short_description")] + [tour.get("tour_description")]
+    dp = manifest.get("dp") if isinstance(manifest.get("dp"), dict) else {}
+    dp_settings = dp.get("settings") if isinstance(dp.get("settings"), dict) else {}
+    references += [dp.get("title")] + [spec.get("name") for spec in dp_settings.values() if isinstance(spec, dict)]
     for locale, tree in trees.items():
         for key in references:
             if isinstance(key, str) and key and not isinstance(_lookup(tree, key), str):
@@ -397,17 +458,90 @@ def _check_images(files: dict, manifest: dict, locales: list[str]) -> list[str]:
     return problems
 
 
-def _check_script(files: dict) -> list[str]:
-    """script.js and every other module at the archive root: AMD modules under the marketplace rules."""
+def _code(data: bytes) -> str:
+    """A JS file without its comments: the rules apply to code."""
+    text = data.decode("utf-8", "replace")
+    return re.sub(r"/\*.*?\*/|(?<![:'\"])//[^\n]*", "", text, flags=re.DOTALL)
+
+
+def _modules(files: dict) -> list[str]:
+    """The widget's JS files at the archive root other than script.js (card.js ...)."""
+    return sorted(name for name in files if name.endswith(".js") and "/" not in name and name != "script.js")
+
+
+def _loaded_modules(files: dict) -> set[str]:
+    """The modules script.js loads: require([self.params.path + '/card.js' ...])."""
+    script = files.get("script.js")
+    code = _code(script) if script is not None else ""
+    return {name for name in _modules(files) if re.search(r"['\"]/" + re.escape(name) + r"(?:['\"?#])", code)}
+
+
+def _check_scripts(files: dict) -> list[str]:
     if files.get("script.js") is None:
         return ["script.js: is missing."]
     problems = []
-    for name in sorted(n for n in files if n.endswith(".js") and "/" not in n):
-        text = files[name].decode("utf-8", "replace")
-        code = re.sub(r"/\*.*?\*/|(?<![:'\"])//[^\n]*", "", text, flags=re.S)  # rules apply to code, not comments
+    for name in ["script.js", *_modules(files)]:
+        code = _code(files[name])
         if not re.search(r"\bdefine\s*\(", code):
             problems.append(f"{name}: must be an AMD module (define([...], function (...) {{...}})).")
         for pattern, reason in FORBIDDEN_IN_SCRIPT.items():
             if re.search(pattern, code):
                 problems.append(f"{name}: {reason}.")
+    return problems
+
+
+def _location_base(location: str) -> str:
+    base, _, suffix = location.rpartition("-")
+    return base if base and suffix in ("0", "1") and base in SUFFIXED_LOCATIONS else location
+
+
+def _check_locations(manifest: dict, files: dict) -> list[str]:
+    """Suffixes only where amoCRM reads them, each area once, and the card panel where it is drawn: the
+    right column of the lead's and the contact's card, with card.js to draw it."""
+    locations = [loc for loc in manifest.get("locations") or [] if isinstance(loc, str)]
+    problems = []
+    seen: dict[str, str] = {}
+    for location in locations:
+        base = _location_base(location)
+        if base in seen:
+            problems.append(f"manifest.json: locations lists {base!r} twice ({seen[base]!r} and {location!r}).")
+        seen[base] = location
+    has_panel = CARD_MODULE in files
+    for location in CARD_LOCATIONS:
+        base = location.split("-")[0]
+        listed = seen.get(base)
+        if has_panel and listed is None:
+            problems.append(f"manifest.json: {CARD_MODULE} draws the SMS panel of the lead's and the contact's "
+                            f"card; locations needs {location!r}.")
+        elif has_panel and listed != location and listed != base:  # lcard-0: no right column
+            problems.append(f"manifest.json: {listed!r} keeps the widget out of the card's right column, where "
+                            f"{CARD_MODULE} draws the SMS panel; use {location!r}.")
+        elif listed is not None and not has_panel:
+            problems.append(f"manifest.json: {listed!r} is listed but {CARD_MODULE}, which draws the card panel, "
+                            "is not in the archive.")
+    if has_panel and CARD_MODULE not in _loaded_modules(files):
+        problems.append(f"script.js: does not load {CARD_MODULE} (require([self.params.path + '/{CARD_MODULE}'])), "
+                        "so the card locations would show nothing.")
+    return problems
+
+
+def _check_i18n_groups(files: dict, locales: list[str]) -> list[str]:
+    """Every group the scripts read with i18n('group') exists in every language."""
+    wanted = set()
+    for name in ["script.js", *_modules(files)]:
+        if name in files:
+            wanted |= {(name, group) for group in re.findall(r"\bi18n\(\s*['\"]([A-Za-z0-9_]+)['\"]\s*\)",
+                                                               _code(files[name]))}
+    problems = []
+    for locale in locales:
+        data = files.get(f"i18n/{locale}.json")
+        try:
+            tree = json.loads(data.decode("utf-8-sig")) if data is not None else None
+        except ValueError:
+            tree = None
+        if not isinstance(tree, dict):
+            continue  # reported by _check_i18n
+        for name, group in sorted(wanted):
+            if not isinstance(tree.get(group), dict):
+                problems.append(f"i18n/{locale}.json: has no {group!r} texts, which {name} reads (i18n('{group}')).")
     return problems

@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import peer as peers  # noqa: E402
+from bench.pipeline import pipeline_scenario  # noqa: E402
 from bench.harness import (  # noqa: E402
     PY,
     MemoryWatch,
@@ -171,7 +172,8 @@ def parse_args():
     parser.add_argument("--keep-database", action="store_true", help="do not drop the database at the end")
     parser.add_argument("--accounts", type=int, default=20, help="amoCRM accounts sending (each with its route)")
     parser.add_argument("--only", default="", help="comma-separated scenarios (acceptance,steady,overload,"
-                                                  "dispatch,isolation); default all")
+                                                  "dispatch,isolation; and pipeline, issue 16, only when named); "
+                                                  "default all")
     parser.add_argument("--no-peer", action="store_true", help="smsgate alone: do not run the peer (Jasmin)")
     parser.add_argument("--peer-dir", default=str(peers.default_folder(ROOT)),
                         help="the peer's scripts (BENCH_PEER_DIR; default ../shared/peers/jasmin)")
@@ -805,6 +807,11 @@ class Bench:
             "system_e2e_p50_ms": system["e2e_p50_ms"], "system_e2e_p99_ms": system["e2e_p99_ms"],
             "system_e2e_max_ms": system["e2e_max_ms"], "cpu_cores_by_role": window.result,
         }
+
+    # issue 16 --------------------------------------------------------------------------------------------
+    def pipeline(self):
+        """The digital pipeline's action at scale (bench/pipeline.py); only with --only pipeline."""
+        self.results["pipeline"] = pipeline_scenario(self)
 
     # ----------------------------------------------------------------------------------------------------
     def run(self):

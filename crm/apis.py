@@ -1,8 +1,14 @@
-"""/api/v1/templates/: an account's SMS templates (admins write, everyone of the account reads), the
-markers a template may use, and a preview of a template or a free text against amoCRM data the
-caller holds (API v4 shapes). Thin: validate, call a service, answer.
+"""The account API of crm. Thin: validate, call a service, answer.
 
-Every query starts from `request.user.account`: another account's template id is a 404.
+- /api/v1/templates/: an account's SMS templates (admins write, everyone of the account reads), the
+  markers a template may use, and a preview of a template or a free text, against amoCRM data the
+  caller holds (API v4 shapes) or against a card the server reads (`entity_type`, `entity_id`).
+- /api/v1/crm/cards/<entity_type>/<entity_id>/: a card's contacts and phones (crm.cards).
+- /api/v1/crm/sends/: an SMS from a card (POST, every user of the account), and a card's SMS (GET).
+
+Every query starts from `request.user.account`: another account's template, entity or SMS is a 404
+or an empty list. One module over ~400 lines because its strict fields and amoCRM shapes serve both
+the templates and the sends; they would otherwise be imported across two modules of one API.
 """
 
 import math
@@ -10,21 +16,30 @@ import math
 from django.conf import settings
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from smsgate.drf import ERRORS, ApiError
 from accounts.permissions import ActiveAccount
-from deliveries.models import Delivery
+from deliveries.models import Delivery, DeliveryStatus
+from smsgate import drf
+from smsgate.drf import ERRORS, ApiError, ErrorSerializer
 
 from . import markers
-from .models import SmsTemplate
-from .selectors import template_of, templates_of
-from .services import NAME_MAX_LENGTH, TemplateInvalid, template_create, template_delete, template_preview, \
-    template_update
+from .cards import card_preview, card_read, card_send
+from .models import ENTITY_TYPES, CrmOrigin, NoteState, SmsTemplate
+from .notes import failure_reason
+from .selectors import crm_message_of, crm_messages_of_entity, template_of, templates_of
+from .services import (
+    NAME_MAX_LENGTH,
+    TemplateInvalid,
+    template_create,
+    template_delete,
+    template_preview,
+    template_update,
+)
 
 MAX_ID = 2**53  # amoCRM ids are integers; anything past a JSON-safe integer is not one of them
 MAX_STRING = 10_000
@@ -230,10 +245,23 @@ class PreviewRequestSerializer(serializers.Serializer):
     text = StrictCharField(required=False, allow_null=True, allow_blank=True, trim_whitespace=False,
                            max_length=settings.SMSGATE_MAX_TEXT_LENGTH, help_text="a free text, or give `template_id`")
     context = PreviewContextSerializer(required=False, help_text="amoCRM data in API v4 shapes")
+    entity_type = serializers.ChoiceField(choices=ENTITY_TYPES, required=False,
+                                          help_text="a card to fill the text from (read by the server), "
+                                                    "instead of `context`")
+    entity_id = AmoIdField(required=False)
+    phone = StrictCharField(required=False, max_length=40,
+                            help_text="with a card: the recipient, whose contact fills {{contact.*}} "
+                                      "(else the main contact)")
 
     def validate(self, attrs):
         if (attrs.get("template_id") is None) == (attrs.get("text") is None):
             raise serializers.ValidationError({"non_field_errors": [_("Give either template_id or text.")]})
+        if ("entity_type" in attrs) != ("entity_id" in attrs):
+            raise serializers.ValidationError({"non_field_errors": [_("Give entity_type and entity_id together.")]})
+        if "entity_type" in attrs and "context" in attrs:
+            raise serializers.ValidationError({"non_field_errors": [_("Give either a card or context.")]})
+        if "phone" in attrs and "entity_type" not in attrs:
+            raise serializers.ValidationError({"phone": [_("A phone is only read with a card.")]})
         return attrs
 
 
@@ -249,6 +277,10 @@ class PreviewSerializer(serializers.Serializer):
                                       help_text="markers whose values turned a GSM-7 text into UCS-2")
     too_long = serializers.BooleanField()
     max_length = serializers.IntegerField()
+
+
+AMO_ERRORS = {**ERRORS, 503: OpenApiResponse(ErrorSerializer, description="amoCRM cannot be read now "
+                                                                         "(code amocrm_unavailable)")}
 
 
 @extend_schema(tags=["templates"], responses={**ERRORS})
@@ -285,28 +317,178 @@ class TemplateViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.C
                 for spec in markers.MARKERS if not spec.alias_of]
         return Response(MarkerSerializer(rows, many=True).data)
 
-    @extend_schema(request=PreviewRequestSerializer, responses={200: PreviewSerializer, **ERRORS})
+    @extend_schema(request=PreviewRequestSerializer, responses={200: PreviewSerializer, **AMO_ERRORS})
     @action(detail=False, methods=["post"])
     def preview(self, request):
-        """A template or a free text filled in from the amoCRM data given: the text, its encoding and
-        parts, the markers left empty, and which values turned it into UCS-2."""
+        """A template or a free text filled in from the amoCRM data given, or from a card the server
+        reads: the text, its encoding and parts, the markers left empty, and which values turned it
+        into UCS-2."""
         serializer = PreviewRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        if data.get("template_id") is not None:
-            template = template_of(account=request.user.account, template_id=data["template_id"])
-            if template is None:
-                raise Http404
-            text = template.text
+        account = request.user.account
+        if data.get("entity_type"):
+            result = card_preview(account=account, entity_type=data["entity_type"], entity_id=data["entity_id"],
+                                  text=data.get("text"), template_id=data.get("template_id"),
+                                  phone=data.get("phone"))
         else:
-            text = data["text"]
-        given = data.get("context") or {}
-        context = markers.context_for(lead=given.get("lead"), contact=given.get("contact"),
-                                      users=given.get("users"), account=given.get("account"))
-        result = template_preview(text=text, context=context)
+            if data.get("template_id") is not None:
+                template = template_of(account=account, template_id=data["template_id"])
+                if template is None:
+                    raise Http404
+                text = template.text
+            else:
+                text = data["text"]
+            given = data.get("context") or {}
+            context = markers.context_for(lead=given.get("lead"), contact=given.get("contact"),
+                                          users=given.get("users"), account=given.get("account"))
+            result = template_preview(text=text, context=context)
         return Response(PreviewSerializer({
             **{name: getattr(result, name) for name in ("text", "length", "encoding", "units", "parts", "missing",
                                                           "ucs2_from", "too_long")},
             "errors": [{"code": e.code, "placeholder": e.placeholder, "message": e.message} for e in result.errors],
             "max_length": settings.SMSGATE_MAX_TEXT_LENGTH,
         }).data)
+
+
+# --- the card and its SMS ------------------------------------------------------------------------------
+class CardPhoneSerializer(serializers.Serializer):
+    phone = serializers.CharField(help_text="E.164 where amoCRM's value reads as a number")
+    type = serializers.CharField(help_text="PHONE's enum code: WORK, WORKDD, MOB, FAX, HOME, OTHER")
+
+
+class CardContactSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    is_main = serializers.BooleanField()
+    phones = CardPhoneSerializer(many=True)
+
+
+class CardSerializer(serializers.Serializer):
+    entity_type = serializers.ChoiceField(choices=ENTITY_TYPES)
+    entity_id = serializers.IntegerField()
+    name = serializers.CharField()
+    contacts = CardContactSerializer(many=True)
+
+
+def _entity_from_path(entity_type: str, entity_id: str) -> tuple[str, int]:
+    """The path's entity, or 404: only `leads`/`contacts` and an ASCII id amoCRM could have."""
+    if entity_type not in ENTITY_TYPES or not (entity_id.isascii() and entity_id.isdigit()) or len(entity_id) > 16:
+        raise Http404
+    number = int(entity_id)
+    if not 0 < number <= MAX_ID:
+        raise Http404
+    return entity_type, number
+
+
+class CardView(APIView):
+    """A lead's or a contact's contacts and their phones, as amoCRM's API returns them for this account
+    (cached about a minute): what the card's panel offers to send to."""
+
+    permission_classes = [ActiveAccount]
+
+    @extend_schema(operation_id="crm_card", responses={200: CardSerializer, **AMO_ERRORS}, tags=["crm"])
+    def get(self, request, entity_type, entity_id):
+        entity_type, entity_id = _entity_from_path(entity_type, entity_id)
+        card = card_read(account=request.user.account, entity_type=entity_type, entity_id=entity_id)
+        return Response(CardSerializer(card).data)
+
+
+class ClientKeyField(StrictCharField):
+    def __init__(self, **kwargs):
+        super().__init__(max_length=64, min_length=8, required=False, allow_null=True,
+                         help_text="the widget's key for this send (a UUID): the same key sends once", **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not (value.isascii() and all(c.isalnum() or c in "-_" for c in value)):
+            self.fail("invalid")
+        return value
+
+
+class SendRequestSerializer(serializers.Serializer):
+    entity_type = serializers.ChoiceField(choices=ENTITY_TYPES)
+    entity_id = AmoIdField()
+    phone = StrictCharField(max_length=40, help_text="one of the card's contacts' phones")
+    text = StrictCharField(required=False, allow_null=True, allow_blank=True, trim_whitespace=False,
+                           max_length=settings.SMSGATE_MAX_TEXT_LENGTH,
+                           help_text="a free text (markers are filled in), or give `template_id`")
+    template_id = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_ID)
+    origin = serializers.ChoiceField(choices=[CrmOrigin.PANEL.value, CrmOrigin.FEED.value], default="panel",
+                                     help_text="panel: smsgate writes the sms_out note; feed: amoCRM's own SMS "
+                                               "input, amoCRM writes it")
+    client_key = ClientKeyField()
+
+    def validate(self, attrs):
+        if (attrs.get("template_id") is None) == (attrs.get("text") is None):
+            raise serializers.ValidationError({"non_field_errors": [_("Give either template_id or text.")]})
+        return attrs
+
+
+class CrmSendSerializer(serializers.Serializer):
+    """An SMS sent from a card, as the card's history shows it (full text: the account's own customers)."""
+
+    id = serializers.UUIDField(source="delivery_id")
+    status = serializers.ChoiceField(choices=DeliveryStatus.choices, source="delivery.status")
+    status_label = serializers.CharField(source="delivery.get_status_display")
+    phone = serializers.CharField(source="delivery.phone")
+    text = serializers.CharField(source="delivery.text")
+    encoding = serializers.ChoiceField(choices=Delivery._meta.get_field("encoding").choices,
+                                       source="delivery.encoding")
+    parts = serializers.IntegerField(source="delivery.segments")
+    origin = serializers.ChoiceField(choices=CrmOrigin.choices)
+    entity_type = serializers.ChoiceField(choices=ENTITY_TYPES)
+    entity_id = serializers.IntegerField()
+    created_at = serializers.DateTimeField(source="delivery.created_at")
+    finished_at = serializers.DateTimeField(source="delivery.finished_at", allow_null=True)
+    error_text = serializers.SerializerMethodField()
+    sent_by = serializers.IntegerField(source="amo_user_id", allow_null=True, help_text="the amoCRM user's id")
+    note_state = serializers.ChoiceField(choices=NoteState.choices)
+
+    def get_error_text(self, message) -> str:
+        """Why it did not get through, in the request's language ("" while it may still)."""
+        return failure_reason(status=message.delivery.status, error_class=message.delivery.error_class)
+
+
+class SendHistorySerializer(serializers.Serializer):
+    results = CrmSendSerializer(many=True)
+    in_flight = serializers.BooleanField(help_text="some are still on their way: ask again in a few seconds")
+
+
+class SendHistoryParamsSerializer(serializers.Serializer):
+    entity_type = serializers.ChoiceField(choices=ENTITY_TYPES)
+    entity_id = drf.IntegerField(min_value=1, max_value=MAX_ID)
+
+
+SEND_ERRORS = {**AMO_ERRORS,
+               422: OpenApiResponse(ErrorSerializer, description="no_route, policy or crm_not_allowed"),
+               429: OpenApiResponse(ErrorSerializer, description="limits or crm_caps; see Retry-After")}
+
+
+class CrmSendsView(APIView):
+    """SMS sent from a card: send one (every user of the account; the phone must be on the card) or
+    list the card's (newest first, up to 50)."""
+
+    permission_classes = [ActiveAccount]
+
+    @extend_schema(operation_id="crm_sends_create", request=SendRequestSerializer,
+                   responses={201: CrmSendSerializer, **SEND_ERRORS}, tags=["crm"])
+    def post(self, request):
+        serializer = SendRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        account = request.user.account
+        sent = card_send(account=account, amo_user_id=request.user.claims.user_id, entity_type=data["entity_type"],
+                         entity_id=data["entity_id"], phone=data["phone"], text=data.get("text"),
+                         template_id=data.get("template_id"), origin=data["origin"],
+                         client_key=data.get("client_key"))
+        message = crm_message_of(account=account, delivery_id=sent.result.delivery_id)
+        return Response(CrmSendSerializer(message).data, status=201)  # a repeated key: the first send, again
+
+    @extend_schema(operation_id="crm_sends_list", parameters=[SendHistoryParamsSerializer],
+                   responses={200: SendHistorySerializer, **ERRORS}, tags=["crm"])
+    def get(self, request):
+        params = SendHistoryParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        messages, in_flight = crm_messages_of_entity(account=request.user.account, **params.validated_data)
+        return Response(SendHistorySerializer({"results": messages, "in_flight": in_flight}).data)

@@ -6,6 +6,7 @@ from rest_framework.routers import SimpleRouter
 
 from accounts import apis as account_apis
 from crm import apis as crm_apis
+from crm import pipeline_apis
 from deliveries import apis as delivery_apis
 from routes import apis as route_apis
 
@@ -21,6 +22,10 @@ v1 = [
     path("stats/", delivery_apis.StatsView.as_view(), name="stats"),
     path("alerts/", delivery_apis.AlertsView.as_view(), name="alerts"),
     path("limits/", account_apis.LimitsView.as_view(), name="limits"),
+    path("crm/cards/<str:entity_type>/<str:entity_id>/", crm_apis.CardView.as_view(), name="crm-card"),
+    path("crm/sends/", crm_apis.CrmSendsView.as_view(), name="crm-sends"),
+    path("pipeline/", pipeline_apis.PipelineView.as_view(), name="pipeline"),
+    path("pipeline/key/", pipeline_apis.PipelineKeyView.as_view(), name="pipeline-key"),
     *router.urls,
 ]
 

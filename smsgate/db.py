@@ -14,7 +14,12 @@ counters). Each is written once, in SQL both databases speak; what differs is on
 
 from __future__ import annotations
 
-from django.db import connection, transaction
+from functools import lru_cache
+
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db.models import AutoField, DateTimeField
+
+INSERT_ROWS = 500  # rows per INSERT statement (SQLite allows fewer parameters per statement)
 
 
 def _rows(cursor) -> list:
@@ -63,3 +68,47 @@ def _run_pipelined(statements: list[tuple[str, list]]) -> list[list]:
         for cursor in cursors:
             cursor.close()
     return results
+
+
+# --- INSERTs of new rows, as statements for run_batch ------------------------------------------------
+def insert_statements(model, objs: list, *, rows: int = INSERT_ROWS) -> list[tuple[str, list]]:
+    """INSERT statements for new instances of `model`, for `run_batch` (so rows of several tables and
+    their counters travel in one round trip). Values are prepared as the ORM's INSERT prepares them;
+    `auto_now`/`auto_now_add` times already set on an instance are kept; an auto-increment key left
+    empty and a field left to its database default (an expression) are left to the database."""
+    if not objs:
+        return []
+    columns = _insert_columns(model, objs)
+    names = tuple(field.column for field in columns)
+    step = max(1, min(rows, connection.ops.bulk_batch_size(list(columns), objs)))
+    statements = []
+    for start in range(0, len(objs), step):
+        indexes = range(start, min(start + step, len(objs)))
+        statements.append((_insert_sql(model._meta.db_table, names, len(indexes)),
+                           [values[index] for index in indexes for values in columns.values()]))
+    return statements
+
+
+def _is_time_stamp(field) -> bool:
+    return isinstance(field, DateTimeField) and (field.auto_now or field.auto_now_add)
+
+
+def _insert_columns(model, objs: list) -> dict:
+    db = connections[DEFAULT_DB_ALIAS]  # the thread's own wrapper, not the proxy, once per value
+    columns = {}
+    for field in model._meta.local_concrete_fields:
+        if isinstance(field, AutoField) and all(getattr(obj, field.attname) is None for obj in objs):
+            continue
+        values = [getattr(obj, field.attname)
+                  if _is_time_stamp(field) and getattr(obj, field.attname) is not None
+                  else field.pre_save(obj, add=True) for obj in objs]
+        if not any(hasattr(value, "resolve_expression") for value in values):
+            columns[field] = [field.get_db_prep_save(value, db) for value in values]
+    return columns
+
+
+@lru_cache(maxsize=64)
+def _insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
+    quote = connection.ops.quote_name
+    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    return f"INSERT INTO {quote(table)} ({', '.join(quote(c) for c in columns)}) VALUES {', '.join([row] * rows)}"

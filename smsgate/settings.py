@@ -315,6 +315,11 @@ SMSGATE_LIMIT_ACCOUNT_HOUR = env.int("SMSGATE_LIMIT_ACCOUNT_HOUR", default=300)
 SMSGATE_LIMIT_ACCOUNT_DAY = env.int("SMSGATE_LIMIT_ACCOUNT_DAY", default=3000)
 SMSGATE_LIMIT_PREFIX_DISTINCT = env.int("SMSGATE_LIMIT_PREFIX_DISTINCT", default=10)
 SMSGATE_LIMIT_PREFIX_WINDOW = env.int("SMSGATE_LIMIT_PREFIX_WINDOW", default=600)  # seconds
+# SMS people send from amoCRM (card, pipeline, Salesbot, lists; crm.caps), on top of the limits above:
+# per account per hour and per day, per amoCRM user per hour (0 = no cap). Accounts may only tighten them.
+SMSGATE_CRM_LIMIT_ACCOUNT_HOUR = env.int("SMSGATE_CRM_LIMIT_ACCOUNT_HOUR", default=500)
+SMSGATE_CRM_LIMIT_ACCOUNT_DAY = env.int("SMSGATE_CRM_LIMIT_ACCOUNT_DAY", default=2000)
+SMSGATE_CRM_LIMIT_USER_HOUR = env.int("SMSGATE_CRM_LIMIT_USER_HOUR", default=100)
 # Countries an account may send to by default, per amoCRM domain zone ("*" = any).
 SMSGATE_DEFAULT_COUNTRIES = env.dict(
     "SMSGATE_DEFAULT_COUNTRIES", default={"amocrm.ru": "RU", "amocrm.com": "*", "kommo.com": "*"}
@@ -357,6 +362,9 @@ CELERY_BEAT_SCHEDULE.update({
     # The owner's alerts: balances of routes with a threshold read, alerts sent as amoCRM tasks.
     "deliveries-alerts": {"task": "deliveries.alerts_check", "schedule": float(SMSGATE_ALERTS_EVERY),
                           "options": {"queue": MAINTENANCE_QUEUE, "expires": SMSGATE_ALERTS_EVERY}},
+    # The digital pipeline's events: a dead worker's claims back to pending, a lost wake-up repeated (crm.tasks).
+    "crm-pipeline-sweep": {"task": "crm.pipeline_sweep", "schedule": 15.0,
+                           "options": {"queue": MAINTENANCE_QUEUE, "expires": 30}},
 })
 # --- Delivery reports: polling and the report horizon (issue 3) ---------------------------------------
 # Seconds between runs of the status poller (Celery beat), and the first and base interval of a
@@ -375,6 +383,30 @@ CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})
 CELERY_BEAT_SCHEDULE["deliveries-poll-statuses"] = {
     "task": "deliveries.poll_statuses", "schedule": float(SMSGATE_POLL_INTERVAL),
     "options": {"queue": MAINTENANCE_QUEUE, "expires": float(SMSGATE_POLL_INTERVAL)},
+}
+
+# --- SMS sent from amoCRM (crm: the card, the pipeline, Salesbot, lists) and their notes -----------------
+# How long an SMS sent from amoCRM is worth sending, in seconds (past it: expired, and a note says so).
+SMSGATE_CRM_SMS_VALIDITY = env.int("SMSGATE_CRM_SMS_VALIDITY", default=6 * 3600)
+# The card's data (its contacts and phones, read through the amoCRM API) is kept this many seconds.
+SMSGATE_CRM_CARD_CACHE_SECONDS = env.int("SMSGATE_CRM_CARD_CACHE_SECONDS", default=60)
+# The note outbox: notes per POST (amoCRM takes at most 250), seconds between runs of its beat task, the
+# first pause before writing again after amoCRM failed (doubled each time up to an hour), and after how
+# many hours of failing a note is given up (recorded as such; the SMS itself is unaffected).
+SMSGATE_CRM_NOTE_BATCH = env.int("SMSGATE_CRM_NOTE_BATCH", default=250)
+SMSGATE_CRM_NOTE_INTERVAL = env.float("SMSGATE_CRM_NOTE_INTERVAL", default=5.0)
+SMSGATE_CRM_NOTE_BACKOFF = env.float("SMSGATE_CRM_NOTE_BACKOFF", default=10.0)
+SMSGATE_CRM_NOTE_GIVE_UP_HOURS = env.int("SMSGATE_CRM_NOTE_GIVE_UP_HOURS", default=72)
+if not 1 <= SMSGATE_CRM_NOTE_BATCH <= 250 or SMSGATE_CRM_NOTE_INTERVAL <= 0 or SMSGATE_CRM_NOTE_BACKOFF <= 0:
+    raise ImproperlyConfigured("SMSGATE_CRM_NOTE_BATCH must be 1..250; the note interval and backoff positive.")
+CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})
+# Due notes written, final failures of CRM sends noted (queue sms-crm: worker-crm runs it).
+CELERY_BEAT_SCHEDULE["crm-notes"] = {
+    "task": "crm.notes_flush", "schedule": SMSGATE_CRM_NOTE_INTERVAL,
+    "options": {"queue": SMSGATE_QUEUE_PREFIX + "sms-crm", "expires": max(SMSGATE_CRM_NOTE_INTERVAL, 5.0)},
+}
+CELERY_BEAT_SCHEDULE["crm-retention"] = {
+    "task": "crm.retention", "schedule": 3600.0, "options": {"queue": MAINTENANCE_QUEUE, "expires": 3600},
 }
 
 # --- Logging: ids in `extra`, never tokens, secrets or full texts; callback tokens masked -------------

@@ -1,7 +1,9 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 
 from accounts import views as account_views
+from crm import views as crm_views
 from deliveries import views as delivery_views
 from deliveries import webhooks as delivery_webhooks
 from smsgate import health
@@ -10,6 +12,8 @@ from deliveries import help as help_views
 urlpatterns = [
     # Exactly this path, with or without a trailing slash, never a redirect.
     re_path(r"^amocrm/sms/?$", delivery_views.amocrm_sms, name="amocrm-sms"),
+    # The digital pipeline's "send SMS" action (manifest dp.webhook_url); the account's key is in the body.
+    re_path(r"^amocrm/pipeline/?$", crm_views.pipeline_webhook, name="amocrm-pipeline"),
     # Delivery reports; the route token is per route and unguessable. The slash is optional so a
     # provider that drops it gets no redirect (a POST cannot follow one).
     re_path(r"^webhooks/(?P<provider>[a-z0-9_]{1,30})/(?P<token>[A-Za-z0-9_-]{8,64})/?$",
@@ -26,6 +30,10 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),
 ]
+
+if settings.DEBUG:
+    # Development only: a stand-in for amoCRM's card with the real widget in it (accounts/widget_dev.py).
+    urlpatterns.append(path("dev/amocrm/", include("accounts.widget_dev")))
 
 # JSON on the machine endpoints for what Django refuses itself (smsgate/errors.py).
 handler400 = "smsgate.errors.bad_request"

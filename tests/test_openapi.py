@@ -14,6 +14,8 @@ EXPECTED_PATHS = {
     "/api/v1/routes/{id}/balance/", "/api/v1/routes/{id}/test-sms/", "/api/v1/routes/reorder/",
     "/api/v1/deliveries/", "/api/v1/deliveries/{id}/", "/api/v1/limits/", "/api/v1/alerts/",
     "/api/v1/templates/", "/api/v1/templates/{id}/", "/api/v1/templates/markers/", "/api/v1/templates/preview/",
+    "/api/v1/crm/cards/{entity_type}/{entity_id}/", "/api/v1/crm/sends/",
+    "/api/v1/pipeline/", "/api/v1/pipeline/key/",
 }
 
 

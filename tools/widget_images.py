@@ -14,7 +14,8 @@ FONT_REGULAR = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 BLUE, DARK, WHITE, LIGHT = (33, 118, 214), (22, 44, 78), (255, 255, 255), (236, 243, 252)
 
 LOGOS = {"logo.png": (130, 100), "logo_main.png": (400, 272), "logo_medium.png": (240, 84),
-         "logo_min.png": (84, 84), "logo_small.png": (108, 108)}
+         "logo_min.png": (84, 84), "logo_small.png": (108, 108),
+         "logo_dp.png": (174, 109)}  # the digital pipeline's action (manifest location digital_pipeline)
 
 TOUR = {
     "ru": [("Свой SMS-провайдер для amoCRM", ["Коды входа в Кабинет клиента уходят", "через ваш аккаунт SMS.ru, SMSC и других"]),

@@ -2,7 +2,10 @@
  * smsgate widget for amoCRM / Kommo.
  *
  * Locations: `sms` (amoCRM posts system SMS straight to the manifest's sms.endpoint; nothing runs
- * here) and `settings`, where this script draws the settings page: the account's SMS provider
+ * here), `lcard-1` and `ccard-1` (the lead's and the contact's card: card.js draws the SMS panel in the
+ * right column and sends the feed's SMS input through smsgate; loaded only there), `digital_pipeline`
+ * (the "send SMS" action: dpSettings loads pipeline.js) and `settings`, where this script draws the
+ * settings page (figures.js adds the owner's alerts and figures): the account's SMS provider
  * routes (a form generated from the provider catalogue), their order, the delivery-report URL,
  * a test SMS, the balance, the account's SMS templates (with amoCRM markers, a marker picker and a
  * live part counter from the server's preview) and the latest deliveries. Every call goes to the
@@ -122,6 +125,7 @@ define(['jquery'], function ($) {
         el('div', 'smsgate-test'),
         el('div', 'smsgate-figures'),
         el('div', 'smsgate-templates'),
+        el('div', 'smsgate-pipeline'),
         el('div', 'smsgate-deliveries')
       );
       $root.append($page);
@@ -136,6 +140,7 @@ define(['jquery'], function ($) {
         renderFigures();
         loadRoutes();
         loadTemplates();
+        renderPipeline();
         renderDeliveries();
       }, function (xhr) {
         notice($page.find('.smsgate-message'), errorText(xhr), true);
@@ -630,6 +635,13 @@ define(['jquery'], function ($) {
       $box.append($form);
     }
 
+    // --- the pipeline action: its own module (pipeline.js) --------------------------------------------
+    function renderPipeline() {
+      require([self.params.path + '/pipeline.js'], function (pipeline) {
+        pipeline.settingsSection(self, {call: call, errorText: errorText}, state.$page.find('.smsgate-pipeline'));
+      });
+    }
+
     // --- latest deliveries -------------------------------------------------------------------------
     function renderDeliveries() {
       var $box = state.$page.find('.smsgate-deliveries').empty();
@@ -690,6 +702,25 @@ define(['jquery'], function ($) {
         );
     }
 
+    // --- the lead's and the contact's card: card.js, loaded there only --------------------------------
+    var cardPanel = null;
+
+    function inCard() {
+      var area = (self.system() || {}).area;
+      return area === 'lcard' || area === 'ccard';
+    }
+
+    function card() {
+      if (!cardPanel) {
+        cardPanel = new Promise(function (resolve, reject) {
+          require([self.params.path + '/card.js?v=' + self.params.version], function (module) {
+            resolve(module.create(self, {api: API}));
+          }, reject);
+        });
+      }
+      return cardPanel;
+    }
+
     function loadStyles() {
       var href = self.params && self.params.path ? self.params.path + '/style.css?v=' + self.params.version : null;
       if (href && !$('link[href="' + href + '"]').length) {
@@ -699,10 +730,21 @@ define(['jquery'], function ($) {
 
     this.callbacks = {
       render: function () {
+        if (inCard()) {
+          loadStyles();
+          card().then(function (panel) { panel.render(); });
+        }
         return true;
       },
       init: function () {
         loadStyles();
+        if (inCard() && typeof self.add_source === 'function') {
+          // amoCRM's own SMS input in the card's feed: resolve once smsgate accepted the SMS (amoCRM
+          // then writes the note), reject with the refusal's message.
+          self.add_source('sms', function (params) {
+            return card().then(function (panel) { return panel.sendFromFeed(params); });
+          });
+        }
         return true;
       },
       bind_actions: function () {
@@ -715,10 +757,22 @@ define(['jquery'], function ($) {
         renderPage($root);
         return true;
       },
+      // The digital pipeline's "send SMS" action: its own module (pipeline.js) in the widget's folder.
+      dpSettings: function ($body) {
+        loadStyles();
+        require([self.params.path + '/pipeline.js'], function (pipeline) {
+          pipeline.dpSettings(self, {call: call, errorText: errorText}, $body && $body.jquery ? $body : null);
+        });
+        return true;
+      },
       onSave: function () {
         return true;
       },
       destroy: function () {
+        if (cardPanel) {
+          cardPanel.then(function (panel) { panel.destroy(); });
+          cardPanel = null;
+        }
         return true;
       }
     };

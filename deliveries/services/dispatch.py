@@ -34,7 +34,7 @@ from routes.services import RouteChoice, build_provider, default_route, route_ca
 from smsgate.db import run_batch
 
 from .. import metrics
-from ..models import Attempt, AttemptOutcome, Delivery, DeliveryKind, DeliveryStatus
+from ..models import CRM_KINDS, Attempt, AttemptOutcome, Delivery, DeliveryKind, DeliveryStatus
 from . import outcomes
 from .status import Event, deliveries_move
 
@@ -201,6 +201,8 @@ def route_candidates(delivery: Delivery, *, no_attempts_yet: bool = False) -> li
         routes = routes_active(account=account)
         if routes:
             candidates = [RouteChoice.of(r) for r in routes if not r.is_broken]
+        elif delivery.kind in CRM_KINDS and not account.crm_default_route_allowed:
+            candidates = []  # the default route is the operator's, for login codes (crm.sending's rule)
         else:
             default = default_route()
             candidates = [default] if default else []

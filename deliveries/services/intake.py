@@ -3,7 +3,9 @@
 Owns: validating what the caller sends (phone, text, route), the abuse guard's verdict, recording
 the delivery with its counters (one INSERT form for one delivery or thousands, the same SQL on
 PostgreSQL and SQLite), the replay answer for a repeated token, recording refusals as `rejected`
-deliveries, and queueing an accepted one once committed. May call: models, counters, guard,
+deliveries, and queueing an accepted one once committed. A batch from another app (crm's sends)
+goes `deliveries_validate` -> the caller's own checks -> `deliveries_guard` -> `deliveries_record`,
+whose INSERT carries the caller's rows in the same round trip. May call: models, counters, guard,
 phones, segments, queueing, routes' selectors, accounts' models, smsgate.db.
 """
 
@@ -12,17 +14,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import lru_cache
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Account
 from routes.models import ProviderRoute
 from routes.selectors import account_has_active_route
-from smsgate.db import run_batch
+from smsgate.db import insert_statements, run_batch
 from smsgate.errors import ClientError
 
 from .. import counters, metrics
@@ -217,25 +218,103 @@ def delivery_create_test(*, account: Account, phone, route: ProviderRoute | None
                            route=route)
 
 
+# --- a batch: what other apps send (crm: the card, the pipeline, lists) ---------------------------------
+@dataclass
+class Verdict:
+    """One item of a batch: accepted (`delivery` built as `pending`, not yet recorded), refused by the
+    abuse guard (`delivery` built as `rejected`, recorded with the batch for staff, and `refusal`), or
+    invalid (`refusal` only: nothing to record)."""
+
+    delivery: Delivery | None
+    refusal: DeliveryRefused | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.refusal is None
+
+    def refuse(self, message, *, code: str, http_status: int, retry_after: int | None = None,
+               error_class: str = "limit") -> None:
+        """Turn an accepted item into a refused one, kept as a `rejected` delivery (its caller's own
+        limit, e.g. crm's caps)."""
+        delivery, now = self.delivery, timezone.now()
+        delivery.status = DeliveryStatus.REJECTED
+        delivery.error_class, delivery.error_code, delivery.error_text = error_class, code, str(message)[:300]
+        delivery.finished_at, delivery.enqueued_at = now, None
+        self.refusal = DeliveryRefused(message, code=code, http_status=http_status, retry_after=retry_after,
+                                       delivery_id=delivery.pk)
+
+
+def deliveries_validate(*, account: Account, kind: str, items: list[tuple[object, object]],
+                        validity_seconds: int | None = None) -> list[Verdict]:
+    """Validate each (phone, text) as `delivery_create` does for one and build its delivery; writes and
+    counts nothing. Then `deliveries_guard`, then `deliveries_record` (with rows of the caller's own in
+    the same round trip). Which routes may carry them is the caller's rule."""
+    now = timezone.now()
+    valid_until = now + timedelta(seconds=validity_seconds or settings.SMSGATE_SYSTEM_SMS_VALIDITY)
+    verdicts = []
+    for phone, text in items:
+        errors = {}
+        if text_errors := _validate_text(text):
+            errors["text"] = text_errors
+        recipient = None
+        try:
+            recipient = _recipient(phone, account=account)
+        except DeliveryInvalid as exc:
+            errors.update(exc.errors)
+        if errors:
+            verdicts.append(Verdict(None, DeliveryInvalid(_("The request has invalid fields."), errors=errors)))
+            continue
+        segments = segment_info(text)
+        verdicts.append(Verdict(Delivery(account=account, kind=kind, phone=recipient.e164, text=text,
+                                         encoding=segments.encoding, segments=segments.segments,
+                                         valid_until=valid_until, enqueued_at=now)))
+    return verdicts
+
+
+def deliveries_guard(*, account: Account, verdicts: list[Verdict]) -> None:
+    """The abuse guard for each accepted item (counted when it passes); a refused one becomes a
+    `rejected` delivery, recorded with the batch."""
+    for verdict in verdicts:
+        if not verdict.accepted:
+            continue
+        try:
+            guard_check(account=account, phone=phone_parse(verdict.delivery.phone))
+        except GuardRefusal as refusal:
+            verdict.refuse(refusal.message, code=refusal.reason, http_status=refusal.http_status,
+                           retry_after=refusal.retry_after,
+                           error_class="policy" if refusal.http_status == 422 else "limit")
+
+
+def deliveries_record(*, verdicts: list[Verdict], also: list[tuple[str, list]] = (), enqueue: bool = True) -> None:
+    """Record a batch from `deliveries_validate` (accepted and refused deliveries, with their counters, and
+    the caller's `also` statements) in one round trip, and queue the accepted ones on their lane once
+    committed. Inside the caller's transaction it joins it (IntegrityError: nothing was written)."""
+    deliveries = [verdict.delivery for verdict in verdicts if verdict.delivery is not None]
+    deliveries_insert(deliveries=deliveries, also=also)
+    accepted = [delivery for delivery in deliveries if delivery.status == DeliveryStatus.PENDING]
+    for delivery in deliveries:
+        metrics.delivery_status(delivery.status, "")
+    if enqueue and accepted:
+        transaction.on_commit(lambda: [delivery_enqueue(delivery_id=d.pk, kind=d.kind) for d in accepted])
+    logger.info("deliveries accepted", extra={"account_id": deliveries[0].account_id if deliveries else None,
+                                             "accepted": len(accepted), "refused": len(deliveries) - len(accepted)})
+
+
 # --- the one INSERT ------------------------------------------------------------------------------------
-def deliveries_insert(*, deliveries: list[Delivery]) -> list[Delivery]:
+def deliveries_insert(*, deliveries: list[Delivery], also: list[tuple[str, list]] = ()) -> list[Delivery]:
     """INSERT new deliveries with their counters, all or nothing: one for a request, thousands for a
     bulk import (INSERT_ROWS per statement). The same SQL on PostgreSQL and SQLite, in one round trip
     on PostgreSQL; inside a caller's transaction it joins it. A repeated (account, jti) raises
-    IntegrityError and leaves nothing behind."""
+    IntegrityError and leaves nothing behind. `also`: statements of the caller's own rows that belong
+    with these deliveries (crm's record of each, built with smsgate.db.insert_statements), run after
+    the INSERT in the same round trip and the same all or nothing."""
     if not deliveries:
+        run_batch(list(also))
         return deliveries
     for delivery in deliveries:
         delivery.stats_key = counters.key_for_new(_with_times(delivery))
-    columns = _insert_columns(deliveries)
-    names = tuple(field.column for field in columns)
-    step = max(1, min(INSERT_ROWS, connection.ops.bulk_batch_size(list(columns), deliveries)))
-    statements = []
-    for start in range(0, len(deliveries), step):
-        rows = range(start, min(start + step, len(deliveries)))
-        statements.append((_insert_sql(names, len(rows)),
-                           [values[index] for index in rows for values in columns.values()]))
-    run_batch([*statements, *counters.new_counts(deliveries)])
+    run_batch([*insert_statements(Delivery, deliveries, rows=INSERT_ROWS), *counters.new_counts(deliveries),
+               *also])
     for delivery in deliveries:
         delivery._state.adding, delivery._state.db = False, connection.alias
     return deliveries
@@ -247,25 +326,3 @@ def _with_times(delivery: Delivery) -> Delivery:
         if getattr(delivery, name) is None:
             Delivery._meta.get_field(name).pre_save(delivery, add=True)
     return delivery
-
-
-def _insert_columns(deliveries: list[Delivery]) -> dict:
-    """field -> its value in each new delivery, prepared as the ORM's INSERT compiler prepares plain
-    values. A field left to its database default (an expression) is not among them: the INSERT
-    leaves it to DEFAULT."""
-    db = connections[DEFAULT_DB_ALIAS]  # the thread's own wrapper, not the proxy, once per value
-    columns = {}
-    for field in Delivery._meta.local_concrete_fields:
-        values = [getattr(delivery, field.attname) if field.name in ("created_at", "updated_at")
-                  else field.pre_save(delivery, add=True) for delivery in deliveries]
-        if not any(hasattr(value, "resolve_expression") for value in values):
-            columns[field] = [field.get_db_prep_save(value, db) for value in values]
-    return columns
-
-
-@lru_cache(maxsize=16)
-def _insert_sql(columns: tuple[str, ...], rows: int) -> str:
-    quote = connection.ops.quote_name
-    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    return (f"INSERT INTO {quote(Delivery._meta.db_table)} ({', '.join(quote(c) for c in columns)}) "
-            f"VALUES {', '.join([row] * rows)}")

@@ -392,3 +392,80 @@ def test_the_support_link_answers_with_the_help_page(tmp_path, client):
     link = manifest_of(build(SOURCE, tmp_path))["widget"]["support"]["link"]
     response = client.get(link.removeprefix(BASE), HTTP_ACCEPT_LANGUAGE="en")
     assert response.status_code == 200 and b"How to connect an SMS provider" in response.content
+
+
+# --- the card locations and the modules script.js loads (issue 15) ----------------------------------------------
+def test_the_card_panel_is_packed_and_its_locations_are_in_the_manifest(tmp_path):
+    with zipfile.ZipFile(build(SOURCE, tmp_path)) as archive:
+        names = archive.namelist()
+        manifest = json.loads(archive.read("manifest.json"))
+        card = archive.read("card.js").decode()
+        langs = {lang: json.loads(archive.read(f"i18n/{lang}.json")) for lang in ("ru", "en")}
+    assert "card.js" in names
+    assert {"lcard-1", "ccard-1"} <= set(manifest["locations"])
+    assert "define(['jquery']" in card
+    # Every text the panel asks for exists in both languages.
+    asked = set(re.findall(r"\bt\('([a-z0-9_]+)'\s*[,)]", card))
+    asked |= {f"phone_{kind}" for kind in ("MOB", "WORK", "WORKDD", "HOME", "FAX", "OTHER")}
+    asked |= {f"encoding_{encoding}" for encoding in ("gsm7", "ucs2")}
+    for lang, tree in langs.items():
+        assert asked <= set(tree["card"]), (lang, sorted(asked - set(tree["card"])))
+        assert all(isinstance(text, str) and text for text in tree["card"].values())
+
+
+def test_card_locations_without_the_panel_are_refused(src, tmp_path):
+    (src / "card.js").unlink()
+    problems = refused(src, tmp_path, "'lcard-1' is listed but card.js, which draws the card panel, is not in the archive")
+    assert "'ccard-1' is listed but card.js" in problems
+
+
+def test_the_panel_needs_both_card_locations_in_the_right_column(src, tmp_path):
+    edit_json(src / "manifest.json", lambda d: d.update(locations=["lcard-0", "settings", "sms"]))
+    problems = refused(src, tmp_path, "'lcard-0' keeps the widget out of the card's right column")
+    assert "locations needs 'ccard-1'" in problems
+
+
+def test_a_location_listed_twice_is_refused(src, tmp_path):
+    edit_json(src / "manifest.json", lambda d: d["locations"].append("lcard-0"))
+    refused(src, tmp_path, "locations lists 'lcard' twice ('lcard-1' and 'lcard-0')")
+
+
+@pytest.mark.parametrize("location", ["lcard-2", "settings-1", "sms-0"])
+def test_a_suffix_where_amocrm_reads_none_is_refused(src, tmp_path, location):
+    edit_json(src / "manifest.json", lambda d: d["locations"].append(location))
+    refused(src, tmp_path, f"unknown locations ['{location}']")
+
+
+def test_script_js_must_load_the_panel(src, tmp_path):
+    path = src / "script.js"
+    path.write_text(path.read_text().replace("'/card.js", "'/panel.js"))
+    problems = refused(src, tmp_path, "script.js: does not load card.js")
+    assert "card.js: is not used by the widget" in problems
+
+
+@pytest.mark.parametrize("code, reason", [
+    ("eval('1');", "eval() is not allowed"),
+    ("console.log('x');", "only console.debug may be used"),
+    ("document.createElement('script');", "scripts must be loaded through define([...]), not a <script> element"),
+])
+def test_the_marketplace_rules_apply_to_card_js(src, tmp_path, code, reason):
+    path = src / "card.js"
+    path.write_text(path.read_text().replace("'use strict';", "'use strict';\n  " + code, 1))
+    refused(src, tmp_path, f"card.js: {reason}")
+
+
+def test_card_js_must_be_an_amd_module(src, tmp_path):
+    (src / "card.js").write_text("window.card = {};\n")
+    refused(src, tmp_path, "card.js: must be an AMD module")
+
+
+def test_an_i18n_group_the_scripts_read_must_exist(src, tmp_path):
+    for lang in ("ru", "en"):
+        edit_json(src / "i18n" / f"{lang}.json", lambda d: d.pop("card"))
+    problems = refused(src, tmp_path, "i18n/ru.json: has no 'card' texts, which card.js reads (i18n('card')).")
+    assert "i18n/en.json: has no 'card' texts" in problems
+
+
+def test_a_module_script_js_does_not_load_is_unused(src, tmp_path):
+    (src / "extra.js").write_text("define([], function () { return {}; });\n")
+    refused(src, tmp_path, "extra.js: is not used by the widget")

@@ -31,7 +31,8 @@ from tests.staff import staff_client
 pytestmark = pytest.mark.django_db
 
 VIEW_ALL = ("deliveries.view_delivery", "accounts.view_account", "routes.view_providerroute",
-            "accounts.view_integration", "auth.view_user", "auth.view_group")
+            "accounts.view_integration", "auth.view_user", "auth.view_group", "crm.view_crmmessage",
+            "crm.view_crmnote")
 DELIVERIES = reverse("admin:deliveries_delivery_changelist")
 ACCOUNTS = reverse("admin:accounts_account_changelist")
 ROUTES = reverse("admin:routes_providerroute_changelist")

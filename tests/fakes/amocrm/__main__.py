@@ -1,6 +1,8 @@
-"""`python -m tests.fakes.amocrm --port 9100 [--seed-demo]`: the fake amoCRM on its own (point
-AMO_BASE_URL at it). The client id, secret and redirect URI default to AMO_CLIENT_ID,
-AMO_CLIENT_SECRET and AMO_REDIRECT_URI from the environment; without a client id any client is accepted."""
+"""`python -m tests.fakes.amocrm --port 9100 [--seed-demo [--install-into http://127.0.0.1:8000]]`: the fake
+amoCRM on its own (point AMO_BASE_URL at it). The client id, secret and redirect URI default to AMO_CLIENT_ID,
+AMO_CLIENT_SECRET and AMO_REDIRECT_URI from the environment; without a client id any client is accepted.
+`--install-into` installs the widget for the demo account into that smsgate, as amoCRM does (`make
+fake-amocrm` for `make run`)."""
 
 import argparse
 import json
@@ -9,7 +11,7 @@ import os
 import signal
 import threading
 
-from .demo import DEMO_ACCOUNT_ID, DEMO_SUBDOMAIN, seed_demo
+from .demo import DEMO_ACCOUNT_ID, DEMO_SUBDOMAIN, install_into, seed_demo
 from .server import FakeAmoCRM
 
 
@@ -28,6 +30,9 @@ def main():
     parser.add_argument("--limit-rps", type=int, default=7, help="requests per second per account (0: no limit)")
     parser.add_argument("--seed-demo", action="store_true",
                         help=f"create account {DEMO_ACCOUNT_ID} ({DEMO_SUBDOMAIN}) with users, contacts and leads")
+    parser.add_argument("--install-into", metavar="SMSGATE_URL", default="",
+                        help="with --seed-demo: install the widget for the demo account into the smsgate at this URL "
+                             "(waits for it to start) and give the account a console route")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     fake = FakeAmoCRM(args.host, args.port, latency=args.latency, error_rate=args.error_rate,
@@ -42,6 +47,14 @@ def main():
         pair = fake.issue_token_pair(DEMO_ACCOUNT_ID, subdomain=DEMO_SUBDOMAIN)
         print(f"demo account {DEMO_ACCOUNT_ID} ({DEMO_SUBDOMAIN}) leads {json.dumps(ids['leads'])}", flush=True)
         print(f"demo tokens {json.dumps({k: pair[k] for k in ('access_token', 'refresh_token')})}", flush=True)
+        if args.install_into:
+            def install():
+                if install_into(fake, args.install_into, client_id=args.client_id, client_secret=args.client_secret,
+                                redirect_uri=args.redirect_uri, log=lambda line: print(line, flush=True)):
+                    print(f"open {args.install_into.rstrip('/')}/dev/amocrm/ : a lead's card with the smsgate panel",
+                          flush=True)
+
+            threading.Thread(target=install, daemon=True).start()
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:

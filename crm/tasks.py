@@ -1,0 +1,47 @@
+"""Celery tasks of crm: thin wrappers around services. The note and pipeline tasks run on the CRM lane
+(`sms-crm`, worker-crm), so amoCRM being slow never delays login codes."""
+
+from celery import shared_task
+
+from deliveries.services.queueing import task_publish
+from smsgate.celery import QUEUE_CRM, queue_name
+
+from . import notes, pipeline, retention
+from .pipeline_inbox import RUN_TASK, SWEEP_TASK, pipeline_run_schedule
+
+
+@shared_task(name=notes.NOTES_WRITE_TASK, acks_late=True, ignore_result=True)
+def crm_notes_write(account_id: int):
+    """Write the account's due notes (queued after a CRM send commits, and by crm.notes_flush)."""
+    summary = notes.notes_write(account_id=account_id)
+    if summary.more:  # a long backlog: the rest in a task of its own, so other accounts get their turn
+        notes.notes_write_soon(account_id=account_id)
+
+
+@shared_task(name=notes.NOTES_FLUSH_TASK, ignore_result=True)
+def crm_notes_flush():
+    """Beat, every SMSGATE_CRM_NOTE_INTERVAL seconds: final CRM sends concluded ("not delivered" notes),
+    a write queued for every account with notes due."""
+    notes.notes_flush()
+
+
+@shared_task(name="crm.retention", ignore_result=True, expires=3600)
+def crm_retention():
+    retention.crm_retention_run()
+
+
+@shared_task(name=RUN_TASK, acks_late=True, ignore_result=True)
+def pipeline_run(account_id: int):
+    """Read and send an account's pending pipeline events (woken by the webhook, the sweeper or itself)."""
+    result = pipeline.pipeline_events_process(account_id=account_id)
+    if result.again_in is not None:
+        task_publish(RUN_TASK, [account_id], queue=queue_name(QUEUE_CRM), countdown=result.again_in or None,
+                     log_extra={"account_id": account_id})
+
+
+@shared_task(name=SWEEP_TASK, ignore_result=True, expires=30)
+def pipeline_sweep():
+    """Celery beat: a dead worker's claims go back to pending; accounts whose events wait get a run."""
+    pipeline.pipeline_claims_release()
+    for account_id in pipeline.pipeline_accounts_due():
+        pipeline_run_schedule(account_id=account_id, countdown=0.0)
