@@ -279,8 +279,12 @@ class PreviewSerializer(serializers.Serializer):
     max_length = serializers.IntegerField()
 
 
-AMO_ERRORS = {**ERRORS, 503: OpenApiResponse(ErrorSerializer, description="amoCRM cannot be read now "
-                                                                         "(code amocrm_unavailable)")}
+AMO_ERRORS = {**ERRORS,
+              409: OpenApiResponse(ErrorSerializer, description="the account's amoCRM cannot be read until its "
+                                                                "owner acts: reinstall the widget, or amoCRM refuses "
+                                                                "the account (code amocrm_not_connected)"),
+              503: OpenApiResponse(ErrorSerializer, description="amoCRM cannot be read now "
+                                                                "(code amocrm_unavailable)")}
 
 
 @extend_schema(tags=["templates"], responses={**ERRORS})

@@ -12,7 +12,9 @@
 - `card_preview`: the same filling in, for the panel's live preview.
 
 Refusals are ClientErrors with the account API's codes: 404 `not_found`, 400 `phone_not_on_card`,
-503 `amocrm_unavailable`, and crm.sending's. May call: accounts' AmoClient, deliveries' intake (phone
+409 `amocrm_not_connected` (no usable token pair,
+or amoCRM refuses the account: the owner must act), 503 `amocrm_unavailable` (amoCRM did not answer),
+and crm.sending's. May call: accounts' AmoClient, deliveries' intake (phone
 reading), crm.sending, crm.markers, crm.services, crm.selectors.
 """
 
@@ -26,7 +28,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils.translation import gettext_lazy as _
 
-from accounts.amocrm import AmoApiError, AmoClient, AmoRejected
+from accounts.amocrm import AmoAccountRefused, AmoApiError, AmoClient, AmoNotConnected, AmoRejected, AmoUnauthorized
 from accounts.models import Account
 from deliveries.models import DeliveryKind
 from smsgate.errors import ClientError
@@ -53,8 +55,18 @@ class CardNotFound(ClientError):
 
 
 class AmoCrmUnavailable(ClientError):
+    """amoCRM did not answer (5xx, no connection, its rate limit): try again shortly."""
+
     http_status = 503
     code = "amocrm_unavailable"
+
+
+class AmoCrmNotConnected(ClientError):
+    """The account's amoCRM cannot be read until its owner acts (reinstall the widget, pay or unblock the
+    amoCRM account): a state of the account, not a failure of this service, so not a 5xx."""
+
+    http_status = 409
+    code = "amocrm_not_connected"
 
 
 class PhoneNotOnCard(ClientError):
@@ -98,8 +110,10 @@ class Card:
 
 
 # --- reading ------------------------------------------------------------------------------------------
-def _unavailable(exc: AmoApiError) -> AmoCrmUnavailable:
+def _unavailable(exc: AmoApiError) -> AmoCrmUnavailable | AmoCrmNotConnected:
     logger.warning("amoCRM card read failed", extra={"account_id": exc.account_id, "error": str(exc)[:200]})
+    if isinstance(exc, (AmoNotConnected, AmoUnauthorized, AmoAccountRefused)):
+        return AmoCrmNotConnected(exc.message)
     return AmoCrmUnavailable(exc.message)
 
 

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from accounts.limits import clear_limits_cache
-from accounts.models import AccountCeilings
+from accounts.models import AccountCeilings, AmoToken
 from crm.models import CrmMessage, CrmNote
 from deliveries.models import Delivery, DeliveryKind, DeliveryStatus
 from deliveries.services.status import delivery_move
@@ -72,6 +72,19 @@ def test_amocrm_unreachable_is_503(api, amocrm):
     response = api.get(card_url("leads", amocrm.ids_["lead"]))
     assert response.status_code == 503
     assert response.json()["code"] == "amocrm_unavailable" and response.json()["detail"]
+
+
+def test_an_account_whose_amocrm_needs_its_owner_is_409_not_a_server_error(api, amocrm, routed, account):
+    """No usable token pair (found by the schema fuzzer as a 503): the owner must reinstall the widget; amoCRM
+    itself is fine, so this is no 5xx, and nothing is sent."""
+    AmoToken.objects.filter(account=account).delete()
+    lead = amocrm.ids_["lead"]
+    answers = [api.get(card_url("leads", lead)), api.post("/api/v1/crm/sends/", body(lead)),
+               api.post("/api/v1/templates/preview/", {"text": "Hi", "entity_type": "leads", "entity_id": lead})]
+    for response in answers:
+        assert response.status_code == 409, response.content
+        assert response.json()["code"] == "amocrm_not_connected" and response.json()["detail"]
+    assert not Delivery.objects.exists()
 
 
 @pytest.mark.parametrize("entity_type,entity_id", [
