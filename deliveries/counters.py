@@ -162,33 +162,41 @@ def key_for_new(delivery: Delivery) -> str:
                   created_at=delivery.created_at, finished_at=delivery.finished_at).encode()
 
 
-@lru_cache(maxsize=1)
-def _store_key_sql() -> str:
+@lru_cache(maxsize=64)
+def _store_key_sql(count: int) -> str:
     quote = connection.ops.quote_name
-    return f"UPDATE {quote(Delivery._meta.db_table)} SET stats_key = %s WHERE id = %s"
+    ids = f"IN ({', '.join(['%s'] * count)})" if count > 1 else "= %s"
+    return f"UPDATE {quote(Delivery._meta.db_table)} SET stats_key = %s WHERE id {ids}"
+
+
+def _moves(rows: list[dict]) -> list[tuple[dict, StatKey]]:
+    """Each row whose count moves, with the key of its state now (pending -> sending moves none)."""
+    moves = []
+    for row in rows:
+        key = key_of(status=row["status"], provider=row["provider"], error_class=row["error_class"],
+                     created_at=row["created_at"], finished_at=row["finished_at"])
+        if row["stats_key"] != key.encode():
+            moves.append((row, key))
+    return moves
 
 
 def moved_counts(rows: list[dict]) -> list[tuple[str, list]]:
     """The statements that move the counts of rows a status change returned (KEY_COLUMNS, `stats_key`
-    the key each was counted under): counter upserts, then the new keys stored. Rows whose key did not
-    change (pending -> sending) need none."""
+    the key each was counted under): counter upserts, then the new keys stored (one statement per
+    new key: a batch moving to one status shares it). Rows whose key did not change need none."""
     day_deltas, hour_deltas = Counter(), Counter()
-    stored = []
+    stored: dict[str, list] = {}
     prepare_id = Delivery._meta.pk.get_db_prep_value
-    for row in rows:
-        key = key_of(status=row["status"], provider=row["provider"], error_class=row["error_class"],
-                     created_at=row["created_at"], finished_at=row["finished_at"])
-        encoded = key.encode()
-        if row["stats_key"] == encoded:
-            continue
+    for row, key in _moves(rows):
         day = timezone.localdate(row["created_at"])
         day_deltas[(day, row["account_id"], key)] += 1
         if row["stats_key"] is None:  # never counted: it joins the hourly volume too
             hour_deltas[(row["account_id"], hour_of(row["created_at"]))] += 1
         else:
             day_deltas[(day, row["account_id"], StatKey.decode(row["stats_key"]))] -= 1
-        stored.append((_store_key_sql(), [encoded, prepare_id(row["id"], connection)]))
-    return [*delta_statements(day_deltas, hour_deltas), *stored]
+        stored.setdefault(key.encode(), []).append(prepare_id(row["id"], connection))
+    return [*delta_statements(day_deltas, hour_deltas),
+            *((_store_key_sql(len(ids)), [encoded, *ids]) for encoded, ids in sorted(stored.items()))]
 
 
 def deliveries_recount(*, delivery_ids) -> int:
@@ -197,9 +205,8 @@ def deliveries_recount(*, delivery_ids) -> int:
     with transaction.atomic():
         rows = list(Delivery.objects.select_for_update().filter(pk__in=list(delivery_ids)).order_by("pk")
                     .values(*KEY_COLUMNS))
-        statements = moved_counts(rows)
-        run_batch(statements)
-    return sum(1 for sql, _params in statements if sql == _store_key_sql())
+        run_batch(moved_counts(rows))
+    return len(_moves(rows))
 
 
 def delivery_recount(*, delivery_id) -> bool:
