@@ -29,7 +29,7 @@ from django.db.models.functions import Concat, TruncHour
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 
-from smsgate.db import run_batch
+from smsgate.db import in_chunks, run_batch
 
 from .models import Delivery, DeliveryDayStat, DeliveryHourCount, DeliveryStatus
 
@@ -132,17 +132,16 @@ HOUR_COLUMNS = ("account_id", "hour")
 
 
 def delta_statements(day_deltas: Counter, hour_deltas: Counter) -> list[tuple[str, list]]:
-    """The upserts that add these deltas, rows sorted so that every writer locks them in one order."""
+    """The upserts that add these deltas, rows sorted so that every writer locks them in one order
+    (cut into statements of at most smsgate.db.CACHED_PARAMS, in that order)."""
     statements = []
     day_rows = sorted((day, account_id, key.provider, key.status, key.error_class, key.latency_le, delta)
                       for (day, account_id, key), delta in day_deltas.items() if delta)
-    if day_rows:
-        statements.append((_upsert_sql(DeliveryDayStat, DAY_COLUMNS, len(day_rows)),
-                           [value for row in day_rows for value in row]))
     hour_rows = sorted((account_id, hour, delta) for (account_id, hour), delta in hour_deltas.items() if delta)
-    if hour_rows:
-        statements.append((_upsert_sql(DeliveryHourCount, HOUR_COLUMNS, len(hour_rows)),
-                           [value for row in hour_rows for value in row]))
+    for model, columns, rows in ((DeliveryDayStat, DAY_COLUMNS, day_rows), (DeliveryHourCount, HOUR_COLUMNS,
+                                                                           hour_rows)):
+        for chunk in in_chunks(rows, per_item=len(columns) + 1):
+            statements.append((_upsert_sql(model, columns, len(chunk)), [value for row in chunk for value in row]))
     return statements
 
 

@@ -31,7 +31,7 @@ from routes.providers import provider_class
 from routes.providers.base import ProviderError, ProviderTemporaryError, SendRequest, SendResult
 from routes.selectors import routes_active
 from routes.services import RouteChoice, build_provider, default_route, route_callback_url
-from smsgate.db import run_batch
+from smsgate.db import in_chunks, run_batch
 
 from .. import metrics
 from ..models import Attempt, AttemptOutcome, Delivery, DeliveryKind, DeliveryStatus
@@ -221,13 +221,16 @@ def _attempts_sql(count: int) -> str:
 
 def _attempts_open(plans: list[PlannedSend]):
     """Each plan's attempt row, written before its provider call, so a worker that dies mid-call
-    leaves evidence for the sweeper: one INSERT for a whole batch."""
+    leaves evidence for the sweeper: a few INSERTs for a whole batch, one round trip."""
     prepare_id, started = Delivery._meta.pk.get_db_prep_value, Attempt._meta.get_field("started_at")
-    params = []
-    for plan in plans:
-        params += [prepare_id(plan.delivery.pk, connection), plan.choice.route_id, plan.choice.provider,
-                   started.get_db_prep_save(plan.started, connection)]
-    [rows] = run_batch([(_attempts_sql(len(plans)), params)])
+    statements = []
+    for chunk in in_chunks(plans, per_item=4):
+        params = []
+        for plan in chunk:
+            params += [prepare_id(plan.delivery.pk, connection), plan.choice.route_id, plan.choice.provider,
+                       started.get_db_prep_save(plan.started, connection)]
+        statements.append((_attempts_sql(len(chunk)), params))
+    rows = [row for result in run_batch(statements) for row in result]
     to_pk = Delivery._meta.pk.to_python
     attempt_ids = {to_pk(delivery_id): attempt_id for attempt_id, delivery_id in rows}
     for plan in plans:

@@ -22,7 +22,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts.models import Account
 from routes.models import ProviderRoute
 from routes.selectors import account_has_active_route
-from smsgate.db import run_batch
+from smsgate.db import CACHED_PARAMS, run_batch
 from smsgate.errors import ClientError
 
 from .. import counters, metrics
@@ -35,8 +35,6 @@ from .queueing import delivery_enqueue
 logger = logging.getLogger(__name__)
 
 _DOMAIN_REGION = {"amocrm.ru": "RU"}
-# Rows per INSERT statement of a bulk import (SQLite allows fewer parameters per statement).
-INSERT_ROWS = 500
 
 
 class DeliveryRefused(ClientError):
@@ -220,8 +218,8 @@ def delivery_create_test(*, account: Account, phone, route: ProviderRoute | None
 # --- the one INSERT ------------------------------------------------------------------------------------
 def deliveries_insert(*, deliveries: list[Delivery]) -> list[Delivery]:
     """INSERT new deliveries with their counters, all or nothing: one for a request, thousands for a
-    bulk import (INSERT_ROWS per statement). The same SQL on PostgreSQL and SQLite, in one round trip
-    on PostgreSQL; inside a caller's transaction it joins it. A repeated (account, jti) raises
+    bulk import. The same SQL on PostgreSQL and SQLite, in one round trip on PostgreSQL; inside a
+    caller's transaction it joins it. A repeated (account, jti) raises
     IntegrityError and leaves nothing behind."""
     if not deliveries:
         return deliveries
@@ -229,7 +227,10 @@ def deliveries_insert(*, deliveries: list[Delivery]) -> list[Delivery]:
         delivery.stats_key = counters.key_for_new(_with_times(delivery))
     columns = _insert_columns(deliveries)
     names = tuple(field.column for field in columns)
-    step = max(1, min(INSERT_ROWS, connection.ops.bulk_batch_size(list(columns), deliveries)))
+    # Rows per statement: as many as psycopg's statement cache takes (smsgate.db; one delivery's
+    # columns nearly fill it), the statements composed into one query: a statement of many rows'
+    # parameters would be parsed again at every call.
+    step = max(1, CACHED_PARAMS // len(columns))
     statements = []
     for start in range(0, len(deliveries), step):
         rows = range(start, min(start + step, len(deliveries)))

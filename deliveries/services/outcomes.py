@@ -32,7 +32,7 @@ from routes.providers.base import (
     ReportStatus,
 )
 from routes.services import route_failed, routes_healthy_statement
-from smsgate.db import update_rows
+from smsgate.db import in_chunks, update_rows
 
 from ..counters import deliveries_recount
 from ..models import (FINAL_STATUSES, Attempt, AttemptOutcome, Delivery, DeliveryKind, DeliveryStatus, StatusEvent,
@@ -133,28 +133,29 @@ def record_sent(calls: list, *, found: bool = False) -> list[SendOutcome]:
                 row += (str(error.error_class) if error else "", str(error.code)[:50] if error else "",
                         "reconciled after no answer" if error else "")
             attempt_rows.append(row)
-    alongside = [update_rows(Delivery._meta.db_table, "id", _PROVIDER_COLUMNS, provider_rows,
-                             also=_PROVIDER_SHARED, also_params=[prepare(now)])]
+    alongside = update_rows(Delivery._meta.db_table, "id", _PROVIDER_COLUMNS, provider_rows,
+                            also=_PROVIDER_SHARED, also_params=[prepare(now)])
     if attempt_rows:
         columns, shared = _ATTEMPT_COLUMNS, _ATTEMPT_SHARED
         if not found:  # a plain success: no error to record
             shared += ", error_class = '', provider_code = '', error_text = ''"
         else:
             columns += _ATTEMPT_ERROR_COLUMNS
-        alongside.append(update_rows(Attempt._meta.db_table, "id", columns, attempt_rows, also=shared,
-                                     also_params=[AttemptOutcome.SENT.value, prepare(now)]))
+        alongside += update_rows(Attempt._meta.db_table, "id", columns, attempt_rows, also=shared,
+                                 also_params=[AttemptOutcome.SENT.value, prepare(now)])
     healthy = sorted({call.plan.choice.route_id for call in calls if call.plan.choice.route_id})
     if healthy:
         alongside.append(routes_healthy_statement(healthy))
     held_at = len(alongside)
-    alongside.append((_held_sql(len(calls)), [value for call, message_id in zip(calls, message_ids)
-                                              for value in (call.plan.choice.provider, message_id)]))
+    pairs = [(call.plan.choice.provider, message_id) for call, message_id in zip(calls, message_ids)]
+    alongside += [(_held_sql(len(chunk)), [value for pair in chunk for value in pair])
+                  for chunk in in_chunks(pairs, per_item=2)]
     moved = deliveries_move(ids=[call.plan.delivery.pk for call in calls], to=DeliveryStatus.SENT,
                             only_from=(DeliveryStatus.SENDING,), values={"error_class": "", "error_code": "",
                                                                         "error_text": ""},
                             alongside=alongside, now=now)
-    waiting = {tuple(row) for row in moved.alongside[held_at]}
-    held = [(call.plan.choice.provider, message_id) in waiting for call, message_id in zip(calls, message_ids)]
+    waiting = {tuple(row) for rows in moved.alongside[held_at:] for row in rows}
+    held = [pair in waiting for pair in pairs]
     raced = {call.plan.delivery.pk for call in calls} - set(moved.ids)
     if raced:  # a report (or staff) moved these on during the call: their provider was just recorded
         deliveries_recount(delivery_ids=raced)
