@@ -32,7 +32,7 @@ from django.db.models.functions import Cast, Coalesce, Concat, TruncHour
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 
-from smsgate.db import run_batch
+from smsgate.db import in_chunks, run_batch
 
 from .models import Delivery, DeliveryDayStat, DeliveryHourCount, DeliveryStatus
 
@@ -169,18 +169,17 @@ HOUR_COLUMNS = ("account_id", "hour")
 
 
 def delta_statements(day_deltas: Counter, hour_deltas: Counter) -> list[tuple[str, list]]:
-    """The upserts that add these deltas, rows sorted so that every writer locks them in one order."""
+    """The upserts that add these deltas, rows sorted so that every writer locks them in one order
+    (cut into statements of at most smsgate.db.CACHED_PARAMS, in that order)."""
     statements = []
     day_rows = sorted((day, account_id, key.kind, key.parts, key.route_id, key.provider, key.status,
                        key.error_class, key.latency_le, delta)
                       for (day, account_id, key), delta in day_deltas.items() if delta)
-    if day_rows:
-        statements.append((_upsert_sql(DeliveryDayStat, DAY_COLUMNS, len(day_rows)),
-                           [value for row in day_rows for value in row]))
     hour_rows = sorted((account_id, hour, delta) for (account_id, hour), delta in hour_deltas.items() if delta)
-    if hour_rows:
-        statements.append((_upsert_sql(DeliveryHourCount, HOUR_COLUMNS, len(hour_rows)),
-                           [value for row in hour_rows for value in row]))
+    for model, columns, rows in ((DeliveryDayStat, DAY_COLUMNS, day_rows), (DeliveryHourCount, HOUR_COLUMNS,
+                                                                           hour_rows)):
+        for chunk in in_chunks(rows, per_item=len(columns) + 1):
+            statements.append((_upsert_sql(model, columns, len(chunk)), [value for row in chunk for value in row]))
     return statements
 
 
@@ -199,32 +198,40 @@ def key_for_new(delivery: Delivery) -> str:
     return key_of_row(delivery).encode()
 
 
-@lru_cache(maxsize=1)
-def _store_key_sql() -> str:
+@lru_cache(maxsize=64)
+def _store_key_sql(count: int) -> str:
     quote = connection.ops.quote_name
-    return f"UPDATE {quote(Delivery._meta.db_table)} SET stats_key = %s WHERE id = %s"
+    ids = f"IN ({', '.join(['%s'] * count)})" if count > 1 else "= %s"
+    return f"UPDATE {quote(Delivery._meta.db_table)} SET stats_key = %s WHERE id {ids}"
+
+
+def _moves(rows: list[dict]) -> list[tuple[dict, StatKey]]:
+    """Each row whose count moves, with the key of its state now (pending -> sending moves none)."""
+    moves = []
+    for row in rows:
+        key = key_of_row(row)
+        if row["stats_key"] != key.encode():
+            moves.append((row, key))
+    return moves
 
 
 def moved_counts(rows: list[dict]) -> list[tuple[str, list]]:
     """The statements that move the counts of rows a status change returned (KEY_COLUMNS, `stats_key`
-    the key each was counted under): counter upserts, then the new keys stored. Rows whose key did not
-    change (pending -> sending) need none."""
+    the key each was counted under): counter upserts, then the new keys stored (one statement per
+    new key: a batch moving to one status shares it). Rows whose key did not change need none."""
     day_deltas, hour_deltas = Counter(), Counter()
-    stored = []
+    stored: dict[str, list] = {}
     prepare_id = Delivery._meta.pk.get_db_prep_value
-    for row in rows:
-        key = key_of_row(row)
-        encoded = key.encode()
-        if row["stats_key"] == encoded:
-            continue
+    for row, key in _moves(rows):
         day = timezone.localdate(row["created_at"])
         day_deltas[(day, row["account_id"], key)] += 1
         if row["stats_key"] is None:  # never counted: it joins the hourly volume too
             hour_deltas[(row["account_id"], hour_of(row["created_at"]))] += 1
         else:
             day_deltas[(day, row["account_id"], StatKey.decode(row["stats_key"]))] -= 1
-        stored.append((_store_key_sql(), [encoded, prepare_id(row["id"], connection)]))
-    return [*delta_statements(day_deltas, hour_deltas), *stored]
+        stored.setdefault(key.encode(), []).append(prepare_id(row["id"], connection))
+    return [*delta_statements(day_deltas, hour_deltas),
+            *((_store_key_sql(len(ids)), [encoded, *ids]) for encoded, ids in sorted(stored.items()))]
 
 
 def deliveries_recount(*, delivery_ids) -> int:
@@ -233,9 +240,8 @@ def deliveries_recount(*, delivery_ids) -> int:
     with transaction.atomic():
         rows = list(Delivery.objects.select_for_update().filter(pk__in=list(delivery_ids)).order_by("pk")
                     .values(*KEY_COLUMNS))
-        statements = moved_counts(rows)
-        run_batch(statements)
-    return sum(1 for sql, _params in statements if sql == _store_key_sql())
+        run_batch(moved_counts(rows))
+    return len(_moves(rows))
 
 
 def delivery_recount(*, delivery_id) -> bool:

@@ -31,7 +31,7 @@ from routes.providers import provider_class
 from routes.providers.base import ProviderError, ProviderTemporaryError, SendRequest, SendResult
 from routes.selectors import routes_active
 from routes.services import RouteChoice, build_provider, default_route, route_callback_url
-from smsgate.db import run_batch
+from smsgate.db import in_chunks, run_batch
 
 from .. import metrics
 from ..models import CRM_KINDS, Attempt, AttemptOutcome, Delivery, DeliveryKind, DeliveryStatus
@@ -213,22 +213,30 @@ def route_candidates(delivery: Delivery, *, no_attempts_yet: bool = False) -> li
     return [c for c in candidates if c.route_id not in given_up]
 
 
-@lru_cache(maxsize=1)
-def _attempt_sql() -> str:
+@lru_cache(maxsize=64)
+def _attempts_sql(count: int) -> str:
     table = connection.ops.quote_name(Attempt._meta.db_table)
+    rows = ", ".join([f"(%s, %s, %s, %s, '{AttemptOutcome.IN_FLIGHT.value}', '', '', '', '')"] * count)
     return (f"INSERT INTO {table} (delivery_id, route_id, provider, started_at, outcome, error_class, provider_code, "
-            f"error_text, provider_message_id) VALUES (%s, %s, %s, %s, %s, '', '', '', '') RETURNING id")
+            f"error_text, provider_message_id) VALUES {rows} RETURNING id, delivery_id")
 
 
 def _attempts_open(plans: list[PlannedSend]):
     """Each plan's attempt row, written before its provider call, so a worker that dies mid-call
-    leaves evidence for the sweeper: one round trip for a whole batch."""
+    leaves evidence for the sweeper: a few INSERTs for a whole batch, one round trip."""
     prepare_id, started = Delivery._meta.pk.get_db_prep_value, Attempt._meta.get_field("started_at")
-    rows = run_batch([(_attempt_sql(), [prepare_id(plan.delivery.pk, connection), plan.choice.route_id,
-                                        plan.choice.provider, started.get_db_prep_save(plan.started, connection),
-                                        AttemptOutcome.IN_FLIGHT.value]) for plan in plans])
-    for plan, result in zip(plans, rows, strict=True):
-        plan.attempt = Attempt(pk=result[0][0], delivery=plan.delivery, route=plan.choice.route,
+    statements = []
+    for chunk in in_chunks(plans, per_item=4):
+        params = []
+        for plan in chunk:
+            params += [prepare_id(plan.delivery.pk, connection), plan.choice.route_id, plan.choice.provider,
+                       started.get_db_prep_save(plan.started, connection)]
+        statements.append((_attempts_sql(len(chunk)), params))
+    rows = [row for result in run_batch(statements) for row in result]
+    to_pk = Delivery._meta.pk.to_python
+    attempt_ids = {to_pk(delivery_id): attempt_id for attempt_id, delivery_id in rows}
+    for plan in plans:
+        plan.attempt = Attempt(pk=attempt_ids[plan.delivery.pk], delivery=plan.delivery, route=plan.choice.route,
                                provider=plan.choice.provider, started_at=plan.started)
 
 
@@ -346,9 +354,9 @@ class ThreadCalls(Calls):
         self.done: list[ProviderCall] = []
 
     def next(self, *, wanted, running):
+        # Waiting keeps the task thread's connection (README: the bulk worker's pool has one per task
+        # thread): giving it back to the pool at every wait cost a checkout and its health check each.
         threads = self.threads
-        if not (self.done or wanted and threads.idle):
-            release_pooled_connection()  # waiting holds no pooled connection
         with threads.changed:
             threads.changed.wait_for(lambda: self.done or (wanted and threads.idle))
             finished, self.done[:] = self.done[:], []

@@ -36,8 +36,6 @@ from .queueing import delivery_enqueue
 logger = logging.getLogger(__name__)
 
 _DOMAIN_REGION = {"amocrm.ru": "RU"}
-# Rows per INSERT statement of a bulk import (SQLite allows fewer parameters per statement).
-INSERT_ROWS = 500
 
 
 class DeliveryRefused(ClientError):
@@ -303,8 +301,8 @@ def deliveries_record(*, verdicts: list[Verdict], also: list[tuple[str, list]] =
 # --- the one INSERT ------------------------------------------------------------------------------------
 def deliveries_insert(*, deliveries: list[Delivery], also: list[tuple[str, list]] = ()) -> list[Delivery]:
     """INSERT new deliveries with their counters, all or nothing: one for a request, thousands for a
-    bulk import (INSERT_ROWS per statement). The same SQL on PostgreSQL and SQLite, in one round trip
-    on PostgreSQL; inside a caller's transaction it joins it. A repeated (account, jti) raises
+    bulk import (rows per statement as smsgate.db.insert_statements cuts them). The same SQL on
+    PostgreSQL and SQLite, in one round trip on PostgreSQL; inside a caller's transaction it joins it. A repeated (account, jti) raises
     IntegrityError and leaves nothing behind. `also`: statements of the caller's own rows that belong
     with these deliveries (crm's record of each, built with smsgate.db.insert_statements), run after
     the INSERT in the same round trip and the same all or nothing."""
@@ -313,7 +311,7 @@ def deliveries_insert(*, deliveries: list[Delivery], also: list[tuple[str, list]
         return deliveries
     for delivery in deliveries:
         delivery.stats_key = counters.key_for_new(_with_times(delivery))
-    run_batch([*insert_statements(Delivery, deliveries, rows=INSERT_ROWS), *counters.new_counts(deliveries),
+    run_batch([*insert_statements(Delivery, deliveries), *counters.new_counts(deliveries),
                *also])
     for delivery in deliveries:
         delivery._state.adding, delivery._state.db = False, connection.alias

@@ -32,6 +32,7 @@ from routes.providers.base import (
     ReportStatus,
 )
 from routes.services import route_failed, routes_healthy_statement
+from smsgate.db import in_chunks, update_rows
 
 from ..counters import deliveries_recount
 from ..models import (FINAL_STATUSES, Attempt, AttemptOutcome, Delivery, DeliveryKind, DeliveryStatus, StatusEvent,
@@ -85,63 +86,76 @@ def backoff_seconds(attempt_number: int, retry_after: float | None = None) -> fl
 
 
 # --- success --------------------------------------------------------------------------------------------
-@lru_cache(maxsize=1)
-def _statements() -> dict[str, str]:
-    quote = connection.ops.quote_name
-    deliveries, attempts = quote(Delivery._meta.db_table), quote(Attempt._meta.db_table)
-    return {
-        # The provider has it, whatever a report or staff did meanwhile: its id is recorded.
-        "provider_id": (f"UPDATE {deliveries} SET route_id = %s, provider = %s, provider_message_id = %s, "
-                        f"sent_at = %s, next_attempt_at = NULL, next_poll_at = %s, poll_count = 0 WHERE id = %s"),
-        "attempt": (f"UPDATE {attempts} SET outcome = %s, finished_at = %s, latency_ms = %s, error_class = %s, "
-                    f"provider_code = %s, error_text = %s, provider_message_id = %s, raw_response = %s, cost = %s, "
-                    f"parts = %s WHERE id = %s"),
-        # Whether any report waits for this id: almost always "no", on the (provider, id) index.
-        "held": (f"SELECT 1 FROM {quote(UnmatchedReport._meta.db_table)} "
-                 f"WHERE provider = %s AND provider_message_id = %s LIMIT 1"),
-    }
+@lru_cache(maxsize=64)
+def _held_sql(count: int) -> str:
+    """Which of these (provider, id) pairs any report waits for: almost always none, on the
+    (provider, id) index."""
+    pairs = ", ".join(["(%s, %s)"] * count)
+    return (f"SELECT DISTINCT provider, provider_message_id FROM "
+            f"{connection.ops.quote_name(UnmatchedReport._meta.db_table)} "
+            f"WHERE (provider, provider_message_id) IN (VALUES {pairs})")
+
+
+# The provider has it, whatever a report or staff did meanwhile: its id is recorded.
+_PROVIDER_COLUMNS = ("route_id", "provider", "provider_message_id", "next_poll_at")
+_PROVIDER_SHARED = "sent_at = %s, next_attempt_at = NULL, poll_count = 0"
+_ATTEMPT_COLUMNS = ("latency_ms", "provider_message_id", "raw_response", "cost", "parts")
+_ATTEMPT_ERROR_COLUMNS = ("error_class", "provider_code", "error_text")
+_ATTEMPT_SHARED = "outcome = %s, finished_at = %s"
 
 
 def record_sent(calls: list, *, found: bool = False) -> list[SendOutcome]:
     """The provider has each call's message: record it (one transaction, one round trip of writes on
-    PostgreSQL for the whole batch), then apply a status the provider gave with its answer and any
-    report that came before the id. `found`: the messages were found by asking the provider after
-    an answer that never came (`call.found`)."""
+    PostgreSQL for the whole batch, one statement per step for all of its deliveries), then apply a
+    status the provider gave with its answer and any report that came before the id. `found`: the
+    messages were found by asking the provider after an answer that never came (`call.found`)."""
     now = timezone.now()
     prepare = connection.ops.adapt_datetimefield_value
     prepare_id = Delivery._meta.pk.get_db_prep_value
-    sql = _statements()
-    alongside, results = [], []
+    raw_field, cost_field = Attempt._meta.get_field("raw_response"), Attempt._meta.get_field("cost")
+    results, message_ids, provider_rows, attempt_rows = [], [], [], []
     for call in calls:
         plan = call.plan
         result = call.found if found else call.result
         results.append(result)
         first_poll = poll_first_delay(provider_class(plan.choice.provider))
         message_id = storable_message_id(result.provider_message_id)
-        alongside.append((sql["provider_id"], [
-            plan.choice.route_id, plan.choice.provider, message_id, prepare(now),
-            prepare(now + first_poll) if first_poll is not None else None, prepare_id(plan.delivery.pk, connection)]))
+        message_ids.append(message_id)
+        provider_rows.append((prepare_id(plan.delivery.pk, connection), plan.choice.route_id, plan.choice.provider,
+                              message_id, prepare(now + first_poll) if first_poll is not None else None))
         if plan.attempt is not None:
-            error = call.error if found else None
-            alongside.append((sql["attempt"], [
-                AttemptOutcome.SENT.value, prepare(now), call.latency_ms,
-                str(error.error_class) if error else "", str(error.code)[:50] if error else "",
-                "reconciled after no answer" if error else "", message_id,
-                Attempt._meta.get_field("raw_response").get_db_prep_save(
-                    result.raw if isinstance(result.raw, (dict, list)) else None, connection),
-                Attempt._meta.get_field("cost").get_db_prep_save(result.cost, connection), result.parts,
-                plan.attempt.pk]))
+            row = (plan.attempt.pk, call.latency_ms, message_id,
+                   raw_field.get_db_prep_save(result.raw if isinstance(result.raw, (dict, list)) else None,
+                                              connection),
+                   cost_field.get_db_prep_save(result.cost, connection), result.parts)
+            if found:
+                error = call.error
+                row += (str(error.error_class) if error else "", str(error.code)[:50] if error else "",
+                        "reconciled after no answer" if error else "")
+            attempt_rows.append(row)
+    alongside = update_rows(Delivery._meta.db_table, "id", _PROVIDER_COLUMNS, provider_rows,
+                            also=_PROVIDER_SHARED, also_params=[prepare(now)])
+    if attempt_rows:
+        columns, shared = _ATTEMPT_COLUMNS, _ATTEMPT_SHARED
+        if not found:  # a plain success: no error to record
+            shared += ", error_class = '', provider_code = '', error_text = ''"
+        else:
+            columns += _ATTEMPT_ERROR_COLUMNS
+        alongside += update_rows(Attempt._meta.db_table, "id", columns, attempt_rows, also=shared,
+                                 also_params=[AttemptOutcome.SENT.value, prepare(now)])
     healthy = sorted({call.plan.choice.route_id for call in calls if call.plan.choice.route_id})
     if healthy:
         alongside.append(routes_healthy_statement(healthy))
-    held_from = len(alongside)
-    alongside += [(sql["held"], [call.plan.choice.provider, storable_message_id(result.provider_message_id)])
-                  for call, result in zip(calls, results)]
+    held_at = len(alongside)
+    pairs = [(call.plan.choice.provider, message_id) for call, message_id in zip(calls, message_ids)]
+    alongside += [(_held_sql(len(chunk)), [value for pair in chunk for value in pair])
+                  for chunk in in_chunks(pairs, per_item=2)]
     moved = deliveries_move(ids=[call.plan.delivery.pk for call in calls], to=DeliveryStatus.SENT,
                             only_from=(DeliveryStatus.SENDING,), values={"error_class": "", "error_code": "",
                                                                         "error_text": ""},
                             alongside=alongside, now=now)
-    held = [bool(rows) for rows in moved.alongside[held_from:]]
+    waiting = {tuple(row) for rows in moved.alongside[held_at:] for row in rows}
+    held = [pair in waiting for pair in pairs]
     raced = {call.plan.delivery.pk for call in calls} - set(moved.ids)
     if raced:  # a report (or staff) moved these on during the call: their provider was just recorded
         deliveries_recount(delivery_ids=raced)

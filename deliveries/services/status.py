@@ -155,22 +155,31 @@ def _prepared(model_field, value):
 _READ_FIELDS = tuple(f for f in Delivery._meta.concrete_fields)
 
 
-def _as_row(values: tuple, read: bool) -> dict:
-    """A returned row as Python values (the database's own types converted as the ORM converts them)."""
+@lru_cache(maxsize=2)
+def _row_shape(read: bool) -> tuple[tuple[str, ...], tuple]:
+    """The attribute names of a returned row, and the ORM's converters of those columns that have any
+    (the database's own types converted as the ORM converts them): looked up once per process."""
     fields = _READ_FIELDS if read else tuple(Delivery._meta.get_field(
         "account" if c == "account_id" else c) for c in KEY_COLUMNS)
-    row = {}
-    for model_field, value in zip(fields, values, strict=True):
-        for converter in _converters(model_field):
+    converting = []
+    for model_field in fields:
+        expression = model_field.get_col(Delivery._meta.db_table)
+        converters = connection.ops.get_db_converters(expression) + expression.get_db_converters(connection)
+        if converters:
+            converting.append((model_field.attname, tuple(converters)))
+    return tuple(f.attname for f in fields), tuple(converting)
+
+
+def _as_row(values: tuple, read: bool) -> dict:
+    """A returned row as Python values."""
+    names, converting = _row_shape(read)
+    row = dict(zip(names, values, strict=True))
+    for name, converters in converting:
+        value = row[name]
+        for converter in converters:
             value = converter(value, None, connection)
-        row[model_field.attname] = value
+        row[name] = value
     return row
-
-
-@lru_cache(maxsize=64)
-def _converters(model_field) -> tuple:
-    expression = model_field.get_col(Delivery._meta.db_table)
-    return tuple(connection.ops.get_db_converters(expression) + expression.get_db_converters(connection))
 
 
 def _instances(rows: list[dict], read: bool) -> list[Delivery]:

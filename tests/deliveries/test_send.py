@@ -411,3 +411,42 @@ def test_the_statements_of_the_send_path_are_parsed_once(smsru_route, create):
     record(second, "id-2")
     after = _queries._query2pg_client.cache_info()
     assert after.hits > before.hits and after.misses == before.misses
+
+
+def test_a_bulk_batch_is_claimed_opened_and_recorded_without_parsing_a_statement_again(smsru_route, create, account,
+                                                                                      settings):
+    """A bulk batch (SMSGATE_SEND_BATCH_SIZE deliveries) writes one statement per step for all of them,
+    each within psycopg's statement cache: the second batch of the same size parses nothing, and each
+    step is a few statements, not one per delivery."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from psycopg import _queries
+
+    from tests.staff import require_postgres
+
+    require_postgres("psycopg's statement cache")
+    smsru_route()
+    size = settings.SMSGATE_SEND_BATCH_SIZE
+    batches = [[create(phone=f"+7912{batch}{n:06d}", kind="bulk").pk for n in range(size)] for batch in (1, 2)]
+
+    def send(ids):
+        plans = []
+        for delivery in deliveries_claim(delivery_ids=ids):
+            delivery.account = account
+            plans.append(delivery_send_plan(delivery, first_try=True))
+        dispatch._attempts_open(plans)
+        return record_sent([ProviderCall(plan, latency_ms=100, result=SendResult(f"m-{plan.delivery.pk}"))
+                            for plan in plans])
+
+    assert len(send(batches[0])) == size
+    before = _queries._query2pg_client.cache_info()
+    with CaptureQueriesContext(connection) as captured:
+        assert len(send(batches[1])) == size
+    after = _queries._query2pg_client.cache_info()
+    assert after.misses == before.misses and after.hits > before.hits
+    statements = sum(query["sql"].count(";\n") + 1 for query in captured.captured_queries)
+    # claim, attempts opened, the provider's ids, attempts closed, held reports, the move, counters:
+    # 25 statements for 32 deliveries (one per delivery and step would be ~160)
+    assert statements < size
+    assert Delivery.objects.filter(status=DeliveryStatus.SENT).count() == 2 * size
+    assert Attempt.objects.filter(outcome=AttemptOutcome.SENT).count() == 2 * size
