@@ -472,7 +472,7 @@ class CrmSendsView(APIView):
     permission_classes = [ActiveAccount]
 
     @extend_schema(operation_id="crm_sends_create", request=SendRequestSerializer,
-                   responses={201: CrmSendSerializer, 200: CrmSendSerializer, **SEND_ERRORS}, tags=["crm"])
+                   responses={201: CrmSendSerializer, **SEND_ERRORS}, tags=["crm"])
     def post(self, request):
         serializer = SendRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -483,7 +483,7 @@ class CrmSendsView(APIView):
                          template_id=data.get("template_id"), origin=data["origin"],
                          client_key=data.get("client_key"))
         message = crm_message_of(account=account, delivery_id=sent.result.delivery_id)
-        return Response(CrmSendSerializer(message).data, status=200 if sent.result.duplicate else 201)
+        return Response(CrmSendSerializer(message).data, status=201)  # a repeated key: the first send, again
 
     @extend_schema(operation_id="crm_sends_list", parameters=[SendHistoryParamsSerializer],
                    responses={200: SendHistorySerializer, **ERRORS}, tags=["crm"])

@@ -161,7 +161,7 @@ def test_the_same_client_key_sends_once(api, amocrm, routed):
     payload = body(amocrm.ids_["lead"], client_key="double-click-1")
     first = api.post("/api/v1/crm/sends/", payload)
     second = api.post("/api/v1/crm/sends/", payload)
-    assert (first.status_code, second.status_code) == (201, 200)
+    assert (first.status_code, second.status_code) == (201, 201)
     assert first.json()["id"] == second.json()["id"] and Delivery.objects.count() == 1
 
 

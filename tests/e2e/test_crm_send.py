@@ -59,7 +59,7 @@ def test_a_card_send_reaches_the_provider_and_amocrm_gets_one_sms_out_note(stack
         # A double click: the same key, the same SMS.
         again = httpx.post(f"{stack.web_url}/api/v1/crm/sends/", json=send, timeout=15,
                            headers={"X-Auth-Token": make_token()})
-        assert again.status_code == 200 and again.json()["id"] == sent["id"]
+        assert again.status_code == 201 and again.json()["id"] == sent["id"]
 
         wait_for(lambda: Delivery.objects.get(pk=sent["id"]).status in (DeliveryStatus.SENT, DeliveryStatus.DELIVERED),
                  30, lambda: f"not sent; worker log:\n{worker.log()}")
