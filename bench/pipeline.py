@@ -198,7 +198,8 @@ def print_pipeline(r: dict):
         f"  SMS of A at the provider: {r['sms_a_reached_provider']} of {r['leads_a']} (missing {r['sms_a_missing']}, "
         f"twice {r['sms_a_twice']}; deliveries {r['deliveries_a']}), the last {r['sms_a_all_sent_seconds']} s after "
         "the first webhook",
-        f"  sms_out notes of A: {r['notes_a_written']} on {r['notes_a_distinct_leads']} leads; of B: {r['notes_b_written']}",
+        f"  sms_out notes of A: {r['notes_a_written']} on {r['notes_a_distinct_leads']} leads; "
+        f"of B: {r['notes_b_written']}",
         f"  amoCRM requests/s for A, highest in any 1 s: {r['amo_peak_rps_a']} (must be <= 7; 429s: "
         f"{r['amo_429_a']}); B: {r['amo_peak_rps_b']}",
         f"  amoCRM calls per 250 leads: reads {r['amo_reads_per_250_leads']} (target <= 3; {r['amo_reads_a']} GETs), "
