@@ -225,6 +225,7 @@ class PipelineEvent(models.Model):
             # The worker's claim and the sweeper: an account's open events, oldest first.
             models.Index(fields=["state", "account", "id"], name="pipelineevent_open_idx",
                          condition=Q(state__in=["pending", "reading"])),
+            models.Index(fields=["received_at"], name="pipelineevent_received_idx"),  # retention
         ]
 
     def __str__(self):

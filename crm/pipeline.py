@@ -38,6 +38,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import F
@@ -137,6 +138,19 @@ def pipeline_accounts_due(*, older_than: timedelta = timedelta(seconds=5)) -> li
     """Accounts with events pending longer than a wake-up takes: the sweeper queues their runs."""
     return list(PipelineEvent.objects.filter(state=S.PENDING, received_at__lt=timezone.now() - older_than)
                 .order_by().values_list("account_id", flat=True).distinct())
+
+
+def pipeline_events_purge(*, batch: int = 1000) -> int:
+    """Retention: finished events older than SMSGATE_PURGE_TEXT_DAYS are deleted (they hold the phone picked
+    and the action's text; only recent ones matter for a repeated call). Batches keep the locks short."""
+    cutoff = timezone.now() - timedelta(days=settings.SMSGATE_PURGE_TEXT_DAYS)
+    deleted = 0
+    while True:
+        ids = list(PipelineEvent.objects.filter(received_at__lt=cutoff)
+                   .exclude(state__in=(S.PENDING, S.READING)).values_list("id", flat=True)[:batch])
+        if not ids:
+            return deleted
+        deleted += PipelineEvent.objects.filter(id__in=ids).delete()[0]
 
 
 # --- reading amoCRM ------------------------------------------------------------------------------------------

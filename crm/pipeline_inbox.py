@@ -22,6 +22,7 @@ import hashlib
 import logging
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -62,6 +63,7 @@ ELEMENT_LEAD = 2
 SEND_DIRECTIONS = {"", "went_to_trigger"}
 
 _key_cache = TTLCache(maxsize=4096)
+_woken: dict[int, float] = {}  # account id -> when this process last woke its reader (time.monotonic)
 _DIGITS = re.compile(r"[1-9][0-9]{0,18}")  # ASCII digits only (re's \d takes any script's)
 
 
@@ -123,6 +125,7 @@ def _key_owner(key: str) -> KeyOwner | None:
 
 def forget_pipeline_keys():
     _key_cache.clear()
+    _woken.clear()
 
 
 def _count_refusal(*, account_ids=None, amo_id: int | None = None) -> int:
@@ -340,6 +343,10 @@ def _ignored(owner: KeyOwner, call: DpCall, reason: str, message) -> Outcome:
 def pipeline_run_schedule(*, account_id: int, countdown: float = GATHER_SECONDS) -> bool:
     """Wake the account's reader unless it was woken within the last GATHER_SECONDS (a burst of calls
     queues one task, not thousands). Without Redis every call publishes; the sweeper covers a lost one."""
+    now = time.monotonic()
+    if countdown and now - _woken.get(account_id, -1e9) < countdown:
+        return False  # this process woke it a moment ago: not even a Redis round trip
+    _woken[account_id] = now
     try:
         first = cache.add(f"crm:dp:due:{account_id}", 1, timeout=max(1, round(countdown)))
     except Exception as exc:  # the cache (Redis) is down: publishing anyway is the safe side

@@ -45,3 +45,9 @@ def pipeline_sweep():
     pipeline.pipeline_claims_release()
     for account_id in pipeline.pipeline_accounts_due():
         pipeline_run_schedule(account_id=account_id, countdown=0.0)
+
+
+@shared_task(name="crm.pipeline_purge", ignore_result=True, expires=3600)
+def pipeline_purge():
+    """Beat, hourly: finished pipeline events past SMSGATE_PURGE_TEXT_DAYS are deleted."""
+    pipeline.pipeline_events_purge()

@@ -365,6 +365,8 @@ CELERY_BEAT_SCHEDULE.update({
     # The digital pipeline's events: a dead worker's claims back to pending, a lost wake-up repeated (crm.tasks).
     "crm-pipeline-sweep": {"task": "crm.pipeline_sweep", "schedule": 15.0,
                            "options": {"queue": MAINTENANCE_QUEUE, "expires": 30}},
+    "crm-pipeline-purge": {"task": "crm.pipeline_purge", "schedule": 3600.0,
+                           "options": {"queue": MAINTENANCE_QUEUE, "expires": 3600}},
 })
 # --- Delivery reports: polling and the report horizon (issue 3) ---------------------------------------
 # Seconds between runs of the status poller (Celery beat), and the first and base interval of a

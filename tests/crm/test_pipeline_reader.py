@@ -11,7 +11,13 @@ from django.utils import timezone
 from accounts.amocrm import ratelimit
 from accounts.models import AmoToken
 from crm.models import PipelineEvent, SmsTemplate
-from crm.pipeline import MAX_READS, pipeline_accounts_due, pipeline_claims_release, pipeline_events_process
+from crm.pipeline import (
+    MAX_READS,
+    pipeline_accounts_due,
+    pipeline_claims_release,
+    pipeline_events_process,
+    pipeline_events_purge,
+)
 from deliveries.models import Delivery, DeliveryKind
 from tests.conftest import REDIRECT_URI, SECRET
 from tests.fakes.amocrm import FakeAmoCRM
@@ -223,3 +229,13 @@ def test_one_run_per_account_at_a_time(amo, account, route):
     assert pipeline_events_process(account_id=account.pk, max_in_flight=0, gather=0).events == 0
     cache.delete(f"crm:dp:run:{account.pk}")
     assert pipeline_events_process(account_id=account.pk, max_in_flight=0, gather=0).sent == 1
+
+
+def test_finished_events_past_the_retention_are_deleted(account, settings):
+    settings.SMSGATE_PURGE_TEXT_DAYS = 30
+    old_sent, old_pending, recent = events_for(account, [1, 2, 3])
+    PipelineEvent.objects.filter(pk=old_sent.pk).update(state="sent", phone="+79120000000")
+    PipelineEvent.objects.filter(pk__in=[old_sent.pk, old_pending.pk]).update(
+        received_at=timezone.now() - timedelta(days=31))
+    assert pipeline_events_purge(batch=1) == 1
+    assert set(PipelineEvent.objects.values_list("pk", flat=True)) == {old_pending.pk, recent.pk}
