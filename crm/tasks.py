@@ -6,7 +6,7 @@ from celery import shared_task
 from deliveries.services.queueing import task_publish
 from smsgate.celery import QUEUE_CRM, queue_name
 
-from . import notes, pipeline, retention
+from . import notes, pipeline, retention, salesbot
 from .pipeline_inbox import RUN_TASK, SWEEP_TASK, pipeline_run_schedule
 
 
@@ -45,3 +45,18 @@ def pipeline_sweep():
     pipeline.pipeline_claims_release()
     for account_id in pipeline.pipeline_accounts_due():
         pipeline_run_schedule(account_id=account_id, countdown=0.0)
+
+
+@shared_task(name=salesbot.RUN_TASK, acks_late=True, ignore_result=True)
+def salesbot_run(request_id: int):
+    """One step of a Salesbot request (send, look at the delivery, continue the bot); queued again while open."""
+    again = salesbot.salesbot_request_process(request_id=request_id)
+    if again is not None:
+        salesbot.salesbot_run_schedule(request_id=request_id, countdown=again)
+
+
+@shared_task(name=salesbot.SWEEP_TASK, ignore_result=True, expires=10)
+def salesbot_sweep():
+    """Celery beat: Salesbot requests whose next step is overdue (a lost task, a dead worker) are queued."""
+    for request_id in salesbot.salesbot_requests_due():
+        salesbot.salesbot_run_schedule(request_id=request_id)
