@@ -2,7 +2,9 @@
  * smsgate widget for amoCRM / Kommo.
  *
  * Locations: `sms` (amoCRM posts system SMS straight to the manifest's sms.endpoint; nothing runs
- * here), `digital_pipeline` (the "send SMS" action: dpSettings loads pipeline.js) and `settings`, where this script draws the settings page: the account's SMS provider
+ * here), `digital_pipeline` (the "send SMS" action: dpSettings loads pipeline.js), `salesbot_designer`
+ * (Salesbot's "send SMS" step: salesbot.js, preloaded by init, since amoCRM wants its two callbacks' answers
+ * at once) and `settings`, where this script draws the settings page: the account's SMS provider
  * routes (a form generated from the provider catalogue), their order, the delivery-report URL,
  * a test SMS, the balance, the account's SMS templates (with amoCRM markers, a marker picker and a
  * live part counter from the server's preview) and the latest deliveries. Every call goes to the
@@ -697,12 +699,24 @@ define(['jquery'], function ($) {
       }
     }
 
+    var salesbot = null;  // salesbot.js, once loaded
+    function loadSalesbot(then) {
+      require([self.params.path + '/salesbot.js?v=' + encodeURIComponent(self.params.version || '')],
+        function (module) {
+          salesbot = module;
+          if (then) {
+            then(module);
+          }
+        });
+    }
+
     this.callbacks = {
       render: function () {
         return true;
       },
       init: function () {
         loadStyles();
+        loadSalesbot();
         return true;
       },
       bind_actions: function () {
@@ -722,6 +736,22 @@ define(['jquery'], function ($) {
           pipeline.dpSettings(self, {call: call, errorText: errorText}, $body && $body.jquery ? $body : null);
         });
         return true;
+      },
+      // Salesbot's "send SMS" step: its own module (salesbot.js). Both callbacks answer at once.
+      salesbotDesignerSettings: function ($body, renderRow, params) {
+        loadStyles();
+        var $where = $body && $body.jquery ? $body : $($body || document.body);
+        if (salesbot) {
+          return salesbot.settings(self, {call: call, errorText: errorText}, $where, params);
+        }
+        loadSalesbot(function (module) {
+          module.settings(self, {call: call, errorText: errorText}, $where, params);
+        });
+        var texts = self.i18n('salesbot') || {};
+        return {exits: [{code: 'sent', title: texts.exit_sent}, {code: 'failed', title: texts.exit_failed}]};
+      },
+      onSalesbotDesignerSave: function (handlerCode, params) {
+        return salesbot ? salesbot.botCode(BASE_URL, handlerCode, params) : '';
       },
       onSave: function () {
         return true;
