@@ -290,3 +290,53 @@ class SalesbotRequest(models.Model):
 
     def __str__(self):
         return f"bot {self.bot_id}/{self.continue_id} ({self.state})"
+
+
+# --- sending to a selected list of leads or contacts (issue 17) -----------------------------------------------
+class ListSendState(models.TextChoices):
+    PENDING = "pending", _("waiting to start")
+    RUNNING = "running", _("sending")
+    DONE = "done", _("done")
+    CANCELLED = "cancelled", _("cancelled")
+    FAILED = "failed", _("stopped: amoCRM could not be read")
+
+
+class ListSend(models.Model):
+    """An SMS to each of the leads or contacts selected in an amoCRM list (llist, clist): up to 500 per send.
+    A worker (crm.lists, on the CRM lane) reads them 250 at a time through the amoCRM client, picks each one's
+    phone by the pipeline's rule and sends through crm.sending (kind list, a note per SMS); `position` says how
+    many are done, so a cancel stops it between batches and a repeated batch finds its first sends by key."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="list_sends",
+                                verbose_name=_("account"), db_index=False)  # the index below leads with it
+    amo_user_id = models.BigIntegerField(_("amoCRM user"), null=True, blank=True)
+    entity_type = models.CharField(_("amoCRM entity"), max_length=10, choices=[(t, t) for t in ENTITY_TYPES])
+    entity_ids = models.JSONField(_("amoCRM entity IDs"), default=list)
+    template = models.ForeignKey(SmsTemplate, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+                                 verbose_name=_("template"))
+    text = models.TextField(_("text"), blank=True)  # the template's text when it started, or the sender's own
+    state = models.CharField(_("state"), max_length=10, choices=ListSendState.choices,
+                             default=ListSendState.PENDING)
+    cancel_requested = models.BooleanField(_("cancel asked for"), default=False)
+    position = models.PositiveIntegerField(_("done"), default=0)
+    sent = models.PositiveIntegerField(_("SMS accepted"), default=0)
+    no_phone = models.PositiveIntegerField(_("without a phone"), default=0)
+    not_found = models.PositiveIntegerField(_("not found in amoCRM"), default=0)
+    refused = models.PositiveIntegerField(_("SMS refused"), default=0)
+    refused_by = models.JSONField(_("refusals by reason"), default=dict, blank=True)
+    reads = models.PositiveSmallIntegerField(_("failed reads"), default=0)
+    detail = models.CharField(_("detail"), max_length=300, blank=True)
+    created_at = models.DateTimeField(_("created"))
+    claimed_at = models.DateTimeField(_("claimed"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("list send")
+        verbose_name_plural = _("list sends")
+        indexes = [
+            models.Index(fields=["account", "-created_at"], name="listsend_account_idx"),
+            models.Index(fields=["created_at"], name="listsend_open_idx", condition=Q(state__in=["pending", "running"])),
+        ]
+
+    def __str__(self):
+        return f"{self.entity_type} × {len(self.entity_ids)} ({self.state})"
