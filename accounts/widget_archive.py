@@ -32,6 +32,8 @@ SALESBOT_HANDLER = "send_sms"
 SALESBOT_SETTINGS = ("text", "template_id")
 SALESBOT_SETTING_TYPES = {"text", "numeric", "url"}
 SALESBOT_MODULE = "salesbot.js"
+LIST_LOCATIONS = ("llist", "clist")  # crm.lists: an SMS to the selected leads or contacts
+LIST_MODULE = "listsend.js"
 SETTING_TYPES = {"text", "pass", "users", "users_lp", "custom", "numeric", "textarea", "url"}
 # A version goes into amoCRM's URLs of the widget's files: letters, digits and . _ + - only.
 VERSION_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]{0,63}")
@@ -244,6 +246,7 @@ def widget_check(archive: bytes, *, base_url: str | None = None) -> list[str]:
     problems += _check_support_link(manifest, base_url)
     problems += _check_dp(manifest, base_url)
     problems += _check_salesbot(manifest, files)
+    problems += _check_lists(manifest, files)
     locales = manifest.get("widget", {}).get("locale") if isinstance(manifest.get("widget"), dict) else None
     locales = [loc for loc in locales if isinstance(loc, str)] if isinstance(locales, list) else []
     problems += _check_i18n(files, manifest, locales)
@@ -404,6 +407,18 @@ def _check_salesbot(manifest: dict, files: dict) -> list[str]:
                         f"{', '.join(SALESBOT_SETTINGS)} is required (the step's text or template).")
     if SALESBOT_MODULE not in files:
         problems.append(f"{SALESBOT_MODULE}: is missing (it draws and saves the Salesbot step).")
+    return problems
+
+
+def _check_lists(manifest: dict, files: dict) -> list[str]:
+    """Sending to the selected items of the leads and contacts lists: both locations, and the dialog's module."""
+    locations = manifest.get("locations") or []
+    wanted = [loc for loc in LIST_LOCATIONS if loc in locations]
+    if not wanted:
+        return []
+    problems = []
+    if LIST_MODULE not in files:
+        problems.append(f"{LIST_MODULE}: is missing (the dialog of llist and clist).")
     return problems
 
 

@@ -4,7 +4,8 @@
  * Locations: `sms` (amoCRM posts system SMS straight to the manifest's sms.endpoint; nothing runs
  * here), `digital_pipeline` (the "send SMS" action: dpSettings loads pipeline.js), `salesbot_designer`
  * (Salesbot's "send SMS" step: salesbot.js, preloaded by init, since amoCRM wants its two callbacks' answers
- * at once) and `settings`, where this script draws the settings page: the account's SMS provider
+ * at once), `llist`/`clist` (an SMS to the selected leads or contacts: leads.selected / contacts.selected
+ * open listsend.js's dialog) and `settings`, where this script draws the settings page: the account's SMS provider
  * routes (a form generated from the provider catalogue), their order, the delivery-report URL,
  * a test SMS, the balance, the account's SMS templates (with amoCRM markers, a marker picker and a
  * live part counter from the server's preview) and the latest deliveries. Every call goes to the
@@ -710,6 +711,18 @@ define(['jquery'], function ($) {
         });
     }
 
+    // The selected items of a leads or contacts list: listsend.js's dialog.
+    function openListSend(entityType) {
+      var chosen = typeof self.list_selected === 'function' ? self.list_selected() || {} : {};
+      var ids = $.map(chosen.selected || [], function (item) { return item && item.id; });
+      loadStyles();
+      require([self.params.path + '/listsend.js?v=' + encodeURIComponent(self.params.version || '')],
+        function (module) {
+          module.open(self, {call: call, errorText: errorText}, entityType, ids);
+        });
+      return true;
+    }
+
     this.callbacks = {
       render: function () {
         return true;
@@ -752,6 +765,16 @@ define(['jquery'], function ($) {
       },
       onSalesbotDesignerSave: function (handlerCode, params) {
         return salesbot ? salesbot.botCode(BASE_URL, handlerCode, params) : '';
+      },
+      leads: {
+        selected: function () {
+          return openListSend('leads');
+        }
+      },
+      contacts: {
+        selected: function () {
+          return openListSend('contacts');
+        }
       },
       onSave: function () {
         return true;

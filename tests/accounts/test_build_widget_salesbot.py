@@ -61,3 +61,23 @@ def test_salesbot_js_is_required_and_follows_the_marketplace_rules(src, tmp_path
     refused(src, tmp_path, "salesbot.js: only console.debug may be used")
     path.unlink()
     refused(src, tmp_path, "salesbot.js: is missing")
+
+
+# --- the lists' dialog (llist, clist) ------------------------------------------------------------------------------
+def test_the_widget_carries_the_lists_dialog(tmp_path):
+    out = build(SOURCE, tmp_path)
+    with zipfile.ZipFile(out) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        names = archive.namelist()
+        script = archive.read("script.js").decode()
+        ru = json.loads(archive.read("i18n/ru.json"))
+        en = json.loads(archive.read("i18n/en.json"))
+    assert {"llist", "clist"} <= set(manifest["locations"]) and "listsend.js" in names
+    assert "listsend.js" in script and "selected" in script
+    assert set(ru["lists"]) == set(en["lists"]) and ru["lists"]["send"] and en["lists"]["cancel"]
+    assert widget_check(out.read_bytes()) == []
+
+
+def test_the_lists_dialog_module_is_required(src, tmp_path):  # noqa: F811
+    (src / "listsend.js").unlink()
+    refused(src, tmp_path, "listsend.js: is missing (the dialog of llist and clist)")
