@@ -9,9 +9,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import ActiveAccount
+from smsgate import drf
 from smsgate.drf import ERRORS, ErrorSerializer
 
 from . import lists
+from .activity import MAX_DAYS, OUTCOMES, crm_activity
 from .apis import MAX_ID, AmoIdField, StrictCharField, StrictIntegerField
 from .models import ENTITY_TYPES, ListSend, ListSendState
 
@@ -128,3 +130,45 @@ class ListSendCancelView(APIView):
         """Stop a send after the batch in hand (one not started stops at once)."""
         return Response(ListSendSerializer(lists.list_send_cancel(account=request.user.account,
                                                                   send_id=send_id)).data)
+
+
+# --- what the owner sees: the automations' and lists' sends by outcome ----------------------------------------------
+def _outcome_fields():
+    return {name: serializers.IntegerField() for name in OUTCOMES}
+
+
+PipelineOutcomes = type("PipelineOutcomes", (serializers.Serializer,), {
+    **_outcome_fields(),
+    "refused_calls": serializers.IntegerField(help_text="webhook calls without the account's pipeline key (all time)"),
+    "refused_calls_last_at": serializers.DateTimeField(allow_null=True)})
+SalesbotOutcomes = type("SalesbotOutcomes", (serializers.Serializer,), {
+    **_outcome_fields(),
+    "bots_not_continued": serializers.IntegerField(help_text="bots amoCRM no longer let smsgate continue")})
+ListOutcomes = type("ListOutcomes", (serializers.Serializer,), {
+    **_outcome_fields(), "sends": serializers.IntegerField()})
+
+
+class ActivitySerializer(serializers.Serializer):
+    days = serializers.IntegerField()
+    since = serializers.DateTimeField()
+    pipeline = PipelineOutcomes()
+    salesbot = SalesbotOutcomes()
+    list = ListOutcomes()
+
+
+class ActivityParamsSerializer(serializers.Serializer):
+    days = drf.IntegerField(required=False, default=7, min_value=1, max_value=MAX_DAYS)
+
+
+class ActivityView(APIView):
+    permission_classes = [ActiveAccount]
+
+    @extend_schema(operation_id="crm_activity", parameters=[ActivityParamsSerializer],
+                   responses={200: ActivitySerializer, **ERRORS}, tags=["crm"])
+    def get(self, request):
+        """The pipeline's, Salesbot's and lists' SMS of the last days by outcome: sent, skipped (no phone),
+        refused (limits; no provider key of the account's own; other), failed, in progress."""
+        params = ActivityParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        return Response(ActivitySerializer(crm_activity(account=request.user.account,
+                                                        days=params.validated_data["days"])).data)

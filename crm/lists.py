@@ -264,7 +264,7 @@ def list_send_step(*, send_id: int) -> float | None:
     for result in results:
         if result.delivery_id is None:
             send.refused += 1
-            code = result.reason or result.code or "refused"
+            code = result.code or "refused"
             send.refused_by[code] = send.refused_by.get(code, 0) + 1
     send.no_phone += sum(r.found and not r.text for r in recipients)
     send.not_found += sum(not r.found for r in recipients)

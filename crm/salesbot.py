@@ -270,8 +270,8 @@ def _send(request: SalesbotRequest) -> float | None:
         CrmSend(entity_type=request.entity_type, entity_id=request.entity_id, phone=phone, text=text,
                 template_id=template_id, dedupe_key=f"bot:{request.continue_id}")])
     if result.delivery_id is None:
-        return _decide(request, S.SENDING, SalesbotExit.FAILED, result.reason or result.code or "refused",
-                       str(result.detail or ""))
+        return _decide(request, S.SENDING, SalesbotExit.FAILED, result.code or "refused",
+                       f"{result.reason}: {result.detail}" if result.reason else str(result.detail or ""))
     _update(request, S.SENDING, state=S.WAITING, phone=phone[:40], delivery_id=result.delivery_id,
             next_at=timezone.now() + timedelta(seconds=LOOK_EVERY))
     return LOOK_EVERY

@@ -24,6 +24,7 @@ v1 = [
     path("limits/", account_apis.LimitsView.as_view(), name="limits"),
     path("crm/cards/<str:entity_type>/<str:entity_id>/", crm_apis.CardView.as_view(), name="crm-card"),
     path("crm/sends/", crm_apis.CrmSendsView.as_view(), name="crm-sends"),
+    path("crm/activity/", list_apis.ActivityView.as_view(), name="crm-activity"),
     path("crm/list-sends/", list_apis.ListSendsView.as_view(), name="crm-list-sends"),
     path("crm/list-sends/preview/", list_apis.ListSendPreviewView.as_view(), name="crm-list-sends-preview"),
     path("crm/list-sends/<int:send_id>/", list_apis.ListSendView.as_view(), name="crm-list-send"),

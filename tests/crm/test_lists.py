@@ -6,6 +6,7 @@ amoCRM failing, and hostile input (4xx JSON, never a 5xx; another account's send
 
 import pytest
 
+from accounts.limits import clear_limits_cache
 from crm import notes
 from crm.lists import list_send_step
 from crm.models import CrmMessage, ListSend, SmsTemplate
@@ -139,6 +140,7 @@ def test_amocrm_down_then_up(api, amocrm, smsru_route):
 def test_refusals_are_counted_by_reason(api, amocrm, account, smsru_route, settings):
     smsru_route()
     settings.SMSGATE_CRM_LIMIT_ACCOUNT_HOUR = 3
+    clear_limits_cache()
     leads = amocrm.add_leads(AMO_ID, 5)
     send = run(api.post(URL, {"entity_type": "leads", "ids": leads, "text": "Привет"}).json()["id"])
     assert (send.sent, send.refused) == (3, 2) and sum(send.refused_by.values()) == 2
