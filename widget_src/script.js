@@ -124,6 +124,7 @@ define(['jquery'], function ($) {
         el('div', 'smsgate-form'),
         el('div', 'smsgate-test'),
         el('div', 'smsgate-figures'),
+        el('div', 'smsgate-activity'),
         el('div', 'smsgate-templates'),
         el('div', 'smsgate-deliveries')
       );
@@ -137,6 +138,7 @@ define(['jquery'], function ($) {
         state.markers = markersReply[0];
         renderAccount();
         renderFigures();
+        renderActivity();
         loadRoutes();
         loadTemplates();
         renderDeliveries();
@@ -144,6 +146,15 @@ define(['jquery'], function ($) {
         notice($page.find('.smsgate-message'), errorText(xhr), true);
         $page.find('.smsgate-routes').empty();
       });
+    }
+
+    // The automations' and lists' SMS by outcome: their own module (activity.js).
+    function renderActivity() {
+      require([self.params.path + '/activity.js?v=' + encodeURIComponent(self.params.version || '')],
+        function (activity) {
+          activity.render({call: call, errorText: errorText, i18n: self.i18n, lang: lang(),
+            $where: state.$page.find('.smsgate-activity')});
+        });
     }
 
     // The owner's alerts and figures: their own module (figures.js), loaded beside this one.
