@@ -77,3 +77,23 @@ def test_each_source_is_counted_by_outcome(api, client, amocrm, account, other_a
 def test_hostile_days_are_a_400(api, days):
     response = api.get(URL, {"days": days})
     assert response.status_code == 400 and response.json()["code"]
+
+
+def test_retention_empties_the_texts_of_finished_salesbot_requests_and_list_sends(account, settings):
+    from crm.retention import crm_retention_run
+
+    old = timezone.now() - timedelta(days=settings.SMSGATE_PURGE_TEXT_DAYS + 1)
+    now = timezone.now()
+    done = SalesbotRequest.objects.create(account=account, bot_id=1, continue_id=1, entity_type="leads", entity_id=5,
+                                          text="Ольга, ваш код", phone="+79123456789", state="done", exit="sent",
+                                          received_at=old, deadline_at=old, next_at=old, finished_at=old)
+    fresh = SalesbotRequest.objects.create(account=account, bot_id=1, continue_id=2, entity_type="leads", entity_id=5,
+                                           text="свежий", state="done", exit="sent", received_at=now,
+                                           deadline_at=now, next_at=now, finished_at=now)
+    listed = ListSend.objects.create(account=account, entity_type="leads", entity_ids=[1], text="Акция", state="done",
+                                     created_at=old, finished_at=old)
+    assert crm_retention_run().step_texts == 2
+    done.refresh_from_db()
+    fresh.refresh_from_db()
+    listed.refresh_from_db()
+    assert (done.text, done.phone, done.exit, fresh.text, listed.text) == ("", "", "sent", "свежий", "")
