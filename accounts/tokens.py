@@ -6,6 +6,12 @@ signature is checked with its secret; `aud` equals scheme://host of that integra
 URI; `exp`/`nbf`/`iat` within a small bounded leeway; `iat` not in the future; a lifetime of at
 most an hour; `iss` a https://<subdomain>.amocrm.ru|amocrm.com|kommo.com address agreeing with
 `subdomain`; `jti`, `account_id`, `iss`, `exp`, `iat` present and well typed.
+
+Salesbot's bot tokens (the `widget_request` step) are a different kind and have their own entry point,
+`verify_bot_token`, called only by that endpoint: HS512 (as the official SDK's `parseBotDisposableToken`
+checks them; HS512 is accepted nowhere else, and HS256 is not accepted there); no `client_uuid` and no
+`jti`, so the integration is found by `aud` and the signature (each integration with that audience is
+tried); the same time, lifetime and issuer checks; `account_id`, `entity_type`, `entity_id` required.
 """
 
 import re
@@ -24,6 +30,10 @@ from smsgate.inputs import BIGINT_MAX
 from . import selectors
 
 ALGORITHM = "HS256"
+BOT_ALGORITHM = "HS512"  # Salesbot's bot tokens: accepted by verify_bot_token only
+BOT_REQUIRED_CLAIMS = ["exp", "iat", "account_id", "iss", "aud", "entity_type", "entity_id"]
+# amoCRM's element types a bot may run on (2 lead, 1 contact, 12 customer, 3 company).
+BOT_ENTITY_TYPES = {1: "contacts", 2: "leads", 3: "companies", 12: "customers"}
 MAX_TOKEN_LENGTH = 4096  # a real token is ~500 bytes; anything far larger is not from amoCRM
 MAX_LIFETIME_SECONDS = 3600
 MAX_JTI_LENGTH = 128
@@ -46,6 +56,7 @@ class TokenErrorReason(StrEnum):
     MISSING_CLAIM = "missing_claim"
     INVALID_CLAIM = "invalid_claim"
     ISSUER = "bad_issuer"
+    BOT_ALGORITHM = "unsupported_bot_algorithm"
 
 
 _MESSAGES = {
@@ -61,6 +72,7 @@ _MESSAGES = {
     TokenErrorReason.MISSING_CLAIM: _("The token lacks a required claim."),
     TokenErrorReason.INVALID_CLAIM: _("The token has a claim of the wrong type or value."),
     TokenErrorReason.ISSUER: _("The token was not issued by an amoCRM or Kommo account."),
+    TokenErrorReason.BOT_ALGORITHM: _("The bot token is not signed with HS512."),
 }
 
 
@@ -144,6 +156,103 @@ def verify_token(token) -> TokenClaims:
     if payload is None:
         raise TokenError(TokenErrorReason.SIGNATURE)
     return _claims_from_payload(payload, integration_id)
+
+
+@dataclass(frozen=True, slots=True)
+class BotTokenClaims:
+    integration_id: int
+    account_id: int
+    subdomain: str
+    domain: str
+    entity_type: str  # "leads" | "contacts" | "companies" | "customers"
+    entity_id: int
+    bot_type: str  # "salesbot" | "marketingbot"
+    issued_at: datetime
+    expires_at: datetime
+
+
+def verify_bot_token(token) -> BotTokenClaims:
+    """Verify a Salesbot bot token (HS512, found by `aud` and the signature); its claims or TokenError.
+    Only the Salesbot endpoint calls this: every other endpoint stays on `verify_token` (HS256 only)."""
+    if not isinstance(token, str) or not token:
+        raise TokenError(TokenErrorReason.MALFORMED, "empty")
+    if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+        raise TokenError(TokenErrorReason.MALFORMED, "too long or not ASCII")
+    try:
+        header = jwt.get_unverified_header(token)
+        unverified = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError as exc:
+        raise TokenError(TokenErrorReason.MALFORMED, type(exc).__name__) from None
+    if header.get("alg") != BOT_ALGORITHM:
+        raise TokenError(TokenErrorReason.BOT_ALGORITHM, str(header.get("alg"))[:20])
+    audience = unverified.get("aud")
+    keys = selectors.integration_keys_by_audience(audience) if isinstance(audience, str) and audience else []
+    if not keys:
+        raise TokenError(TokenErrorReason.UNKNOWN_INTEGRATION, "no integration for the bot token's aud")
+    for key in keys:
+        try:
+            payload = jwt.decode(
+                token,
+                key.secret,
+                algorithms=[BOT_ALGORITHM],
+                audience=key.audience,
+                leeway=_leeway(),
+                options={"require": BOT_REQUIRED_CLAIMS, "strict_aud": True, "verify_iat": True},
+            )
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.InvalidTokenError as exc:
+            raise _translate(exc) from None
+        return _bot_claims_from_payload(payload, key.integration_id)
+    raise TokenError(TokenErrorReason.SIGNATURE)
+
+
+def _small_int(value) -> int | None:
+    """A JSON integer, or ASCII digits (the SDK casts with (int)); None for anything else."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+        value = int(value)
+    return value if _is_int(value) else None
+
+
+def _bot_claims_from_payload(payload: dict, integration_id: int) -> BotTokenClaims:
+    iat, exp = payload["iat"], payload["exp"]
+    if not (_is_number(iat) and _is_number(exp)):
+        raise TokenError(TokenErrorReason.INVALID_CLAIM, "iat/exp")
+    if "nbf" in payload and not _is_number(payload["nbf"]):
+        raise TokenError(TokenErrorReason.INVALID_CLAIM, "nbf")
+    if exp <= iat:
+        raise TokenError(TokenErrorReason.INVALID_CLAIM, "exp before iat")
+    if exp - iat > MAX_LIFETIME_SECONDS:
+        raise TokenError(TokenErrorReason.LIFETIME)
+    account_id = _small_int(payload["account_id"])
+    if account_id is None or account_id <= 0:
+        raise TokenError(TokenErrorReason.INVALID_CLAIM, "account_id")
+    entity_type = BOT_ENTITY_TYPES.get(_small_int(payload["entity_type"]))
+    if entity_type is None:
+        raise TokenError(TokenErrorReason.INVALID_CLAIM, "entity_type")
+    entity_id = _small_int(payload["entity_id"])
+    if entity_id is None or not 0 < entity_id <= 2**53:
+        raise TokenError(TokenErrorReason.INVALID_CLAIM, "entity_id")
+    bot_type = payload.get("bot_type") or "salesbot"
+    if bot_type not in ("salesbot", "marketingbot"):
+        raise TokenError(TokenErrorReason.INVALID_CLAIM, "bot_type")
+    subdomain, domain = _parse_issuer(payload["iss"])
+    claimed_subdomain = payload.get("subdomain")
+    if claimed_subdomain is not None and (
+        not isinstance(claimed_subdomain, str) or claimed_subdomain.lower() != subdomain
+    ):
+        raise TokenError(TokenErrorReason.ISSUER, "iss and subdomain disagree")
+    return BotTokenClaims(
+        integration_id=integration_id,
+        account_id=account_id,
+        subdomain=subdomain,
+        domain=domain,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        bot_type=bot_type,
+        issued_at=datetime.fromtimestamp(iat, tz=UTC),
+        expires_at=datetime.fromtimestamp(exp, tz=UTC),
+    )
 
 
 def _candidate_keys(unverified: dict):

@@ -29,6 +29,13 @@ DP_WEBHOOK_PATH = "/amocrm/pipeline"  # crm.views.pipeline_webhook: dp.webhook_u
 # The pipeline action's settings (crm.pipeline_inbox): the account's key, and a template or a text.
 DP_KEY_SETTING = "key"
 DP_TEXT_SETTINGS = ("message", "template_id")
+# Salesbot's "send SMS" step (crm.salesbot): the handler, its settings, and the module that draws and saves it.
+SALESBOT_HANDLER = "send_sms"
+SALESBOT_SETTINGS = ("text", "template_id")
+SALESBOT_SETTING_TYPES = {"text", "numeric", "url"}
+SALESBOT_MODULE = "salesbot.js"
+LIST_LOCATIONS = ("llist", "clist")  # crm.lists: an SMS to the selected leads or contacts
+LIST_MODULE = "listsend.js"
 SETTING_TYPES = {"text", "pass", "users", "users_lp", "custom", "numeric", "textarea", "url"}
 # A version goes into amoCRM's URLs of the widget's files: letters, digits and . _ + - only.
 VERSION_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]{0,63}")
@@ -246,6 +253,8 @@ def widget_check(archive: bytes, *, base_url: str | None = None) -> list[str]:
     problems += _check_manifest(manifest)
     problems += _check_support_link(manifest, base_url)
     problems += _check_dp(manifest, base_url)
+    problems += _check_salesbot(manifest, files)
+    problems += _check_lists(manifest, files)
     locales = manifest.get("widget", {}).get("locale") if isinstance(manifest.get("widget"), dict) else None
     locales = [loc for loc in locales if isinstance(loc, str)] if isinstance(locales, list) else []
     problems += _check_i18n(files, manifest, locales)
@@ -371,6 +380,59 @@ def _check_dp(manifest: dict, base_url: str | None) -> list[str]:
     return problems
 
 
+def _salesbot_handlers(manifest: dict) -> dict:
+    block = manifest.get("salesbot_designer")
+    if not isinstance(block, dict):
+        return {}
+    return {code: spec for code, spec in block.items() if code != "logo"}
+
+
+def _check_salesbot(manifest: dict, files: dict) -> list[str]:
+    """Salesbot's "send SMS" step: the salesbot_designer block (amocrm-platform.md §3.2: a logo and one object
+    per handler, {name, settings: {code: {name, type: text|numeric|url}}}) and the module behind it."""
+    block = manifest.get("salesbot_designer")
+    if "salesbot_designer" not in (manifest.get("locations") or []):
+        return ["manifest.json: a salesbot_designer block needs the salesbot_designer location."] \
+            if block is not None else []
+    if not isinstance(block, dict):
+        return ["manifest.json: the salesbot_designer location needs a salesbot_designer block."]
+    problems = []
+    logo = block.get("logo")
+    if not isinstance(logo, str) or not logo.startswith("/images/") or logo.lstrip("/") not in files:
+        problems.append("manifest.json: salesbot_designer.logo must name an image of the widget (/images/...).")
+    handlers = _salesbot_handlers(manifest)
+    for code, spec in handlers.items():
+        settings = spec.get("settings") if isinstance(spec, dict) else None
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(settings, dict):
+            problems.append(f"manifest.json: salesbot_designer.{code} needs a name (an i18n key) and settings.")
+            continue
+        for name, setting in settings.items():
+            if (not isinstance(setting, dict) or not isinstance(setting.get("name"), str)
+                    or setting.get("type") not in SALESBOT_SETTING_TYPES):
+                problems.append(f"manifest.json: salesbot_designer.{code}.settings.{name} needs a name (an i18n key) "
+                                f"and a type of {sorted(SALESBOT_SETTING_TYPES)}.")
+    handler = handlers.get(SALESBOT_HANDLER)
+    settings = handler.get("settings") if isinstance(handler, dict) else None
+    if not isinstance(settings, dict) or any(name not in settings for name in SALESBOT_SETTINGS):
+        problems.append(f"manifest.json: salesbot_designer.{SALESBOT_HANDLER} with the settings "
+                        f"{', '.join(SALESBOT_SETTINGS)} is required (the step's text or template).")
+    if SALESBOT_MODULE not in files:
+        problems.append(f"{SALESBOT_MODULE}: is missing (it draws and saves the Salesbot step).")
+    return problems
+
+
+def _check_lists(manifest: dict, files: dict) -> list[str]:
+    """Sending to the selected items of the leads and contacts lists: both locations, and the dialog's module."""
+    locations = manifest.get("locations") or []
+    wanted = [loc for loc in LIST_LOCATIONS if loc in locations]
+    if not wanted:
+        return []
+    problems = []
+    if LIST_MODULE not in files:
+        problems.append(f"{LIST_MODULE}: is missing (the dialog of llist and clist).")
+    return problems
+
+
 def _check_support_link(manifest: dict, base_url: str | None) -> list[str]:
     """widget.support.link is this deployment's help page, which amoMarket shows on the widget's card."""
     widget = manifest.get("widget") if isinstance(manifest.get("widget"), dict) else {}
@@ -427,6 +489,10 @@ def _check_i18n(files: dict, manifest: dict, locales: list[str]) -> list[str]:
     dp = manifest.get("dp") if isinstance(manifest.get("dp"), dict) else {}
     dp_settings = dp.get("settings") if isinstance(dp.get("settings"), dict) else {}
     references += [dp.get("title")] + [spec.get("name") for spec in dp_settings.values() if isinstance(spec, dict)]
+    for spec in _salesbot_handlers(manifest).values():
+        if isinstance(spec, dict):
+            settings = spec.get("settings") if isinstance(spec.get("settings"), dict) else {}
+            references += [spec.get("name")] + [s.get("name") for s in settings.values() if isinstance(s, dict)]
     for locale, tree in trees.items():
         for key in references:
             if isinstance(key, str) and key and not isinstance(_lookup(tree, key), str):

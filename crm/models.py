@@ -230,3 +230,114 @@ class PipelineEvent(models.Model):
 
     def __str__(self):
         return f"lead {self.lead_id} → stage {self.status_id} ({self.state})"
+
+
+# --- Salesbot's "send SMS" step (issue 17) ------------------------------------------------------------------
+class SalesbotState(models.TextChoices):
+    PENDING = "pending", _("waiting to be read")
+    SENDING = "sending", _("being sent")
+    WAITING = "waiting", _("waiting for the provider")
+    CONTINUING = "continuing", _("continuing the bot")
+    DONE = "done", _("bot continued")
+    GAVE_UP = "gave_up", _("bot not continued")
+
+
+class SalesbotExit(models.TextChoices):
+    SENT = "sent", _("sent")
+    FAILED = "failed", _("failed")
+
+
+class SalesbotRequest(models.Model):
+    """One `widget_request` of a Salesbot "send SMS" step: recorded before amoCRM gets its 200, then (crm.salesbot,
+    on the CRM lane) the SMS sent through crm.sending and the bot continued through the API with exit "sent"
+    once the provider took the SMS, "failed" when it refused it, the send was refused, or the wait ran out.
+
+    The bot's continue id is unique per account: the same request twice sends one SMS and continues once."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="salesbot_requests",
+                                verbose_name=_("account"), db_index=False)  # the unique constraint leads with it
+    bot_kind = models.CharField(_("bot kind"), max_length=12, default="salesbot")  # salesbot | marketingbot
+    bot_id = models.BigIntegerField(_("bot ID"))
+    continue_id = models.BigIntegerField(_("continue ID"))
+    entity_type = models.CharField(_("amoCRM entity"), max_length=10)
+    entity_id = models.BigIntegerField(_("amoCRM entity ID"))
+    # The step's settings: its own text (amoCRM has filled in its markers) and/or one of the account's templates.
+    text = models.TextField(_("step text"), blank=True)
+    template_id = models.BigIntegerField(_("template ID"), null=True, blank=True)
+    state = models.CharField(_("state"), max_length=10, choices=SalesbotState.choices, default=SalesbotState.PENDING)
+    exit = models.CharField(_("exit"), max_length=6, choices=SalesbotExit.choices, blank=True)
+    reason = models.CharField(_("reason"), max_length=30, blank=True)  # a code: no_phone, limits, timeout, ...
+    detail = models.CharField(_("detail"), max_length=300, blank=True)
+    phone = models.CharField(_("phone"), max_length=40, blank=True)  # as picked from amoCRM
+    delivery_id = models.UUIDField(_("delivery"), null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    received_at = models.DateTimeField(_("received"))
+    deadline_at = models.DateTimeField(_("decide by"))  # past it, still no answer from the provider: "failed"
+    next_at = models.DateTimeField(_("next look"))  # the sweeper wakes a request whose look is overdue
+    claimed_at = models.DateTimeField(_("claimed"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("Salesbot request")
+        verbose_name_plural = _("Salesbot requests")
+        constraints = [
+            models.UniqueConstraint(fields=["account", "continue_id"], name="salesbotrequest_once"),
+        ]
+        indexes = [
+            models.Index(fields=["next_at"], name="salesbotrequest_open_idx",
+                         condition=Q(state__in=["pending", "sending", "waiting", "continuing"])),
+            models.Index(fields=["account", "-received_at"], name="salesbotrequest_account_idx"),
+        ]
+
+    def __str__(self):
+        return f"bot {self.bot_id}/{self.continue_id} ({self.state})"
+
+
+# --- sending to a selected list of leads or contacts (issue 17) -----------------------------------------------
+class ListSendState(models.TextChoices):
+    PENDING = "pending", _("waiting to start")
+    RUNNING = "running", _("sending")
+    DONE = "done", _("done")
+    CANCELLED = "cancelled", _("cancelled")
+    FAILED = "failed", _("stopped: amoCRM could not be read")
+
+
+class ListSend(models.Model):
+    """An SMS to each of the leads or contacts selected in an amoCRM list (llist, clist): up to 500 per send.
+    A worker (crm.lists, on the CRM lane) reads them 250 at a time through the amoCRM client, picks each one's
+    phone by the pipeline's rule and sends through crm.sending (kind list, a note per SMS); `position` says how
+    many are done, so a cancel stops it between batches and a repeated batch finds its first sends by key."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="list_sends",
+                                verbose_name=_("account"), db_index=False)  # the index below leads with it
+    amo_user_id = models.BigIntegerField(_("amoCRM user"), null=True, blank=True)
+    entity_type = models.CharField(_("amoCRM entity"), max_length=10, choices=[(t, t) for t in ENTITY_TYPES])
+    entity_ids = models.JSONField(_("amoCRM entity IDs"), default=list)
+    template = models.ForeignKey(SmsTemplate, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+                                 verbose_name=_("template"))
+    text = models.TextField(_("text"), blank=True)  # the template's text when it started, or the sender's own
+    state = models.CharField(_("state"), max_length=10, choices=ListSendState.choices,
+                             default=ListSendState.PENDING)
+    cancel_requested = models.BooleanField(_("cancel asked for"), default=False)
+    position = models.PositiveIntegerField(_("done"), default=0)
+    sent = models.PositiveIntegerField(_("SMS accepted"), default=0)
+    no_phone = models.PositiveIntegerField(_("without a phone"), default=0)
+    not_found = models.PositiveIntegerField(_("not found in amoCRM"), default=0)
+    refused = models.PositiveIntegerField(_("SMS refused"), default=0)
+    refused_by = models.JSONField(_("refusals by reason"), default=dict, blank=True)
+    reads = models.PositiveSmallIntegerField(_("failed reads"), default=0)
+    detail = models.CharField(_("detail"), max_length=300, blank=True)
+    created_at = models.DateTimeField(_("created"))
+    claimed_at = models.DateTimeField(_("claimed"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("list send")
+        verbose_name_plural = _("list sends")
+        indexes = [
+            models.Index(fields=["account", "-created_at"], name="listsend_account_idx"),
+            models.Index(fields=["created_at"], name="listsend_open_idx", condition=Q(state__in=["pending", "running"])),
+        ]
+
+    def __str__(self):
+        return f"{self.entity_type} × {len(self.entity_ids)} ({self.state})"

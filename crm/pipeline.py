@@ -190,7 +190,7 @@ def _unsorted_statuses(client: AmoClient) -> list[int]:
     return found
 
 
-def _linked_contacts(lead: dict) -> list[int]:
+def linked_contacts(lead: dict) -> list[int]:
     """The lead's contact ids, the main one first, then the others in amoCRM's order."""
     embedded = lead.get("_embedded") if isinstance(lead.get("_embedded"), dict) else {}
     linked = [c for c in embedded.get("contacts") or [] if isinstance(c, dict) and isinstance(c.get("id"), int)
@@ -210,6 +210,11 @@ def contact_phones(contact: dict) -> list[str]:
                 code = value.get("enum_code") or value.get("enum")
                 (mobile if code == _MOBILE else other).append(value["value"].strip())
     return mobile + other
+
+
+def phone_region(account: Account) -> str | None:
+    """The region a phone without a country code is read in (the account's amoCRM zone)."""
+    return _DOMAIN_REGION.get(account.domain)
 
 
 def phone_pick(contacts: list[dict], *, region: str | None) -> tuple[str, dict] | None:
@@ -355,7 +360,7 @@ def _batch_send(account: Account, client: AmoClient, events: list[PipelineEvent]
 
     leads = {lead["id"]: lead for lead in client.leads([e.lead_id for e in events], with_contacts=True)
              if isinstance(lead, dict) and isinstance(lead.get("id"), int)}
-    linked = {lead_id: _linked_contacts(lead) for lead_id, lead in leads.items()}
+    linked = {lead_id: linked_contacts(lead) for lead_id, lead in leads.items()}
     # First the main contacts; the others only for leads whose main contact has no phone that can get an SMS.
     contacts = {c["id"]: c for c in client.contacts([ids[0] for ids in linked.values() if ids])
                 if isinstance(c, dict) and isinstance(c.get("id"), int)}

@@ -7,6 +7,8 @@ up (crm.notes empties them then); this job is the safety net and the end of the 
 - a finished note whose text is somehow still there loses it;
 - notes finished more than SMSGATE_PURGE_TEXT_DAYS ago are deleted (only recent ones matter: they keep
   a new note of the same entity off their second).
+- a Salesbot request's text (amoCRM filled in the contact's data) and its phone, and a list send's text,
+  are emptied once finished more than SMSGATE_PURGE_TEXT_DAYS ago (their outcomes stay for the owner).
 Beat runs it hourly (task `crm.retention`, maintenance queue); batches keep its locks short.
 """
 
@@ -17,7 +19,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from .models import CrmMessage, CrmNote, NoteKind, NoteState
+from .models import CrmMessage, CrmNote, ListSend, NoteKind, NoteState, SalesbotRequest
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ class CrmRetentionResult:
     given_up: int = 0
     redacted: int = 0
     deleted: int = 0
+    step_texts: int = 0
 
 
 def _in_batches(queryset, apply) -> int:
@@ -59,7 +62,10 @@ def crm_retention_run() -> CrmRetentionResult:
     result.deleted = _in_batches(
         CrmNote.objects.exclude(state=NoteState.PENDING).filter(finished_at__lt=cutoff).order_by(),
         lambda rows: rows.delete())
-    if result.given_up or result.redacted or result.deleted:
-        logger.info("crm retention: %d notes given up, %d texts emptied, %d notes deleted",
-                    result.given_up, result.redacted, result.deleted)
+    result.step_texts = (
+        SalesbotRequest.objects.filter(finished_at__lt=cutoff).exclude(text="", phone="").update(text="", phone="")
+        + ListSend.objects.filter(finished_at__lt=cutoff).exclude(text="").update(text=""))
+    if result.given_up or result.redacted or result.deleted or result.step_texts:
+        logger.info("crm retention: %d notes given up, %d texts emptied, %d notes deleted, %d Salesbot/list texts "
+                    "emptied", result.given_up, result.redacted, result.deleted, result.step_texts)
     return result

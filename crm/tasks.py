@@ -6,7 +6,7 @@ from celery import shared_task
 from deliveries.services.queueing import task_publish
 from smsgate.celery import QUEUE_CRM, queue_name
 
-from . import notes, pipeline, retention
+from . import lists, notes, pipeline, retention, salesbot
 from .pipeline_inbox import RUN_TASK, SWEEP_TASK, pipeline_run_schedule
 
 
@@ -51,3 +51,29 @@ def pipeline_sweep():
 def pipeline_purge():
     """Beat, hourly: finished pipeline events past SMSGATE_PURGE_TEXT_DAYS are deleted."""
     pipeline.pipeline_events_purge()
+
+
+@shared_task(name=salesbot.RUN_TASK, acks_late=True, ignore_result=True)
+def salesbot_run(request_id: int):
+    """One step of a Salesbot request (send, look at the delivery, continue the bot); queued again while open."""
+    again = salesbot.salesbot_request_process(request_id=request_id)
+    if again is not None:
+        salesbot.salesbot_run_schedule(request_id=request_id, countdown=again)
+
+
+@shared_task(name=salesbot.SWEEP_TASK, ignore_result=True, expires=10)
+def salesbot_sweep():
+    """Celery beat: Salesbot requests whose next step is overdue and list sends nobody holds (a lost task, a
+    dead worker) are queued."""
+    for request_id in salesbot.salesbot_requests_due():
+        salesbot.salesbot_run_schedule(request_id=request_id)
+    for send_id in lists.list_sends_stale():  # list sends a lost task or a dead worker left
+        lists.list_send_schedule(send_id=send_id)
+
+
+@shared_task(name=lists.RUN_TASK, acks_late=True, ignore_result=True)
+def list_send_run(send_id: int):
+    """One batch (250 recipients) of a list send; queued again until it is done or cancelled."""
+    again = lists.list_send_step(send_id=send_id)
+    if again is not None:
+        lists.list_send_schedule(send_id=send_id, countdown=again or None)

@@ -1,4 +1,6 @@
-"""The digital pipeline's webhook (manifest `dp.webhook_url`). Thin: read the body, call the inbox, answer.
+"""amoCRM's calls to the widget's server: the digital pipeline's webhook (manifest `dp.webhook_url`) and
+Salesbot's `widget_request` (the `salesbot_designer` handler's URL). Thin: read the body, call the inbox,
+answer.
 
 Every answer is JSON; bad input is a 4xx `{"detail", "code"}` in the request's language, never a 5xx.
 """
@@ -14,6 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 from smsgate.errors import body_too_large, json_error
 from smsgate.inputs import json_loads
 
+from . import salesbot
 from .pipeline_inbox import CallInvalid, pipeline_call_accept, read_form, read_json
 
 logger = logging.getLogger(__name__)
@@ -69,3 +72,42 @@ def pipeline_webhook(request):
     if outcome.detail:
         body["detail"] = outcome.detail
     return JsonResponse(body, json_dumps_params={"ensure_ascii": False})
+
+
+SALESBOT_MAX_BODY = 32 * 1024  # {token, data, return_url}: a token of ~600 bytes and the step's text
+SALESBOT_MAX_DEPTH = 6
+
+
+@csrf_exempt
+def salesbot_webhook(request):
+    """Salesbot's widget_request: a 200 within 2 s once the call is recorded; the bot is continued later."""
+    if request.method in ("GET", "HEAD"):
+        return JsonResponse({"service": "smsgate", "endpoint": "amoCRM Salesbot widget_request", "method": "POST"})
+    if request.method != "POST":
+        response = json_error(405, "method_not_allowed", _("Use POST."))
+        response["Allow"] = "GET, HEAD, POST"
+        return response
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    if length.isascii() and length.isdigit() and int(length) > SALESBOT_MAX_BODY:
+        return body_too_large()
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        return body_too_large()
+    if len(raw) > SALESBOT_MAX_BODY:
+        return body_too_large()
+    try:
+        body = json_loads(raw or b"null", max_depth=SALESBOT_MAX_DEPTH)
+    except ValueError:  # not UTF-8, not JSON, or nested too deep
+        body = None
+    if not isinstance(body, dict):
+        return json_error(400, "bad_body", _("The body must be a JSON object: token, data, return_url."))
+    try:
+        outcome = salesbot.salesbot_call_accept(body=body)
+    except salesbot.CallInvalid as exc:
+        logger.info("salesbot call unreadable", extra={"field": exc.field})
+        return json_error(400, "invalid", _("The call's field %(field)s is missing or not valid.")
+                          % {"field": exc.field})
+    if outcome.status != 200:
+        return json_error(outcome.status, outcome.code, outcome.detail)
+    return JsonResponse({"status": outcome.code})

@@ -6,7 +6,7 @@ from rest_framework.routers import SimpleRouter
 
 from accounts import apis as account_apis
 from crm import apis as crm_apis
-from crm import pipeline_apis
+from crm import list_apis, pipeline_apis
 from deliveries import apis as delivery_apis
 from routes import apis as route_apis
 
@@ -24,6 +24,11 @@ v1 = [
     path("limits/", account_apis.LimitsView.as_view(), name="limits"),
     path("crm/cards/<str:entity_type>/<str:entity_id>/", crm_apis.CardView.as_view(), name="crm-card"),
     path("crm/sends/", crm_apis.CrmSendsView.as_view(), name="crm-sends"),
+    path("crm/activity/", list_apis.ActivityView.as_view(), name="crm-activity"),
+    path("crm/list-sends/", list_apis.ListSendsView.as_view(), name="crm-list-sends"),
+    path("crm/list-sends/preview/", list_apis.ListSendPreviewView.as_view(), name="crm-list-sends-preview"),
+    path("crm/list-sends/<int:send_id>/", list_apis.ListSendView.as_view(), name="crm-list-send"),
+    path("crm/list-sends/<int:send_id>/cancel/", list_apis.ListSendCancelView.as_view(), name="crm-list-send-cancel"),
     path("pipeline/", pipeline_apis.PipelineView.as_view(), name="pipeline"),
     path("pipeline/key/", pipeline_apis.PipelineKeyView.as_view(), name="pipeline-key"),
     *router.urls,

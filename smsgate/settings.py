@@ -407,6 +407,14 @@ CELERY_BEAT_SCHEDULE["crm-notes"] = {
     "task": "crm.notes_flush", "schedule": SMSGATE_CRM_NOTE_INTERVAL,
     "options": {"queue": SMSGATE_QUEUE_PREFIX + "sms-crm", "expires": max(SMSGATE_CRM_NOTE_INTERVAL, 5.0)},
 }
+# Salesbot's "send SMS" step: how long after amoCRM's call the bot is continued through "failed" when the
+# provider has not taken the SMS yet (shorter than a bot waits for a widget step), and the sweeper of its requests.
+SMSGATE_SALESBOT_WAIT_SECONDS = env.int("SMSGATE_SALESBOT_WAIT_SECONDS", default=60)
+if not 5 <= SMSGATE_SALESBOT_WAIT_SECONDS <= 3600:
+    raise ImproperlyConfigured("SMSGATE_SALESBOT_WAIT_SECONDS must be 5..3600.")
+CELERY_BEAT_SCHEDULE["crm-salesbot-sweep"] = {
+    "task": "crm.salesbot_sweep", "schedule": 10.0, "options": {"queue": MAINTENANCE_QUEUE, "expires": 10},
+}
 CELERY_BEAT_SCHEDULE["crm-retention"] = {
     "task": "crm.retention", "schedule": 3600.0, "options": {"queue": MAINTENANCE_QUEUE, "expires": 3600},
 }

@@ -14,6 +14,7 @@ urlpatterns = [
     re_path(r"^amocrm/sms/?$", delivery_views.amocrm_sms, name="amocrm-sms"),
     # The digital pipeline's "send SMS" action (manifest dp.webhook_url); the account's key is in the body.
     re_path(r"^amocrm/pipeline/?$", crm_views.pipeline_webhook, name="amocrm-pipeline"),
+    re_path(r"^amocrm/salesbot/?$", crm_views.salesbot_webhook, name="amocrm-salesbot"),
     # Delivery reports; the route token is per route and unguessable. The slash is optional so a
     # provider that drops it gets no redirect (a POST cannot follow one).
     re_path(r"^webhooks/(?P<provider>[a-z0-9_]{1,30})/(?P<token>[A-Za-z0-9_-]{8,64})/?$",

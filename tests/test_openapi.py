@@ -15,6 +15,8 @@ EXPECTED_PATHS = {
     "/api/v1/deliveries/", "/api/v1/deliveries/{id}/", "/api/v1/limits/", "/api/v1/alerts/",
     "/api/v1/templates/", "/api/v1/templates/{id}/", "/api/v1/templates/markers/", "/api/v1/templates/preview/",
     "/api/v1/crm/cards/{entity_type}/{entity_id}/", "/api/v1/crm/sends/",
+    "/api/v1/crm/activity/", "/api/v1/crm/list-sends/", "/api/v1/crm/list-sends/preview/",
+    "/api/v1/crm/list-sends/{send_id}/", "/api/v1/crm/list-sends/{send_id}/cancel/",
     "/api/v1/pipeline/", "/api/v1/pipeline/key/",
 }
 

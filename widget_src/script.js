@@ -4,8 +4,11 @@
  * Locations: `sms` (amoCRM posts system SMS straight to the manifest's sms.endpoint; nothing runs
  * here), `lcard-1` and `ccard-1` (the lead's and the contact's card: card.js draws the SMS panel in the
  * right column and sends the feed's SMS input through smsgate; loaded only there), `digital_pipeline`
- * (the "send SMS" action: dpSettings loads pipeline.js) and `settings`, where this script draws the
- * settings page (figures.js adds the owner's alerts and figures): the account's SMS provider
+ * (the "send SMS" action: dpSettings loads pipeline.js), `salesbot_designer` (Salesbot's "send SMS"
+ * step: salesbot.js, preloaded by init, since amoCRM wants its two callbacks' answers at once),
+ * `llist`/`clist` (an SMS to the selected leads or contacts: leads.selected / contacts.selected open
+ * listsend.js's dialog) and `settings`, where this script draws the settings page (figures.js adds the
+ * owner's alerts and figures, activity.js the automations' outcomes): the account's SMS provider
  * routes (a form generated from the provider catalogue), their order, the delivery-report URL,
  * a test SMS, the balance, the account's SMS templates (with amoCRM markers, a marker picker and a
  * live part counter from the server's preview) and the latest deliveries. Every call goes to the
@@ -124,6 +127,7 @@ define(['jquery'], function ($) {
         el('div', 'smsgate-form'),
         el('div', 'smsgate-test'),
         el('div', 'smsgate-figures'),
+        el('div', 'smsgate-activity'),
         el('div', 'smsgate-templates'),
         el('div', 'smsgate-pipeline'),
         el('div', 'smsgate-deliveries')
@@ -138,6 +142,7 @@ define(['jquery'], function ($) {
         state.markers = markersReply[0];
         renderAccount();
         renderFigures();
+        renderActivity();
         loadRoutes();
         loadTemplates();
         renderPipeline();
@@ -146,6 +151,15 @@ define(['jquery'], function ($) {
         notice($page.find('.smsgate-message'), errorText(xhr), true);
         $page.find('.smsgate-routes').empty();
       });
+    }
+
+    // The automations' and lists' SMS by outcome: their own module (activity.js).
+    function renderActivity() {
+      require([self.params.path + '/activity.js?v=' + encodeURIComponent(self.params.version || '')],
+        function (activity) {
+          activity.render({call: call, errorText: errorText, i18n: self.i18n, lang: lang(),
+            $where: state.$page.find('.smsgate-activity')});
+        });
     }
 
     // The owner's alerts and figures: their own module (figures.js), loaded beside this one.
@@ -728,6 +742,29 @@ define(['jquery'], function ($) {
       }
     }
 
+    var salesbot = null;  // salesbot.js, once loaded
+    function loadSalesbot(then) {
+      require([self.params.path + '/salesbot.js?v=' + encodeURIComponent(self.params.version || '')],
+        function (module) {
+          salesbot = module;
+          if (then) {
+            then(module);
+          }
+        });
+    }
+
+    // The selected items of a leads or contacts list: listsend.js's dialog.
+    function openListSend(entityType) {
+      var chosen = typeof self.list_selected === 'function' ? self.list_selected() || {} : {};
+      var ids = $.map(chosen.selected || [], function (item) { return item && item.id; });
+      loadStyles();
+      require([self.params.path + '/listsend.js?v=' + encodeURIComponent(self.params.version || '')],
+        function (module) {
+          module.open(self, {call: call, errorText: errorText}, entityType, ids);
+        });
+      return true;
+    }
+
     this.callbacks = {
       render: function () {
         if (inCard()) {
@@ -745,6 +782,7 @@ define(['jquery'], function ($) {
             return card().then(function (panel) { return panel.sendFromFeed(params); });
           });
         }
+        loadSalesbot();
         return true;
       },
       bind_actions: function () {
@@ -764,6 +802,32 @@ define(['jquery'], function ($) {
           pipeline.dpSettings(self, {call: call, errorText: errorText}, $body && $body.jquery ? $body : null);
         });
         return true;
+      },
+      // Salesbot's "send SMS" step: its own module (salesbot.js). Both callbacks answer at once.
+      salesbotDesignerSettings: function ($body, renderRow, params) {
+        loadStyles();
+        var $where = $body && $body.jquery ? $body : $($body || document.body);
+        if (salesbot) {
+          return salesbot.settings(self, {call: call, errorText: errorText}, $where, params);
+        }
+        loadSalesbot(function (module) {
+          module.settings(self, {call: call, errorText: errorText}, $where, params);
+        });
+        var texts = self.i18n('salesbot') || {};
+        return {exits: [{code: 'sent', title: texts.exit_sent}, {code: 'failed', title: texts.exit_failed}]};
+      },
+      onSalesbotDesignerSave: function (handlerCode, params) {
+        return salesbot ? salesbot.botCode(BASE_URL, handlerCode, params) : '';
+      },
+      leads: {
+        selected: function () {
+          return openListSend('leads');
+        }
+      },
+      contacts: {
+        selected: function () {
+          return openListSend('contacts');
+        }
       },
       onSave: function () {
         return true;

@@ -166,3 +166,74 @@ def test_integration_from_environment_is_created_on_first_token(client, settings
                         "iat": now(), "exp": now() + 1800, "account_id": 1, "client_uuid": settings.AMO_CLIENT_ID},
                        SECRET, algorithm="HS256")
     assert verify_token(token).account_id == 1
+
+
+# --- Salesbot's bot tokens: HS512 through their own entry point only ------------------------------------------
+def bot_claims(**overrides) -> dict:
+    """A bot token's claims as amoCRM signs them (tests/fakes/amocrm/outgoing.bot_token): no jti, no client_uuid."""
+    issued = now()
+    claims = {"iss": "https://acme.amocrm.ru", "aud": AUDIENCE, "iat": issued, "nbf": issued, "exp": issued + 1800,
+              "account_id": 12345, "subdomain": "acme", "entity_type": 2, "entity_id": 777, "bot_type": "salesbot"}
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not DROP}
+
+
+def test_a_bot_token_is_verified_by_its_own_entry_point(integration):
+    from accounts.tokens import verify_bot_token
+
+    claims = verify_bot_token(jwt.encode(bot_claims(), SECRET, algorithm="HS512"))
+    assert (claims.integration_id, claims.account_id, claims.subdomain, claims.entity_type, claims.entity_id,
+            claims.bot_type) == (integration.pk, 12345, "acme", "leads", 777, "salesbot")
+
+
+def test_the_integration_of_a_bot_token_is_found_among_those_with_its_audience(integration):
+    """Two integrations on one host: the bot token names none, its signature tells which."""
+    from accounts.models import Integration
+    from accounts.tokens import verify_bot_token
+
+    other = Integration.objects.create(name="second widget", client_uuid=uuid.uuid4(),
+                                       client_secret="second-secret-" + "z" * 50,
+                                       redirect_uri="https://smsgate.example.com/other/oauth")
+    token = jwt.encode(bot_claims(), other.client_secret, algorithm="HS512")
+    assert verify_bot_token(token).integration_id == other.pk
+    assert verify_bot_token(jwt.encode(bot_claims(), SECRET, algorithm="HS512")).integration_id == integration.pk
+
+
+@pytest.mark.parametrize("token_of, reason", [
+    (lambda: jwt.encode(bot_claims(), SECRET, algorithm="HS256"), R.BOT_ALGORITHM),
+    (lambda: jwt.encode(bot_claims(), SECRET, algorithm="HS384"), R.BOT_ALGORITHM),
+    (lambda: forge({"alg": "none", "typ": "JWT"}, bot_claims()), R.BOT_ALGORITHM),
+    (lambda: jwt.encode(bot_claims(), "wrong-" + "x" * 58, algorithm="HS512"), R.SIGNATURE),
+    (lambda: jwt.encode(bot_claims(iat=now() - 4000, nbf=now() - 4000, exp=now() - 2200), SECRET,
+                        algorithm="HS512"), R.EXPIRED),
+    (lambda: jwt.encode(bot_claims(exp=now() + 7200), SECRET, algorithm="HS512"), R.LIFETIME),
+    (lambda: jwt.encode(bot_claims(aud=DROP), SECRET, algorithm="HS512"), R.UNKNOWN_INTEGRATION),
+    (lambda: jwt.encode(bot_claims(aud="https://elsewhere.example.com"), SECRET, algorithm="HS512"),
+     R.UNKNOWN_INTEGRATION),
+    (lambda: jwt.encode(bot_claims(entity_id=DROP), SECRET, algorithm="HS512"), R.MISSING_CLAIM),
+    (lambda: jwt.encode(bot_claims(entity_type=3.5), SECRET, algorithm="HS512"), R.INVALID_CLAIM),
+    (lambda: jwt.encode(bot_claims(account_id="１２３"), SECRET, algorithm="HS512"), R.INVALID_CLAIM),
+    (lambda: jwt.encode(bot_claims(iss="https://acme.evil.com"), SECRET, algorithm="HS512"), R.ISSUER),
+])
+def test_bad_bot_tokens_are_refused(integration, token_of, reason):
+    from accounts.tokens import TokenError, verify_bot_token
+
+    with pytest.raises(TokenError) as refused:
+        verify_bot_token(token_of())
+    assert refused.value.reason == reason
+
+
+def test_hs512_is_refused_everywhere_but_the_salesbot_endpoint(client, integration, make_token):
+    """The one verifier's HS256 entry point refuses a bot token and any HS512 token: the system-SMS endpoint and
+    the account API answer 401 and record nothing."""
+    bot = jwt.encode(bot_claims(), SECRET, algorithm="HS512")
+    hs512 = make_token(algorithm="HS512")
+    for token in (bot, hs512):
+        with pytest.raises(Exception) as refused:
+            verify_token(token)
+        assert refused.value.reason == R.ALGORITHM
+        sms = client.post(URL, {"token": token, "phone": "+79161234567", "message": "code 1234"})
+        assert sms.status_code == 401 and sms.json()["code"] == "unsupported_algorithm"
+        api = client.get("/api/v1/templates/", HTTP_X_AUTH_TOKEN=token)
+        assert api.status_code == 401, api.content
+    assert not Delivery.objects.exists() and not Account.objects.exists()
