@@ -194,3 +194,8 @@ def test_amocrm_unreadable_in_the_preview_is_a_503(api, amocrm):
     amocrm.fail_next(4, 503)
     response = api.post(f"{URL}preview/", {"entity_type": "leads", "ids": [amocrm.ids_["lead"]], "text": "x"})
     assert_error(response, 503, "amocrm_unavailable")
+
+
+def test_an_account_not_connected_to_amocrm_gets_a_422_not_a_5xx(api, account):
+    response = api.post(f"{URL}preview/", {"entity_type": "leads", "ids": [1], "text": "x"})
+    assert_error(response, 422, "amocrm_not_connected")
