@@ -134,7 +134,12 @@ def test_the_7_rps_limit_holds_with_several_worker_processes_writing_notes(stack
     assert len(posts) == 45  # one note per POST, none repeated
     assert amo.refused_429(AMO_ID) == 0
     assert amo.peak_rps(AMO_ID) <= 7
-    assert took >= 45 / 7 - 1.5  # the limit, not the writers, set the pace
+    # The limit, not the writers, set the pace: read on the fake's own clock (the test's includes the
+    # workers' start on a loaded machine): 45 arrivals at most 7 in any second span over five seconds.
+    span = posts[-1].at - posts[0].at
+    print(f"\n45 notes by 12 writers in 3 processes: {span:.2f} s first to last POST at the fake "
+          f"({took:.2f} s from the send), peak {amo.peak_rps(AMO_ID)} in any second, 429s 0")
+    assert span >= (45 - 7) / 7
     # The writing was shared: more than one process made POSTs (the client logs each call, no body).
     posting = [w for w in workers if any("amoCRM API call" in line and "method=POST" in line
                                          for line in w.log().splitlines())]
