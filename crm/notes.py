@@ -25,6 +25,8 @@ ends without getting through.
 - Texts and phones leave a note's row once it is written or given up (retention: crm.retention).
 
 May call: accounts' AmoClient, deliveries' models and queueing (publishing), crm's models.
+About 400 lines, one module: building a note, writing it and looking for it share two invariants (a
+note's own second per entity, `maybe_written` before a POST) that should be read in one place.
 """
 
 from __future__ import annotations

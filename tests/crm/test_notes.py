@@ -231,3 +231,18 @@ def test_retention_gives_up_forgotten_notes_and_deletes_old_finished_ones(accoun
     assert first.state == NoteState.GAVE_UP and first.text == ""
     assert not CrmNote.objects.filter(pk=second.pk).exists()
     assert CrmNote.objects.get(pk=third.pk).text == ""
+
+
+def test_the_beat_task_concludes_outcomes_and_queues_a_write_per_account_with_notes_due(account, amocrm, routed):
+    lead = amocrm.ids_["lead"]
+    failed = send_to_leads(account, [lead])[0]
+    delivery_move(delivery_id=failed.delivery_id, to=DeliveryStatus.FAILED,
+                  values={"error_class": "no_route", "finished_at": timezone.now()})
+    assert notes.notes_flush() == {"concluded": 1, "accounts": 1}
+    assert CrmNote.objects.filter(kind=NoteKind.FAILURE, state=NoteState.PENDING).count() == 1
+    notes.notes_write(account_id=account.pk)
+    assert notes.notes_flush() == {"concluded": 0, "accounts": 0}
+    texts = sorted(n["params"]["text"] for n in amocrm.notes(AMO_ID, "leads", lead))
+    # In the account's language (amocrm.ru: Russian), whatever language the process is in.
+    assert texts == ["SMS на +79120000000 не доставлено: ни один SMS-провайдер не смог его отправить.",
+                     "Ваш заказ готов #0"]

@@ -2,8 +2,10 @@
 abuse guard, idempotency keys, one INSERT for a batch with a CrmMessage and an sms_out note each, and the
 send path refusing the default route for a CRM delivery the operator did not allow."""
 
+import threading
+
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import translation
 
@@ -221,3 +223,28 @@ def test_with_redis_down_the_caps_let_sms_through_and_say_so(account, smsru_rout
         assert "CRM caps: Redis unavailable" in caplog.text
     finally:
         caps._counter = None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_sends_with_one_key_at_the_same_moment_make_one_sms(account, smsru_route, shared_redis):
+    """Both may pass the look for the key; the unique key refuses the second INSERT, which then answers
+    with the first's delivery. Either way: one delivery, one note, the same id for both."""
+    smsru_route()
+    barrier = threading.Barrier(8)
+    results = []
+
+    def one():
+        barrier.wait()
+        try:
+            results.extend(send(account, item(1, dedupe_key="card:same-click", entity_id=4242)))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 8 and {r.code for r in results} == {None}
+    assert len({r.delivery_id for r in results}) == 1 and sum(not r.duplicate for r in results) == 1
+    assert Delivery.objects.count() == 1 and CrmNote.objects.count() == 1 and CrmMessage.objects.count() == 1
