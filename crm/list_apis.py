@@ -18,7 +18,7 @@ from .apis import MAX_ID, AmoIdField, StrictCharField, StrictIntegerField
 from .models import ENTITY_TYPES, ListSend, ListSendState
 
 RECENT = 20
-LIST_ERRORS = {**ERRORS, 422: OpenApiResponse(ErrorSerializer, description="amocrm_not_connected: install the widget "
+LIST_ERRORS = {**ERRORS, 409: OpenApiResponse(ErrorSerializer, description="amocrm_not_connected: install the widget "
                                                                         "again"),
                503: OpenApiResponse(ErrorSerializer, description="amoCRM cannot be read now")}
 

@@ -170,8 +170,8 @@ def list_send_preview(*, account: Account, entity_type: str, ids, template_id: i
         client = AmoClient(account)
         recipients = [r for start in range(0, len(ids), BATCH)
                       for r in _read(client, account, entity_type, ids[start:start + BATCH], source)]
-    except (AmoNotConnected, AmoUnauthorized) as exc:  # not a passing trouble: the widget must be installed again
-        raise ClientError(exc.message, code="amocrm_not_connected", http_status=422) from None
+    except (AmoNotConnected, AmoUnauthorized, AmoAccountRefused) as exc:  # the owner must act: as the card's 409
+        raise ClientError(exc.message, code="amocrm_not_connected", http_status=409) from None
     except AmoApiError as exc:
         logger.warning("list preview: amoCRM unreadable", extra={"account_id": account.pk, "error": str(exc)[:200]})
         raise AmoCrmUnreadable(exc.message) from None

@@ -66,7 +66,9 @@ def test_the_selected_leads_get_a_preview_and_the_send_runs_to_the_end(stack, ch
         page.wait_for_selector(".smsgate-list-dialog", timeout=15000)
         assert page.inner_text(".smsgate-list-title") == "SMS выбранным сделкам: 5"
         page.fill(".smsgate-list-text", "Здравствуйте, {{contact.name}}!")
-        page.wait_for_selector(".smsgate-list-counts:has-text('Получат SMS: 4 из 5')", timeout=15000)
+        # The preview of the filled-in text (not an earlier one still on screen while the new one is read).
+        page.wait_for_selector(".smsgate-list-preview:has-text('Здравствуйте'):has-text('Получат SMS: 4 из 5')",
+                               timeout=15000)
         assert "Без телефона (SMS не будет): 1" in page.inner_text(".smsgate-list-preview")
         page.select_option(".smsgate-list-template", str(template.pk))
         page.wait_for_selector(".smsgate-list-sample-text:has-text('Клиент 1, скидка 10%')", timeout=15000)

@@ -198,4 +198,4 @@ def test_amocrm_unreadable_in_the_preview_is_a_503(api, amocrm):
 
 def test_an_account_not_connected_to_amocrm_gets_a_422_not_a_5xx(api, account):
     response = api.post(f"{URL}preview/", {"entity_type": "leads", "ids": [1], "text": "x"})
-    assert_error(response, 422, "amocrm_not_connected")
+    assert_error(response, 409, "amocrm_not_connected")
