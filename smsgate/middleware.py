@@ -11,27 +11,31 @@ from prometheus_client import Counter
 
 from smsgate.crypto import DecryptionError
 from smsgate import webqueue
+from smsgate.admission import QueueWaitPolicy
 from smsgate.errors import json_error
 
 logger = logging.getLogger(__name__)
 
 
 class OverloadSheddingMiddleware:
-    """An SMS request that waited longer than SMSGATE_WEB_MAX_QUEUE_WAIT for a web thread (see
-    smsgate/webqueue.py) is answered 503 with Retry-After before anything else runs: nothing is
-    recorded, so amoCRM may simply try again. First in MIDDLEWARE, because under overload most
-    requests end here and each must cost as little as possible."""
+    """Admission control for the SMS endpoint (smsgate.admission): a request that waited for a web
+    thread (smsgate.webqueue) longer than the policy allows is answered 503 with Retry-After before
+    anything else runs: nothing is recorded, so amoCRM may simply try again. First in MIDDLEWARE,
+    because under overload many requests end here and each must cost as little as possible. Only the
+    SMS endpoint: the pipeline's webhook is never retried by amoCRM, so it is never refused."""
 
     def __init__(self, get_response):
         self.get_response = get_response
         self.sms_path = reverse("amocrm-sms").rstrip("/")
         self.logged_at = 0.0
+        self.policy = QueueWaitPolicy(target=settings.SMSGATE_WEB_QUEUE_TARGET,
+                                      interval=settings.SMSGATE_WEB_QUEUE_INTERVAL,
+                                      ceiling=settings.SMSGATE_WEB_MAX_QUEUE_WAIT)
 
     def __call__(self, request):
-        limit = settings.SMSGATE_WEB_MAX_QUEUE_WAIT
-        if limit > 0 and request.method == "POST" and request.path_info.rstrip("/") == self.sms_path:
+        if request.method == "POST" and request.path_info.rstrip("/") == self.sms_path:
             waited = webqueue.waited_seconds()
-            if waited > limit:
+            if not self.policy.admit(waited):
                 return self.overloaded(request, waited)
         return self.get_response(request)
 
@@ -39,7 +43,8 @@ class OverloadSheddingMiddleware:
         _SHED.inc()
         if time.monotonic() - self.logged_at > 1.0:  # a line a second per process, not one per request
             self.logged_at = time.monotonic()
-            logger.warning("overloaded: a request waited %.1f s for a web thread; answering 503", waited)
+            logger.warning("overloaded: a request waited %.3f s for a web thread (standing queue: %s); answering 503",
+                           waited, self.policy.standing)
         with translation.override(translation.get_language_from_request(request)):
             response = json_error(503, "overloaded", _("The service is overloaded. Try again in a few seconds."))
         response["Retry-After"] = "2"

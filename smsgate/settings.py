@@ -344,6 +344,10 @@ SMSGATE_HASH_PHONE_DAYS = env.int("SMSGATE_HASH_PHONE_DAYS", default=0)
 # Retry-After at once, before any work: amoCRM (~2 s budget) has likely given up on it, and an SMS
 # recorded for a sender that is gone would only be late. 0 turns it off.
 SMSGATE_WEB_MAX_QUEUE_WAIT = env.float("SMSGATE_WEB_MAX_QUEUE_WAIT", default=2.0)
+# Admission control (smsgate/admission.py): when every SMS request of a web process waited longer than
+# the target for a thread for a whole interval, the queue is standing and those are refused at once.
+SMSGATE_WEB_QUEUE_TARGET = env.float("SMSGATE_WEB_QUEUE_TARGET", default=0.015)
+SMSGATE_WEB_QUEUE_INTERVAL = env.float("SMSGATE_WEB_QUEUE_INTERVAL", default=0.1)
 # PostgreSQL: statements run on every status change are PREPAREd once per connection (the counter
 # recount: ~0.7 ms of planning each time otherwise). Off behind a pooler that does not keep a
 # session per client (PgBouncer in transaction mode).
