@@ -31,7 +31,7 @@ from ..guard import GuardRefusal, guard_check
 from ..models import Delivery, DeliveryKind, DeliveryStatus
 from smsgate.phones import Phone, PhoneError, phone_mask, phone_parse
 from ..segments import segment_info
-from .queueing import delivery_enqueue
+from .queueing import deliveries_enqueue, delivery_enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ def deliveries_record(*, verdicts: list[Verdict], also: list[tuple[str, list]] =
     for delivery in deliveries:
         metrics.delivery_status(delivery.status, "")
     if enqueue and accepted:
-        transaction.on_commit(lambda: [delivery_enqueue(delivery_id=d.pk, kind=d.kind) for d in accepted])
+        transaction.on_commit(lambda: deliveries_enqueue(deliveries=accepted))
     logger.info("deliveries accepted", extra={"account_id": deliveries[0].account_id if deliveries else None,
                                              "accepted": len(accepted), "refused": len(deliveries) - len(accepted)})
 

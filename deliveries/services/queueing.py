@@ -1,8 +1,8 @@
 """Handing deliveries to the broker.
 
 Owns: the task names, which queue (lane) a delivery goes to, publishing (failing fast when the
-broker is down: the row stays `pending` with no `enqueued_at`, for the sweeper), and queueing bulk
-deliveries SMSGATE_SEND_BATCH_SIZE to a message. May call: models, smsgate.celery.
+broker is down: the row stays `pending` with no `enqueued_at`, for the sweeper), and queueing several
+deliveries of a lane (bulk, a CRM batch) SMSGATE_SEND_BATCH_SIZE to a message. May call: models, smsgate.celery.
 """
 
 from __future__ import annotations
@@ -66,13 +66,34 @@ def delivery_enqueue(*, delivery_id, kind: str, countdown: float | None = None) 
     return False
 
 
+def deliveries_enqueue(*, deliveries: list[Delivery]) -> int:
+    """Queue newly recorded deliveries on their lanes; returns how many were queued. One of a lane goes
+    as a send of one; several (a pipeline's batch, a list's 250) SMSGATE_SEND_BATCH_SIZE to a message,
+    whose calls run on the worker's sending threads instead of one task thread each: an account's batch
+    leaves the lane in seconds and another account's SMS wait behind a few messages, not hundreds."""
+    lanes: dict[str, list[Delivery]] = {}
+    for delivery in deliveries:
+        lanes.setdefault(queue_for_kind(delivery.kind), []).append(delivery)
+    queued = 0
+    for queue, lane in lanes.items():
+        if len(lane) == 1:
+            queued += delivery_enqueue(delivery_id=lane[0].pk, kind=lane[0].kind)
+        else:
+            queued += _enqueue_batches([delivery.pk for delivery in lane], queue=queue)
+    return queued
+
+
 def deliveries_enqueue_bulk(*, delivery_ids) -> int:
-    """Queue bulk deliveries, SMSGATE_SEND_BATCH_SIZE per message; returns how many were queued.
-    A batch the broker did not take stays `pending` with no `enqueued_at`, for the sweeper."""
+    """Queue bulk deliveries, SMSGATE_SEND_BATCH_SIZE per message; returns how many were queued."""
+    return _enqueue_batches(delivery_ids, queue=queue_name(QUEUE_BULK))
+
+
+def _enqueue_batches(delivery_ids, *, queue: str) -> int:
+    """A batch the broker did not take stays `pending` with no `enqueued_at`, for the sweeper."""
     queued = 0
     ids, size = iter([str(delivery_id) for delivery_id in delivery_ids]), max(1, settings.SMSGATE_SEND_BATCH_SIZE)
     while batch := list(islice(ids, size)):
-        if task_publish(SEND_BATCH_TASK, [batch], queue=queue_name(QUEUE_BULK)):
+        if task_publish(SEND_BATCH_TASK, [batch], queue=queue):
             queued += len(batch)
         else:
             Delivery.objects.filter(pk__in=batch, status=DeliveryStatus.PENDING).update(enqueued_at=None)

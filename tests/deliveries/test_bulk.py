@@ -16,7 +16,7 @@ from deliveries.services import dispatch, queueing
 from deliveries.models import AttemptOutcome, Delivery, DeliveryKind, DeliveryStatus
 from deliveries.services.dispatch import deliveries_claim
 from deliveries.services.intake import delivery_create
-from smsgate.celery import QUEUE_BULK
+from smsgate.celery import QUEUE_BULK, QUEUE_CRM, QUEUE_SYSTEM, queue_name
 from smsgate.celery import app as smsgate_app
 from tests.deliveries.test_endpoint import queued_task_ids
 from tests.fakes.smsru import FakeSmsRu
@@ -263,3 +263,30 @@ def test_a_bulk_import_records_without_a_task_per_sms(smsru_route, account):
     assert queued_task_ids(QUEUE_BULK) == []
     delivery_create(account=account, phone="+79125550002", text="Скидка", kind=DeliveryKind.BULK)
     assert len(queued_task_ids(QUEUE_BULK)) == 1
+
+
+@pytest.mark.django_db
+def test_several_deliveries_of_a_lane_are_queued_in_batches_and_one_alone_as_a_send_of_one(
+        smsru_route, account, settings):
+    crm_queue, system_queue = queue_name(QUEUE_CRM), queue_name(QUEUE_SYSTEM)
+    queued_batches(crm_queue), queued_batches(system_queue)
+    settings.SMSGATE_SEND_BATCH_SIZE = 2
+    smsru_route()
+
+    def create(kind, count, first):
+        return [delivery_create(account=account, phone=f"+7912556{first + n:04d}", text="Заказ готов", kind=kind,
+                                enqueue=False).delivery for n in range(count)]
+
+    pipeline = create(DeliveryKind.PIPELINE, 5, 0)
+    login_code = create(DeliveryKind.SYSTEM, 1, 10)
+
+    assert queueing.deliveries_enqueue(deliveries=[*pipeline, *login_code]) == 6
+
+    ids = [str(d.pk) for d in pipeline]
+    assert queued_batches(crm_queue) == [(queueing.SEND_BATCH_TASK, ids[0:2]), (queueing.SEND_BATCH_TASK, ids[2:4]),
+                                         (queueing.SEND_BATCH_TASK, ids[4:5])]
+    assert queued_batches(system_queue) == [(queueing.SEND_TASK, str(login_code[0].pk))]
+
+    card = create(DeliveryKind.CRM, 1, 20)
+    assert queueing.deliveries_enqueue(deliveries=card) == 1
+    assert queued_batches(crm_queue) == [(queueing.SEND_TASK, str(card[0].pk))]
