@@ -4,7 +4,7 @@ from celery import shared_task
 from celery.signals import worker_shutdown
 
 from . import alerts, retention
-from .services import dispatch, polling, queueing, recovery
+from .services import dispatch, gathering, polling, queueing, recovery
 
 
 def _redelivered(task) -> bool:
@@ -20,7 +20,8 @@ def _queue_retries(outcomes):
 
 @shared_task(name=queueing.SEND_TASK, bind=True, acks_late=True, ignore_result=True)
 def delivery_send(self, delivery_id: str):
-    outcomes = dispatch.deliveries_send(delivery_ids=[delivery_id])
+    outcome = gathering.delivery_send_gathered(delivery_id=delivery_id)
+    outcomes = [(delivery_id, outcome)] if outcome is not None else []
     if not outcomes and _redelivered(self):  # a dead worker may have left its claim
         recovery.deliveries_claim_check(delivery_ids=[delivery_id])
     _queue_retries(outcomes)

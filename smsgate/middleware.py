@@ -1,54 +1,16 @@
-import logging
-import time
+"""Django middleware of our own: database errors as 503, request metrics. (Admission control and the body
+limit run in front of Django, as WSGI middleware: smsgate/admission.py, smsgate/bodylimit.py.)"""
 
-from django.conf import settings
+import logging
+
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
-from django.urls import reverse
-from django.utils import translation
 from django.utils.translation import gettext as _
 from prometheus_client import Counter
 
 from smsgate.crypto import DecryptionError
-from smsgate import webqueue
-from smsgate.admission import QueueWaitPolicy
-from smsgate.errors import json_error
 
 logger = logging.getLogger(__name__)
-
-
-class OverloadSheddingMiddleware:
-    """Admission control for the SMS endpoint (smsgate.admission): a request that waited for a web
-    thread (smsgate.webqueue) longer than the policy allows is answered 503 with Retry-After before
-    anything else runs: nothing is recorded, so amoCRM may simply try again. First in MIDDLEWARE,
-    because under overload many requests end here and each must cost as little as possible. Only the
-    SMS endpoint: the pipeline's webhook is never retried by amoCRM, so it is never refused."""
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self.sms_path = reverse("amocrm-sms").rstrip("/")
-        self.logged_at = 0.0
-        self.policy = QueueWaitPolicy(target=settings.SMSGATE_WEB_QUEUE_TARGET,
-                                      interval=settings.SMSGATE_WEB_QUEUE_INTERVAL,
-                                      ceiling=settings.SMSGATE_WEB_MAX_QUEUE_WAIT)
-
-    def __call__(self, request):
-        if request.method == "POST" and request.path_info.rstrip("/") == self.sms_path:
-            waited = webqueue.waited_seconds()
-            if not self.policy.admit(waited):
-                return self.overloaded(request, waited)
-        return self.get_response(request)
-
-    def overloaded(self, request, waited: float) -> JsonResponse:
-        _SHED.inc()
-        if time.monotonic() - self.logged_at > 1.0:  # a line a second per process, not one per request
-            self.logged_at = time.monotonic()
-            logger.warning("overloaded: a request waited %.3f s for a web thread (standing queue: %s); answering 503",
-                           waited, self.policy.standing)
-        with translation.override(translation.get_language_from_request(request)):
-            response = json_error(503, "overloaded", _("The service is overloaded. Try again in a few seconds."))
-        response["Retry-After"] = "2"
-        return response
 
 
 class DatabaseUnavailableMiddleware:
@@ -89,4 +51,3 @@ class RequestMetricsMiddleware:
 
 _REQUESTS = Counter("smsgate_http_requests_total", "HTTP requests answered, by view and status code",
                     ["view", "status"])
-_SHED = Counter("smsgate_web_shed_total", "SMS requests answered 503 at once: they waited too long for a web thread")

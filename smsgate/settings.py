@@ -65,7 +65,6 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "smsgate.middleware.OverloadSheddingMiddleware",
     "smsgate.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -335,6 +334,10 @@ SMSGATE_STALE_CLAIM_SECONDS = env.float("SMSGATE_STALE_CLAIM_SECONDS", default=S
 # SMSGATE_SEND_THREADS threads per worker process (deliveries/services/dispatch.py); 0 threads: one by one.
 SMSGATE_SEND_BATCH_SIZE = env.int("SMSGATE_SEND_BATCH_SIZE", default=32)
 SMSGATE_SEND_THREADS = env.int("SMSGATE_SEND_THREADS", default=64)
+# Single sends (login codes) arriving within this many ms of each other are gathered into one batch of at
+# most SMSGATE_SEND_GATHER_SIZE (deliveries/services/gathering.py); 0: each alone.
+SMSGATE_SEND_GATHER_MS = env.float("SMSGATE_SEND_GATHER_MS", default=3.0)
+SMSGATE_SEND_GATHER_SIZE = env.int("SMSGATE_SEND_GATHER_SIZE", default=16)
 # Retention: system SMS text redacted N hours after it is final; every text purged after N days;
 # phones hashed after N days (0 = never).
 SMSGATE_REDACT_SYSTEM_TEXT_HOURS = env.int("SMSGATE_REDACT_SYSTEM_TEXT_HOURS", default=24)
@@ -346,7 +349,7 @@ SMSGATE_HASH_PHONE_DAYS = env.int("SMSGATE_HASH_PHONE_DAYS", default=0)
 SMSGATE_WEB_MAX_QUEUE_WAIT = env.float("SMSGATE_WEB_MAX_QUEUE_WAIT", default=2.0)
 # Admission control (smsgate/admission.py): when every SMS request of a web process waited longer than
 # the target for a thread for a whole interval, the queue is standing and those are refused at once.
-SMSGATE_WEB_QUEUE_TARGET = env.float("SMSGATE_WEB_QUEUE_TARGET", default=0.015)
+SMSGATE_WEB_QUEUE_TARGET = env.float("SMSGATE_WEB_QUEUE_TARGET", default=0.04)
 SMSGATE_WEB_QUEUE_INTERVAL = env.float("SMSGATE_WEB_QUEUE_INTERVAL", default=0.1)
 # PostgreSQL: statements run on every status change are PREPAREd once per connection (the counter
 # recount: ~0.7 ms of planning each time otherwise). Off behind a pooler that does not keep a

@@ -1,6 +1,13 @@
 """smsgate.admission: a standing queue is refused early; a burst, a quiet spell and a slow request are not."""
 
-from smsgate.admission import QueueWaitPolicy
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+from smsgate import webqueue
+from smsgate.admission import AdmissionMiddleware, QueueWaitPolicy
 
 
 class Clock:
@@ -67,3 +74,58 @@ def test_the_ceiling_refuses_on_its_own_and_zero_turns_all_refusing_off():
     for _ in range(50):
         clock.now += 0.01
         assert off.admit(60.0)
+
+
+# --- in front of Django, on a real thread pool timed by smsgate.webqueue ----------------------------------
+def _call(app, *, method="POST", path="/amocrm/sms", language="ru"):
+    answer = {}
+
+    def start_response(status, headers):
+        answer["status"], answer["headers"] = status, dict(headers)
+
+    body = b"".join(app({"REQUEST_METHOD": method, "PATH_INFO": path, "HTTP_ACCEPT_LANGUAGE": language},
+                        start_response))
+    return answer["status"], answer["headers"], body
+
+
+def _queued_behind_a_busy_thread(app, **request):
+    """The request waits 0.2 s for the pool's only thread, as behind a busy gunicorn thread."""
+    worker = SimpleNamespace(tpool=ThreadPoolExecutor(max_workers=1))
+    assert webqueue.install(worker) is True
+    release = threading.Event()
+    try:
+        worker.tpool.submit(release.wait, 5)
+        queued = worker.tpool.submit(_call, app, **request)
+        time.sleep(0.2)
+        release.set()
+        return queued.result(5)
+    finally:
+        release.set()
+        worker.tpool.shutdown()
+
+
+def django_reached(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [b'{"reached": "django"}']
+
+
+def test_a_refused_sms_request_is_answered_503_in_its_language_before_django(settings):
+    settings.SMSGATE_WEB_MAX_QUEUE_WAIT = 0.05  # the ceiling alone refuses a 0.2 s wait
+    app = AdmissionMiddleware(django_reached)
+
+    status, headers, body = _queued_behind_a_busy_thread(app, language="ru")
+    assert status.startswith("503") and headers["Retry-After"] == "2"
+    assert json.loads(body) == {"detail": "Сервис перегружен. Повторите через несколько секунд.",
+                                "code": "overloaded"}
+
+    status, _headers, body = _queued_behind_a_busy_thread(app, language="en")
+    assert status.startswith("503") and json.loads(body)["detail"].startswith("The service is overloaded")
+
+
+def test_what_is_never_refused_reaches_django_however_long_it_waited(settings):
+    settings.SMSGATE_WEB_MAX_QUEUE_WAIT = 0.05
+    app = AdmissionMiddleware(django_reached)
+    for request in ({"method": "GET"}, {"path": "/amocrm/pipeline"}, {"path": "/api/v1/crm/sends/"}):
+        status, _headers, body = _queued_behind_a_busy_thread(app, **request)
+        assert status == "200 OK" and body == b'{"reached": "django"}', request
+    assert _call(app) == ("200 OK", {"Content-Type": "application/json"}, b'{"reached": "django"}')  # no wait
