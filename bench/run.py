@@ -18,8 +18,11 @@ taking turns with) the peer's counterpart, so a slow spell of the machine hits b
 4. dispatch    - the provider answers after 100 ms; bulk deliveries arrive in simultaneous waves
                  (every 100 ms) at 600/s for 20 s. Peer: tuned (prefetch 100), SMSC answering
                  after 100 ms, bench.sh e2e at 600/s for 20 s
-5. isolation   - 20,000 bulk SMS queued at once; login codes at 10/s through HTTP meanwhile
-6. memory      - peak resident size of every web and worker process (sampled all along)
+5. listsend    - the same bulk fed over HTTP through the list-send path (POST /api/v1/crm/list-sends/,
+                 500 leads each, 600 SMS/s for 20 s; worker-crm reads the fake amoCRM, sends, writes
+                 the notes); bench/listsend.py. Peer: its tuned bulk run (from dispatch)
+6. isolation   - 20,000 bulk SMS queued at once; login codes at 10/s through HTTP meanwhile
+7. memory      - peak resident size of every web and worker process (sampled all along)
 
 End-to-end latency = the time the fake provider got the request (its own clock, before its
 simulated latency) minus the time the request left the client (`e2e_from_client_*`, as the peer
@@ -53,6 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import peer as peers  # noqa: E402
+from bench.listsend import listsend_scenario  # noqa: E402
 from bench.pipeline import pipeline_scenario  # noqa: E402
 from bench.harness import (  # noqa: E402
     PY,
@@ -142,6 +146,11 @@ FIGURES = [
     Figure("bulk, 100 ms provider: e2e p99 ms", "dispatch.e2e_p99_ms", "dispatch.p99_ms", ("value", "<", 500.0)),
     Figure("bulk, 100 ms provider: CPU ms per SMS", "dispatch.cpu_ms_per_sms.total_ms",
            "dispatch.cpu_ms_per_sms.total_ms"),
+    Figure("bulk over HTTP (list sends), 100 ms provider: SMS/s", "listsend.delivered_per_second_over_arrival_span",
+           "dispatch.delivered_rate", ("ratio", ">=", 1.0)),
+    Figure("bulk over HTTP (list sends): e2e p99 ms", "listsend.e2e_p99_ms", "dispatch.p99_ms", ("value", "<", 500.0)),
+    Figure("bulk over HTTP (list sends): CPU ms per SMS", "listsend.cpu_ms_per_sms.total_ms",
+           "dispatch.cpu_ms_per_sms.total_ms"),
     Figure("isolation: bulk backlog drained, SMS/s", "isolation.bulk_drain_per_second"),
     Figure("isolation: login codes e2e p50 ms", "isolation.system_e2e_p50_ms"),
     Figure("isolation: login codes e2e p99 ms", "isolation.system_e2e_p99_ms"),
@@ -172,7 +181,8 @@ def parse_args():
     parser.add_argument("--keep-database", action="store_true", help="do not drop the database at the end")
     parser.add_argument("--accounts", type=int, default=20, help="amoCRM accounts sending (each with its route)")
     parser.add_argument("--only", default="", help="comma-separated scenarios (acceptance,steady,overload,"
-                                                  "dispatch,isolation; and pipeline, issue 16, only when named); "
+                                                  "dispatch,listsend,isolation; and pipeline, issue 16, only when "
+                                                  "named); "
                                                   "default all")
     parser.add_argument("--no-peer", action="store_true", help="smsgate alone: do not run the peer (Jasmin)")
     parser.add_argument("--peer-dir", default=str(peers.default_folder(ROOT)),
@@ -823,13 +833,23 @@ class Bench:
         """The digital pipeline's action at scale (bench/pipeline.py); only with --only pipeline."""
         self.results["pipeline"] = pipeline_scenario(self)
 
+    # issue 19, item 6 ------------------------------------------------------------------------------------
+    def listsend(self):
+        """Bulk through the list-send path over HTTP (bench/listsend.py); the peer's tuned bulk run follows
+        when `dispatch` did not run it already."""
+        self.results["listsend"] = listsend_scenario(self)
+        if "dispatch" not in self.peer_results:
+            jasmin = self.peer_e2e("bulk against 100 ms", rate=600, seconds=20, tuned=True, delay_ms=100)
+            if jasmin:
+                self.peer_results["dispatch"] = jasmin
+
     # ----------------------------------------------------------------------------------------------------
     def run(self):
         started = time.time()
         self.results["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         # The peer's scenarios run with its default settings first, then tuned (dispatch): one restart of it.
         chosen = [s for s in self.args.only.split(",") if s] or ["acceptance", "steady", "overload", "dispatch",
-                                                                 "isolation"]
+                                                                 "listsend", "isolation"]
         try:
             self.setup()
             self.with_peer("setup", self.peer.setup if self.peer else None)
