@@ -77,8 +77,9 @@ def listsend_scenario(bench) -> dict:
         leads = {account.pk: _connect(fake, account, per_account, PHONES + index * 100_000)
                  for index, account in enumerate(accounts)}
         connection.close()
+        # The CRM caps are the operator's choice per account and user: off, as a bulk sender would set them.
         bench.stack.env.update(AMO_BASE_URL=fake.url, SMSGATE_CRM_LIMIT_ACCOUNT_HOUR="0",
-                               SMSGATE_CRM_LIMIT_ACCOUNT_DAY="0")
+                               SMSGATE_CRM_LIMIT_ACCOUNT_DAY="0", SMSGATE_CRM_LIMIT_USER_HOUR="0")
         bench.restart_delivery_side(latency=0.1)
         bench.workers.append(bench.stack.start_worker("worker-crm"))
         plan = []  # (account index, first lead index) per list, the accounts in turn
