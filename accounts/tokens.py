@@ -12,6 +12,11 @@ Salesbot's bot tokens (the `widget_request` step) are a different kind and have 
 checks them; HS512 is accepted nowhere else, and HS256 is not accepted there); no `client_uuid` and no
 `jti`, so the integration is found by `aud` and the signature (each integration with that audience is
 tried); the same time, lifetime and issuer checks; `account_id`, `entity_type`, `entity_id` required.
+
+What the two kinds share is checked once, by `_checked_payload` (the token's shape, its algorithm, the
+signature with one of the integration's keys, `aud`, `exp`/`nbf`/`iat` within the leeway, the required
+claims, the time claims' types and the lifetime) and `_issuer_of` (`iss` and `subdomain`); each entry point
+adds its own claims, in the same order as before, so a token with several faults is refused for the same one.
 """
 
 import re
@@ -121,8 +126,14 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and -BIGINT_MAX <= value <= BIGINT_MAX
 
 
-def verify_token(token) -> TokenClaims:
-    """Verify an amoCRM one-time token; return its claims or raise TokenError."""
+def _checked_payload(token, *, algorithm: str, wrong_algorithm: TokenErrorReason, required: list[str],
+                     keys_of) -> tuple[dict, int]:
+    """The checks every kind of token shares, in this order: a non-empty ASCII string of bounded length that
+    decodes as a JWT; signed with `algorithm` (else `wrong_algorithm`); the integration's keys, `keys_of(the
+    unverified claims)` (it raises when there are none); the signature with one of them, `aud` equal to that
+    integration's audience, `exp`/`nbf`/`iat` within the leeway and the `required` claims present (PyJWT);
+    then `iat`/`exp`/`nbf` numbers, `exp` after `iat` and a lifetime of at most an hour.
+    Returns the payload and the integration's id, or raises TokenError."""
     if not isinstance(token, str) or not token:
         raise TokenError(TokenErrorReason.MALFORMED, "empty")
     if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
@@ -132,29 +143,55 @@ def verify_token(token) -> TokenClaims:
         unverified = jwt.decode(token, options={"verify_signature": False})
     except jwt.InvalidTokenError as exc:
         raise TokenError(TokenErrorReason.MALFORMED, type(exc).__name__) from None
-    if header.get("alg") != ALGORITHM:
-        raise TokenError(TokenErrorReason.ALGORITHM, str(header.get("alg"))[:20])
+    if header.get("alg") != algorithm:
+        raise TokenError(wrong_algorithm, str(header.get("alg"))[:20])
 
-    candidates = _candidate_keys(unverified)
-    payload = None
-    for key in candidates:
+    for key in keys_of(unverified):
         try:
             payload = jwt.decode(
                 token,
                 key.secret,
-                algorithms=[ALGORITHM],
+                algorithms=[algorithm],
                 audience=key.audience,
                 leeway=_leeway(),
-                options={"require": REQUIRED_CLAIMS, "strict_aud": True, "verify_iat": True},
+                options={"require": required, "strict_aud": True, "verify_iat": True},
             )
         except jwt.InvalidSignatureError:
             continue
         except jwt.InvalidTokenError as exc:
             raise _translate(exc) from None
-        integration_id = key.integration_id
         break
-    if payload is None:
+    else:
         raise TokenError(TokenErrorReason.SIGNATURE)
+
+    iat, exp = payload["iat"], payload["exp"]
+    if not (_is_number(iat) and _is_number(exp)):
+        raise TokenError(TokenErrorReason.INVALID_CLAIM, "iat/exp")
+    if "nbf" in payload and not _is_number(payload["nbf"]):
+        raise TokenError(TokenErrorReason.INVALID_CLAIM, "nbf")
+    if exp <= iat:
+        raise TokenError(TokenErrorReason.INVALID_CLAIM, "exp before iat")
+    if exp - iat > MAX_LIFETIME_SECONDS:
+        raise TokenError(TokenErrorReason.LIFETIME)
+    return payload, key.integration_id
+
+
+def _issuer_of(payload: dict) -> tuple[str, str]:
+    """(subdomain, domain) of `iss`, an amoCRM or Kommo account's address that the `subdomain` claim, when
+    there is one, agrees with."""
+    subdomain, domain = _parse_issuer(payload["iss"])
+    claimed_subdomain = payload.get("subdomain")
+    if claimed_subdomain is not None and (
+        not isinstance(claimed_subdomain, str) or claimed_subdomain.lower() != subdomain
+    ):
+        raise TokenError(TokenErrorReason.ISSUER, "iss and subdomain disagree")
+    return subdomain, domain
+
+
+def verify_token(token) -> TokenClaims:
+    """Verify an amoCRM one-time token; return its claims or raise TokenError."""
+    payload, integration_id = _checked_payload(token, algorithm=ALGORITHM, wrong_algorithm=TokenErrorReason.ALGORITHM,
+                                               required=REQUIRED_CLAIMS, keys_of=_candidate_keys)
     return _claims_from_payload(payload, integration_id)
 
 
@@ -174,37 +211,19 @@ class BotTokenClaims:
 def verify_bot_token(token) -> BotTokenClaims:
     """Verify a Salesbot bot token (HS512, found by `aud` and the signature); its claims or TokenError.
     Only the Salesbot endpoint calls this: every other endpoint stays on `verify_token` (HS256 only)."""
-    if not isinstance(token, str) or not token:
-        raise TokenError(TokenErrorReason.MALFORMED, "empty")
-    if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
-        raise TokenError(TokenErrorReason.MALFORMED, "too long or not ASCII")
-    try:
-        header = jwt.get_unverified_header(token)
-        unverified = jwt.decode(token, options={"verify_signature": False})
-    except jwt.InvalidTokenError as exc:
-        raise TokenError(TokenErrorReason.MALFORMED, type(exc).__name__) from None
-    if header.get("alg") != BOT_ALGORITHM:
-        raise TokenError(TokenErrorReason.BOT_ALGORITHM, str(header.get("alg"))[:20])
+    payload, integration_id = _checked_payload(token, algorithm=BOT_ALGORITHM,
+                                               wrong_algorithm=TokenErrorReason.BOT_ALGORITHM,
+                                               required=BOT_REQUIRED_CLAIMS, keys_of=_bot_keys)
+    return _bot_claims_from_payload(payload, integration_id)
+
+
+def _bot_keys(unverified: dict):
+    """A bot token has no `client_uuid`: each integration with its audience is tried."""
     audience = unverified.get("aud")
     keys = selectors.integration_keys_by_audience(audience) if isinstance(audience, str) and audience else []
     if not keys:
         raise TokenError(TokenErrorReason.UNKNOWN_INTEGRATION, "no integration for the bot token's aud")
-    for key in keys:
-        try:
-            payload = jwt.decode(
-                token,
-                key.secret,
-                algorithms=[BOT_ALGORITHM],
-                audience=key.audience,
-                leeway=_leeway(),
-                options={"require": BOT_REQUIRED_CLAIMS, "strict_aud": True, "verify_iat": True},
-            )
-        except jwt.InvalidSignatureError:
-            continue
-        except jwt.InvalidTokenError as exc:
-            raise _translate(exc) from None
-        return _bot_claims_from_payload(payload, key.integration_id)
-    raise TokenError(TokenErrorReason.SIGNATURE)
+    return keys
 
 
 def _small_int(value) -> int | None:
@@ -215,15 +234,8 @@ def _small_int(value) -> int | None:
 
 
 def _bot_claims_from_payload(payload: dict, integration_id: int) -> BotTokenClaims:
+    """The bot's own claims, once `_checked_payload` has passed the token."""
     iat, exp = payload["iat"], payload["exp"]
-    if not (_is_number(iat) and _is_number(exp)):
-        raise TokenError(TokenErrorReason.INVALID_CLAIM, "iat/exp")
-    if "nbf" in payload and not _is_number(payload["nbf"]):
-        raise TokenError(TokenErrorReason.INVALID_CLAIM, "nbf")
-    if exp <= iat:
-        raise TokenError(TokenErrorReason.INVALID_CLAIM, "exp before iat")
-    if exp - iat > MAX_LIFETIME_SECONDS:
-        raise TokenError(TokenErrorReason.LIFETIME)
     account_id = _small_int(payload["account_id"])
     if account_id is None or account_id <= 0:
         raise TokenError(TokenErrorReason.INVALID_CLAIM, "account_id")
@@ -236,12 +248,7 @@ def _bot_claims_from_payload(payload: dict, integration_id: int) -> BotTokenClai
     bot_type = payload.get("bot_type") or "salesbot"
     if bot_type not in ("salesbot", "marketingbot"):
         raise TokenError(TokenErrorReason.INVALID_CLAIM, "bot_type")
-    subdomain, domain = _parse_issuer(payload["iss"])
-    claimed_subdomain = payload.get("subdomain")
-    if claimed_subdomain is not None and (
-        not isinstance(claimed_subdomain, str) or claimed_subdomain.lower() != subdomain
-    ):
-        raise TokenError(TokenErrorReason.ISSUER, "iss and subdomain disagree")
+    subdomain, domain = _issuer_of(payload)
     return BotTokenClaims(
         integration_id=integration_id,
         account_id=account_id,
@@ -296,16 +303,8 @@ def _translate(exc: jwt.InvalidTokenError) -> TokenError:
 
 
 def _claims_from_payload(payload: dict, integration_id: int) -> TokenClaims:
+    """The SMS endpoint's own claims, once `_checked_payload` has passed the token."""
     iat, exp = payload["iat"], payload["exp"]
-    if not (_is_number(iat) and _is_number(exp)):
-        raise TokenError(TokenErrorReason.INVALID_CLAIM, "iat/exp")
-    if "nbf" in payload and not _is_number(payload["nbf"]):
-        raise TokenError(TokenErrorReason.INVALID_CLAIM, "nbf")
-    if exp <= iat:
-        raise TokenError(TokenErrorReason.INVALID_CLAIM, "exp before iat")
-    if exp - iat > MAX_LIFETIME_SECONDS:
-        raise TokenError(TokenErrorReason.LIFETIME)
-
     account_id = payload["account_id"]
     if not _is_int(account_id) or account_id <= 0:
         raise TokenError(TokenErrorReason.INVALID_CLAIM, "account_id")
@@ -313,12 +312,7 @@ def _claims_from_payload(payload: dict, integration_id: int) -> TokenClaims:
     if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH or not jti.isprintable():
         raise TokenError(TokenErrorReason.INVALID_CLAIM, "jti")
 
-    subdomain, domain = _parse_issuer(payload["iss"])
-    claimed_subdomain = payload.get("subdomain")
-    if claimed_subdomain is not None and (
-        not isinstance(claimed_subdomain, str) or claimed_subdomain.lower() != subdomain
-    ):
-        raise TokenError(TokenErrorReason.ISSUER, "iss and subdomain disagree")
+    subdomain, domain = _issuer_of(payload)
 
     user_id = payload.get("user_id")
     if user_id is not None and (not _is_int(user_id) or user_id < 0):

@@ -154,6 +154,34 @@ class CrmNote(models.Model):
 
     def __str__(self):
         return f"{self.kind} {self.entity_type}/{self.entity_id}"
+
+
+# --- what the inboxes of the pipeline, Salesbot and list sends share --------------------------------------------
+class InboxRecord(models.Model):
+    """A row of an inbox a worker on the CRM lane takes (`claimed_at`) and closes (`finished_at`), with what
+    it said about the outcome (`detail`, for staff). Each inbox keeps its own `state`: their choices differ.
+    Abstract: each child's table has these columns exactly as it had them before (no migration)."""
+
+    detail = models.CharField(_("detail"), max_length=300, blank=True)
+    claimed_at = models.DateTimeField(_("claimed"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class SmsInboxRecord(InboxRecord):
+    """An inbox row that asks for one SMS (a pipeline event, a Salesbot step): the phone picked from amoCRM,
+    the delivery it became, or the reason it did not."""
+
+    reason = models.CharField(_("reason"), max_length=30, blank=True)  # a code: no_phone, unsorted, limits, ...
+    phone = models.CharField(_("phone"), max_length=40, blank=True)  # as picked from amoCRM
+    delivery_id = models.UUIDField(_("delivery"), null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
 # --- the digital pipeline's "send SMS" action (issue 16) -----------------------------------------------
 class PipelineKey(models.Model):
     """The account's own key for its pipeline actions. amoCRM does not sign the digital pipeline's webhook,
@@ -188,7 +216,7 @@ class PipelineEventState(models.TextChoices):
     FAILED = "failed", _("amoCRM could not be read")
 
 
-class PipelineEvent(models.Model):
+class PipelineEvent(SmsInboxRecord):
     """One digital-pipeline webhook call that asks for an SMS: recorded before amoCRM gets its 200 (it never
     retries), read in batches by a worker (crm.pipeline). The same (account, lead, stage, event time) is
     recorded once, so a repeated call sends nothing more."""
@@ -205,14 +233,8 @@ class PipelineEvent(models.Model):
     template_id = models.BigIntegerField(_("template ID"), null=True, blank=True)
     state = models.CharField(_("state"), max_length=10, choices=PipelineEventState.choices,
                              default=PipelineEventState.PENDING)
-    reason = models.CharField(_("reason"), max_length=30, blank=True)  # a code: no_phone, unsorted, ...
-    detail = models.CharField(_("detail"), max_length=300, blank=True)
-    phone = models.CharField(_("phone"), max_length=40, blank=True)  # as picked from amoCRM
-    delivery_id = models.UUIDField(_("delivery"), null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(_("reads"), default=0)
     received_at = models.DateTimeField(_("received"), auto_now_add=True)
-    claimed_at = models.DateTimeField(_("claimed"), null=True, blank=True)
-    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("pipeline event")
@@ -247,7 +269,7 @@ class SalesbotExit(models.TextChoices):
     FAILED = "failed", _("failed")
 
 
-class SalesbotRequest(models.Model):
+class SalesbotRequest(SmsInboxRecord):
     """One `widget_request` of a Salesbot "send SMS" step: recorded before amoCRM gets its 200, then (crm.salesbot,
     on the CRM lane) the SMS sent through crm.sending and the bot continued through the API with exit "sent"
     once the provider took the SMS, "failed" when it refused it, the send was refused, or the wait ran out.
@@ -266,16 +288,10 @@ class SalesbotRequest(models.Model):
     template_id = models.BigIntegerField(_("template ID"), null=True, blank=True)
     state = models.CharField(_("state"), max_length=10, choices=SalesbotState.choices, default=SalesbotState.PENDING)
     exit = models.CharField(_("exit"), max_length=6, choices=SalesbotExit.choices, blank=True)
-    reason = models.CharField(_("reason"), max_length=30, blank=True)  # a code: no_phone, limits, timeout, ...
-    detail = models.CharField(_("detail"), max_length=300, blank=True)
-    phone = models.CharField(_("phone"), max_length=40, blank=True)  # as picked from amoCRM
-    delivery_id = models.UUIDField(_("delivery"), null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
     received_at = models.DateTimeField(_("received"))
     deadline_at = models.DateTimeField(_("decide by"))  # past it, still no answer from the provider: "failed"
     next_at = models.DateTimeField(_("next look"))  # the sweeper wakes a request whose look is overdue
-    claimed_at = models.DateTimeField(_("claimed"), null=True, blank=True)
-    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("Salesbot request")
@@ -302,7 +318,7 @@ class ListSendState(models.TextChoices):
     FAILED = "failed", _("stopped: amoCRM could not be read")
 
 
-class ListSend(models.Model):
+class ListSend(InboxRecord):
     """An SMS to each of the leads or contacts selected in an amoCRM list (llist, clist): up to 500 per send.
     A worker (crm.lists, on the CRM lane) reads them 250 at a time through the amoCRM client, picks each one's
     phone by the pipeline's rule and sends through crm.sending (kind list, a note per SMS); `position` says how
@@ -326,10 +342,7 @@ class ListSend(models.Model):
     refused = models.PositiveIntegerField(_("SMS refused"), default=0)
     refused_by = models.JSONField(_("refusals by reason"), default=dict, blank=True)
     reads = models.PositiveSmallIntegerField(_("failed reads"), default=0)
-    detail = models.CharField(_("detail"), max_length=300, blank=True)
     created_at = models.DateTimeField(_("created"))
-    claimed_at = models.DateTimeField(_("claimed"), null=True, blank=True)
-    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("list send")

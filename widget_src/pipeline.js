@@ -5,8 +5,9 @@
  * in its trigger modal. This module turns it into something an owner can use: a list of the account's
  * templates (or "my own text", the `message` field), a preview of what the SMS will say and how many
  * parts it takes, and the account's own key filled into the hidden `key` field (amoCRM does not sign the
- * pipeline's webhook: smsgate refuses every call without that key). Loaded by script.js's dpSettings, and by
- * its settings page for the action's section (settingsSection: latest outcomes, refused calls, the key).
+ * pipeline's webhook: smsgate refuses every call without that key). The picker and the preview are picker.js's
+ * (shared with salesbot.js). Loaded by script.js's dpSettings, and by its settings page for the action's
+ * section (settingsSection: latest outcomes, refused calls, the key).
  */
 define(['jquery'], function ($) {
   'use strict';
@@ -15,53 +16,16 @@ define(['jquery'], function ($) {
   var WAIT_TRIES = 40;  // amoCRM draws the form after calling dpSettings: look for it for a few seconds
   var WAIT_STEP = 150;
 
-  function el(tag, className, text) {
-    var $node = $('<' + tag + '>');
-    if (className) {
-      $node.addClass(className);
-    }
-    if (text !== undefined && text !== null) {
-      $node.text(text);
-    }
-    return $node;
-  }
-
-  // An input of the action's form by its setting code: amoCRM names them `code` or `...[code]`.
-  function settingInput($scope, code) {
-    return $scope.find('input[name="' + code + '"], input[name$="[' + code + ']"], textarea[name="' + code +
-      '"], textarea[name$="[' + code + ']"]').first();
-  }
-
-  // The whole row of a setting (its label too): the outermost wrapper amoCRM is known to use, else the input.
-  var FIELD_WRAPPERS = ['.widget_settings_block__item_field', '.js-widget-settings__field', '.linked-form__field',
-    '.control-wrapper', '.widget_settings_block__input_field'];
-  function fieldOf($input) {
-    for (var i = 0; i < FIELD_WRAPPERS.length; i++) {
-      var $field = $input.closest(FIELD_WRAPPERS[i]);
-      if ($field.length) {
-        return $field;
-      }
-    }
-    return $input;
-  }
-
-  function setValue($input, value) {
-    $input.val(value === null || value === undefined ? '' : String(value)).trigger('input').trigger('change');
-  }
-
   /*
-   * widget: the widget instance (i18n); api: {call(method, path, body), errorText(xhr)} from script.js.
-   * $where (optional): the modal's body when amoCRM passes it.
+   * widget: the widget instance (i18n); api: {call(method, path, body), errorText(xhr), picker (picker.js)}
+   * from script.js. $where (optional): the modal's body when amoCRM passes it.
    */
   function dpSettings(widget, api, $where) {
-    var texts = widget.i18n('dp') || {};
-    function t(key, values) {
-      var text = texts[key] || key;
-      Object.keys(values || {}).forEach(function (name) {
-        text = text.split('{' + name + '}').join(String(values[name]));
-      });
-      return text;
-    }
+    var picker = api.picker;
+    var el = picker.el;
+    var settingInput = picker.settingInput;
+    var fieldOf = picker.fieldOf;
+    var t = picker.texts(widget.i18n('dp'));
 
     var tries = 0;
     function find() {
@@ -93,106 +57,24 @@ define(['jquery'], function ($) {
       }
       var $root = el('div', ROOT_CLASS + ' smsgate-dp-choice');
       var $after = el('div', ROOT_CLASS + ' smsgate-dp-outcome');
-      var $select = el('select', 'smsgate-input smsgate-dp-template').attr('name', 'smsgate_dp_template');
-      var $preview = el('div', 'smsgate-dp-preview');
       var $keyState = el('div', 'smsgate-dp-key');
       var $refused = el('div', 'smsgate-dp-refused');
-      var $problems = el('div', 'smsgate-dp-problems');
-      var $templateNote = el('div', 'smsgate-dp-template-note');
+      var choice = picker.templatePicker(api, t, {prefix: 'smsgate-dp', name: 'smsgate_dp_template', $text: $message,
+        $template: $template});
       // The choice above amoCRM's own text field, what comes of it below (the field sits between).
-      $root.append(
-        el('div', 'smsgate-dp-title', t('heading')),
-        el('label', 'smsgate-label', t('choose')), $select, $templateNote,
-        el('div', 'smsgate-help', t('choose_help')));
-      $after.append(el('div', 'smsgate-label smsgate-dp-preview-title', t('preview')), $preview, $problems,
-        $keyState, $refused);
+      $root.append(choice.choice);
+      $after.append(choice.preview, $keyState, $refused);
       if ($message.length) {
         fieldOf($message).before($root).after($after);
       } else {
         fieldOf($key).before($root, $after);
       }
-
-      $select.append(el('option', '', t('loading')).val(''));
-      $select.prop('disabled', true);
-
-      var timer = null;
-      var sequence = 0;
-      function refresh() {
-        var mine = ++sequence;
-        var templateId = $select.val();
-        var body = templateId ? {template_id: parseInt(templateId, 10)} : {text: $message.val() || ''};
-        if (!templateId && !$.trim(body.text)) {
-          $preview.empty().append(el('span', 'smsgate-muted', t('empty')));
-          $problems.empty();
-          return;
-        }
-        api.call('POST', '/templates/preview/', body).then(function (reply) {
-          if (mine !== sequence) {
-            return;
-          }
-          $preview.empty().append(
-            el('div', 'smsgate-dp-preview-text', reply.text),
-            el('div', 'smsgate-help smsgate-dp-counter', t('counter', {length: reply.length, parts: reply.parts,
-              encoding: t('encoding_' + reply.encoding)})));
-          if (reply.missing && reply.missing.length) {
-            $preview.append(el('div', 'smsgate-help smsgate-dp-markers', t('markers_note')));
-          }
-          $problems.empty();
-          $.each(reply.errors || [], function (i, error) {
-            $problems.append(el('div', 'smsgate-notice smsgate-notice_error', error.message));
-          });
-        }, function (xhr) {
-          if (mine === sequence) {
-            $preview.empty();
-            $problems.empty().append(el('div', 'smsgate-notice smsgate-notice_error', api.errorText(xhr)));
-          }
-        });
-      }
-
-      $select.on('change', function (event) {
-        var templateId = $select.val();
-        if (event.originalEvent) {
-          $templateNote.empty();  // the owner chose: an earlier note about the saved template no longer applies
-        }
-        if ($template.length) {
-          setValue($template, templateId);
-        }
-        if ($message.length) {
-          fieldOf($message).toggle(!templateId);
-        }
-        refresh();
-      });
-      $message.on('input.smsgateDp', function () {
-        if (!$select.val()) {
-          clearTimeout(timer);
-          timer = setTimeout(refresh, 300);
-        }
-      });
-
-      api.call('GET', '/templates/').then(function (templates) {
-        $select.empty().append(el('option', '', t('own_text')).val(''));
-        $.each(templates, function (i, template) {
-          if (template.is_active) {
-            $select.append(el('option', '', template.name).val(String(template.id)));
-          }
-        });
-        var current = $template.length ? $.trim($template.val() || '') : '';
-        if (current && $select.find('option[value="' + current + '"]').length) {
-          $select.val(current);
-        } else if (current) {
-          $templateNote.append(el('div', 'smsgate-notice smsgate-notice_error', t('template_gone')));
-          setValue($template, '');
-        }
-        $select.prop('disabled', false).trigger('change');
-      }, function (xhr) {
-        $select.empty();
-        $templateNote.append(el('div', 'smsgate-notice smsgate-notice_error', api.errorText(xhr)));
-      });
+      choice.start();
 
       api.call('GET', '/pipeline/').then(function (reply) {
         if (reply.key) {
           if ($key.val() !== reply.key) {
-            setValue($key, reply.key);
+            picker.setValue($key, reply.key);
           }
           $keyState.empty().append(el('span', 'smsgate-badge smsgate-badge_ok', t('key_set')));
         } else {
@@ -215,14 +97,8 @@ define(['jquery'], function ($) {
    * calls refused for want of the key, and (administrators) replacing the key.
    */
   function settingsSection(widget, api, $box) {
-    var texts = widget.i18n('dp') || {};
-    function t(key, values) {
-      var text = texts[key] || key;
-      Object.keys(values || {}).forEach(function (name) {
-        text = text.split('{' + name + '}').join(String(values[name]));
-      });
-      return text;
-    }
+    var el = api.picker.el;
+    var t = api.picker.texts(widget.i18n('dp'));
     var lang = (widget.i18n('meta') || {}).lang || 'ru';
 
     function draw(reply) {

@@ -651,8 +651,9 @@ define(['jquery'], function ($) {
 
     // --- the pipeline action: its own module (pipeline.js) --------------------------------------------
     function renderPipeline() {
-      require([self.params.path + '/pipeline.js'], function (pipeline) {
-        pipeline.settingsSection(self, {call: call, errorText: errorText}, state.$page.find('.smsgate-pipeline'));
+      loadPipeline(function (pipeline, shared) {
+        pipeline.settingsSection(self, {call: call, errorText: errorText, picker: shared},
+          state.$page.find('.smsgate-pipeline'));
       });
     }
 
@@ -742,11 +743,22 @@ define(['jquery'], function ($) {
       }
     }
 
+    // The template picker and preview that pipeline.js and salesbot.js share: picker.js, loaded with them.
+    function pickerPath() {
+      return self.params.path + '/picker.js?v=' + encodeURIComponent(self.params.version || '');
+    }
+
+    function loadPipeline(then) {
+      require([self.params.path + '/pipeline.js', pickerPath()], then);
+    }
+
     var salesbot = null;  // salesbot.js, once loaded
+    var picker = null;  // picker.js, loaded with it
     function loadSalesbot(then) {
-      require([self.params.path + '/salesbot.js?v=' + encodeURIComponent(self.params.version || '')],
-        function (module) {
+      require([self.params.path + '/salesbot.js?v=' + encodeURIComponent(self.params.version || ''), pickerPath()],
+        function (module, shared) {
           salesbot = module;
+          picker = shared;
           if (then) {
             then(module);
           }
@@ -798,8 +810,9 @@ define(['jquery'], function ($) {
       // The digital pipeline's "send SMS" action: its own module (pipeline.js) in the widget's folder.
       dpSettings: function ($body) {
         loadStyles();
-        require([self.params.path + '/pipeline.js'], function (pipeline) {
-          pipeline.dpSettings(self, {call: call, errorText: errorText}, $body && $body.jquery ? $body : null);
+        loadPipeline(function (pipeline, shared) {
+          pipeline.dpSettings(self, {call: call, errorText: errorText, picker: shared},
+            $body && $body.jquery ? $body : null);
         });
         return true;
       },
@@ -808,16 +821,16 @@ define(['jquery'], function ($) {
         loadStyles();
         var $where = $body && $body.jquery ? $body : $($body || document.body);
         if (salesbot) {
-          return salesbot.settings(self, {call: call, errorText: errorText}, $where, params);
+          return salesbot.settings(self, {call: call, errorText: errorText, picker: picker}, $where, params);
         }
         loadSalesbot(function (module) {
-          module.settings(self, {call: call, errorText: errorText}, $where, params);
+          module.settings(self, {call: call, errorText: errorText, picker: picker}, $where, params);
         });
         var texts = self.i18n('salesbot') || {};
         return {exits: [{code: 'sent', title: texts.exit_sent}, {code: 'failed', title: texts.exit_failed}]};
       },
       onSalesbotDesignerSave: function (handlerCode, params) {
-        return salesbot ? salesbot.botCode(BASE_URL, handlerCode, params) : '';
+        return salesbot ? salesbot.botCode(BASE_URL, handlerCode, params, picker) : '';
       },
       leads: {
         selected: function () {

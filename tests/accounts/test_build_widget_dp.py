@@ -25,7 +25,7 @@ def test_the_widget_carries_the_pipeline_action(tmp_path):
     assert dp["action_multiple"] is False
     assert dp["webhook_url"] == f"{BASE}/amocrm/pipeline"
     assert set(dp["settings"]) == {"template_id", "message", "key"} and dp["settings"]["key"]["required"] is True
-    assert {"pipeline.js", "script.js", LOGO_DP[0]} <= set(names)
+    assert {"pipeline.js", "picker.js", "script.js", LOGO_DP[0]} <= set(names)  # picker.js: shared with salesbot.js
     assert png_size(logo) == LOGO_DP[1] == (174, 109) and len(logo) < 300 * 1024
     for texts in (ru, en):
         assert texts["dp"]["title"] and all(texts["dp"][code] for code in dp["settings"])

@@ -22,7 +22,8 @@ def test_the_widget_carries_the_salesbot_step(tmp_path):
         script = archive.read("script.js").decode()
     assert "salesbot_designer" in manifest["locations"]
     block = manifest["salesbot_designer"]
-    assert block["logo"].lstrip("/") in names and "salesbot.js" in names
+    assert block["logo"].lstrip("/") in names and "salesbot.js" in names and "picker.js" in names
+    assert "/picker.js" in script  # loaded with salesbot.js: its template picker and preview
     handler = block["send_sms"]
     assert set(handler["settings"]) == {"text", "template_id"}
     assert {s["type"] for s in handler["settings"].values()} <= {"text", "numeric", "url"}

@@ -1,7 +1,7 @@
 """Staff in real Chromium: the account page's "CRM sends may use the default route" switch (ticked and
 saved), the CRM caps among the account's limit ceilings, and the read-only list of SMS sent from amoCRM
-with their notes' states (written, not possible on an unsorted lead, waiting). Screenshots in
-test-artifacts/crm-admin-*.png."""
+with their notes' states (written, not possible on an unsorted lead, waiting); the read-only lists of the
+pipeline's events, its keys, Salesbot's requests and list sends. Screenshots in test-artifacts/crm-admin-*.png."""
 
 from datetime import timedelta
 
@@ -11,11 +11,12 @@ from django.utils import timezone
 
 from accounts.models import Account, AccountCeilings, AmoToken
 from crm import notes
-from crm.models import CrmMessage, NoteState
+from crm.models import CrmMessage, ListSend, NoteState, PipelineEvent, PipelineKey, SalesbotRequest
 from crm.sending import CrmSend, crm_sends_create
 from deliveries.models import DeliveryKind
 from routes.models import ProviderRoute
 from tests.conftest import REDIRECT_URI, SECRET
+from tests.crm.test_admin import SECRET_TEXTS, fill
 from tests.fakes.amocrm import FakeAmoCRM
 
 from .conftest import ARTIFACTS
@@ -110,5 +111,58 @@ def test_crm_sends_in_the_admin(live_server, crm_data, chromium):
     page.goto(f"{live_server.url}/admin/crm/crmnote/")
     assert page.locator("#result_list tbody tr").count() == 3
     shot("notes")
+    assert all(path.exists() for path in shots)
+    context.close()
+
+
+# --- the inboxes of the pipeline, Salesbot and list sends, and the pipeline keys ---------------------------------
+INBOX_PERMISSIONS = ["crm.view_pipelineevent", "crm.view_pipelinekey", "crm.view_salesbotrequest", "crm.view_listsend",
+                     "deliveries.view_delivery"]
+
+
+def test_the_crm_inboxes_in_the_admin(live_server, transactional_db, account, settings, chromium):
+    data = fill(account, 3, settings)
+    key = PipelineKey.objects.get(pk=data["key"].pk)
+    user = User.objects.create_user("inbox-staff", password="inbox-staff-pass", is_staff=True)
+    for permission in INBOX_PERMISSIONS:
+        app_label, codename = permission.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    context = chromium.new_context(locale="ru-RU", viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "inbox-staff")
+    page.fill("#id_password", "inbox-staff-pass")
+    page.click("input[type=submit]")
+    page.wait_for_load_state("load")
+
+    shots = []
+    for model, rows, words in [
+        (PipelineEvent, 3, ["нет телефона", "no_phone", "7001"]),
+        (SalesbotRequest, 3, ["бот продолжен", "salesbot 31", "leads/8001"]),
+        (ListSend, 3, ["обработано", "120 / 120", "нет телефона"]),
+        (PipelineKey, 1, ["ключ задан", "acme"]),
+    ]:
+        name = model._meta.model_name
+        page.goto(f"{live_server.url}/admin/crm/{name}/")
+        page.wait_for_load_state("load")
+        assert page.locator("#result_list tbody tr").count() == rows, name
+        text = page.locator("#content").inner_text().lower()
+        assert [word for word in words if word.lower() not in text] == [], name
+        html = page.content()
+        assert key.key not in html and key.key_digest not in html
+        assert all(secret not in html for secret in SECRET_TEXTS) and "3456789" not in html
+        path = ARTIFACTS / f"crm-admin-inbox-{len(shots) + 1:02d}-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        shots.append(path)
+
+    # A pipeline event's page, from its row; the delivery it sent is a link away.
+    page.goto(f"{live_server.url}/admin/crm/pipelineevent/?state__exact=sent")
+    page.locator("#result_list tbody tr th a").first.click()
+    page.wait_for_load_state("load")
+    assert "+7 912 ***-**-89" in page.content()
+    assert page.locator(".field-delivery_link a").count() == 1
+    path = ARTIFACTS / f"crm-admin-inbox-{len(shots) + 1:02d}-pipelineevent-page.png"
+    page.screenshot(path=str(path), full_page=True)
+    shots.append(path)
     assert all(path.exists() for path in shots)
     context.close()

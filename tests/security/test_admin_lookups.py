@@ -32,7 +32,8 @@ pytestmark = pytest.mark.django_db
 
 VIEW_ALL = ("deliveries.view_delivery", "accounts.view_account", "routes.view_providerroute",
             "accounts.view_integration", "auth.view_user", "auth.view_group", "crm.view_crmmessage",
-            "crm.view_crmnote")
+            "crm.view_crmnote", "crm.view_pipelineevent", "crm.view_pipelinekey", "crm.view_salesbotrequest",
+            "crm.view_listsend")
 DELIVERIES = reverse("admin:deliveries_delivery_changelist")
 ACCOUNTS = reverse("admin:accounts_account_changelist")
 ROUTES = reverse("admin:routes_providerroute_changelist")
