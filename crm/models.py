@@ -251,7 +251,8 @@ class PipelineEvent(SmsInboxRecord):
         ]
 
     def __str__(self):
-        return f"lead {self.lead_id} → stage {self.status_id} ({self.state})"
+        return str(_("lead %(lead)s → stage %(stage)s (%(state)s)")
+                   % {"lead": self.lead_id, "stage": self.status_id, "state": self.get_state_display()})
 
 
 # --- Salesbot's "send SMS" step (issue 17) ------------------------------------------------------------------
@@ -306,7 +307,8 @@ class SalesbotRequest(SmsInboxRecord):
         ]
 
     def __str__(self):
-        return f"bot {self.bot_id}/{self.continue_id} ({self.state})"
+        return str(_("bot %(bot)s/%(step)s (%(state)s)")
+                   % {"bot": self.bot_id, "step": self.continue_id, "state": self.get_state_display()})
 
 
 # --- sending to a selected list of leads or contacts (issue 17) -----------------------------------------------
@@ -353,4 +355,5 @@ class ListSend(InboxRecord):
         ]
 
     def __str__(self):
-        return f"{self.entity_type} × {len(self.entity_ids)} ({self.state})"
+        return str(_("%(entity_type)s × %(count)d (%(state)s)")
+                   % {"entity_type": self.entity_type, "count": len(self.entity_ids), "state": self.get_state_display()})
