@@ -336,7 +336,7 @@ SMSGATE_SEND_BATCH_SIZE = env.int("SMSGATE_SEND_BATCH_SIZE", default=32)
 SMSGATE_SEND_THREADS = env.int("SMSGATE_SEND_THREADS", default=64)
 # Single sends (login codes) arriving within this many ms of each other are gathered into one batch of at
 # most SMSGATE_SEND_GATHER_SIZE (deliveries/services/gathering.py); 0: each alone.
-SMSGATE_SEND_GATHER_MS = env.float("SMSGATE_SEND_GATHER_MS", default=3.0)
+SMSGATE_SEND_GATHER_MS = env.float("SMSGATE_SEND_GATHER_MS", default=10.0)
 SMSGATE_SEND_GATHER_SIZE = env.int("SMSGATE_SEND_GATHER_SIZE", default=16)
 # Retention: system SMS text redacted N hours after it is final; every text purged after N days;
 # phones hashed after N days (0 = never).
