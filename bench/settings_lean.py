@@ -10,3 +10,6 @@ MIDDLEWARE = [
     "django.middleware.locale.LocaleMiddleware",
     "smsgate.middleware.DatabaseUnavailableMiddleware",
 ]
+
+# The admin's own checks ask for the middleware it needs; the admin is not used in this measurement.
+SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410"]
