@@ -98,6 +98,7 @@ def pipeline_scenario(bench) -> dict:
 
     from crm.models import PipelineEvent
     from deliveries.models import Delivery
+    from bench.run import CpuWindow
     from tests.fakes.amocrm import FakeAmoCRM
 
     account_a, account_b = bench.accounts[0], bench.accounts[1]
@@ -115,6 +116,7 @@ def pipeline_scenario(bench) -> dict:
         sends_a, sends_b = bench.tmp / "dp-a-sends.txt", bench.tmp / "dp-b-sends.txt"
         url = f"{bench.web_url}/amocrm/pipeline"
         loads: dict = {}
+        window = CpuWindow(bench.table).__enter__()  # the webhooks, then every SMS and note (closed below)
         started = time.time()
         threads = [threading.Thread(target=_openloop, args=(url, bodies_a, RATE_A, sends_a, loads, "a")),
                    threading.Thread(target=_openloop, args=(url, bodies_b, RATE_B, sends_b, loads, "b"))]
@@ -132,6 +134,7 @@ def pipeline_scenario(bench) -> dict:
             if phones_a <= received.keys() and phones_b <= received.keys() and notes_done:
                 break
             time.sleep(0.5)
+        window.__exit__(None, None, None)
         time.sleep(2)  # anything sent twice would arrive now
         received = bench.receipts.load()
         finished = time.time()
@@ -179,6 +182,8 @@ def pipeline_scenario(bench) -> dict:
         "sms_b_from_acceptance_p50_ms": round(percentile(from_acceptance_b, 50) or 0),
         "sms_b_from_acceptance_p99_ms": round(percentile(from_acceptance_b, 99) or 0),
         "wall_seconds": round(finished - started, 1),
+        "cpu_window_seconds": round(window.seconds, 2), "cpu_cores_by_role": window.result,
+        "cpu_ms_per_sms": window.per_message(LEADS_A + LEADS_B),
     }
     print_pipeline(result)
     return result
@@ -208,5 +213,6 @@ def print_pipeline(r: dict):
         f"(target < 10000), max {r['sms_b_max_ms']} ms; {r['sms_b_reached_provider']} of {r['leads_b']}",
         f"  account B's SMS from the event's acceptance to the provider: p50 {r['sms_b_from_acceptance_p50_ms']} ms, "
         f"p99 {r['sms_b_from_acceptance_p99_ms']} ms",
+        f"  CPU per SMS (webhook, reading, sending, note), ms: {(r.get('cpu_ms_per_sms') or {}).get('per_role_ms')}",
     ]
     print("\n".join(lines), flush=True)

@@ -90,7 +90,7 @@ PHONE_BLOCKS = {"warmup": (0, 0, 1_000_000), "accept-endpoint-8": (1, 0, 1_000_0
 # smsgate's CPU per SMS: the roles counted as the system (issue 19: web, workers, PostgreSQL, broker,
 # Redis), and those shown beside it (the fake upstream, the load, the benchmark's own feeder, and
 # PostgreSQL's shared processes, which other databases of the machine use too).
-COUNTED = {"web": ("web-master", "web-worker"), "workers": ("worker-system", "worker-bulk"),
+COUNTED = {"web": ("web-master", "web-worker"), "workers": ("worker-system", "worker-bulk", "worker-crm"),
            "postgresql": ("postgres-backends",), "rabbitmq": ("rabbitmq",), "redis": ("redis",)}
 APART = {"fake-provider": ("fake-provider",), "loadgen": ("loadgen",), "feeder": ("feeder",),
          "postgresql-shared": ("postgres-shared",)}
