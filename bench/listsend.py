@@ -81,7 +81,7 @@ def listsend_scenario(bench) -> dict:
         bench.stack.env.update(AMO_BASE_URL=fake.url, SMSGATE_CRM_LIMIT_ACCOUNT_HOUR="0",
                                SMSGATE_CRM_LIMIT_ACCOUNT_DAY="0", SMSGATE_CRM_LIMIT_USER_HOUR="0")
         bench.restart_delivery_side(latency=0.1)
-        bench.workers.append(bench.stack.start_worker("worker-crm"))
+        bench.workers += [bench.stack.start_worker(name) for name in ("worker-crm", "worker-crm-2")]
         plan = []  # (account index, first lead index) per list, the accounts in turn
         taken = {account.pk: 0 for account in accounts}
         for n in range(lists):

@@ -110,7 +110,7 @@ def pipeline_scenario(bench) -> dict:
         bench.stack.env.update(AMO_BASE_URL=fake.url, SMSGATE_CRM_LIMIT_ACCOUNT_HOUR="0",
                                SMSGATE_CRM_LIMIT_ACCOUNT_DAY="0")
         bench.restart_delivery_side(latency=0.1)
-        bench.workers.append(bench.stack.start_worker("worker-crm"))
+        bench.workers += [bench.stack.start_worker(name) for name in ("worker-crm", "worker-crm-2")]
         bodies_a = _bodies(bench.tmp / "dp-a.txt", fake, account_a.amo_id, account_a.subdomain, leads_a, key_a)
         bodies_b = _bodies(bench.tmp / "dp-b.txt", fake, account_b.amo_id, account_b.subdomain, leads_b, key_b)
         sends_a, sends_b = bench.tmp / "dp-a-sends.txt", bench.tmp / "dp-b-sends.txt"
