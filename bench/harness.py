@@ -119,11 +119,20 @@ class Stack:
         proc = self.spawn(role, ["/bin/bash", "-c", self.procfile_command(name)], env=env)
         return proc
 
-    def start_web(self, port: int) -> Proc:
-        proc = self.start_procfile("web", env={**self.env, "WEB_BIND": f"127.0.0.1:{port}"})
-        wait_for(lambda: port_open(port) or not proc.alive(), 30, "gunicorn")
+    def start_web(self, port: int, *, proxy: bool = True) -> Proc:
+        """The web tier on `port`: with `proxy`, the Procfile's HAProxy there and gunicorn behind it on a
+        private port (as deployed, README "Deploy"); without, gunicorn itself."""
+        web_port = free_port() if proxy else port
+        env = {**self.env, "WEB_BIND": f"127.0.0.1:{web_port}", "WEB_BEHIND_PROXY": "1" if proxy else "0"}
+        proc = self.start_procfile("web", env=env)
+        wait_for(lambda: port_open(web_port) or not proc.alive(), 30, "gunicorn")
         if not proc.alive():
             raise RuntimeError(f"web did not start:\n{proc.log()}")
+        if proxy:
+            front = self.start_procfile("proxy", env={**env, "PROXY_BIND": f"127.0.0.1:{port}"})
+            wait_for(lambda: port_open(port) or not front.alive(), 15, "haproxy")
+            if not front.alive():
+                raise RuntimeError(f"the proxy did not start:\n{front.log()}")
         return proc
 
     def start_worker(self, name: str) -> Proc:
@@ -352,6 +361,7 @@ def tool_versions() -> dict:
 
     return {
         "wrk": _version(["wrk", "-v"], r"wrk (\S+)"),
+        "haproxy": _version(["haproxy", "-v"], r"version (\S+)"),
         "gunicorn": package("gunicorn"),
         "celery": package("celery"),
         "django": package("django"),
@@ -361,10 +371,13 @@ def tool_versions() -> dict:
     }
 
 
-def require_tools():
+def require_tools(*, proxy: bool = True):
     missing = [tool for tool in ("wrk", "redis-server", "redis-cli") if shutil.which(tool) is None]
+    if proxy and shutil.which("haproxy") is None:
+        missing.append("haproxy")
     if missing:
-        raise SystemExit(f"make bench needs {', '.join(missing)} (Debian: apt-get install wrk redis-server)")
+        raise SystemExit(f"make bench needs {', '.join(missing)} (Debian: apt-get install wrk redis-server "
+                         "haproxy; --no-proxy measures gunicorn without the proxy)")
 
 
 def percentile(values: list[float], p: float) -> float | None:

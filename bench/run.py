@@ -90,7 +90,7 @@ PHONE_BLOCKS = {"warmup": (0, 0, 1_000_000), "accept-endpoint-8": (1, 0, 1_000_0
 # smsgate's CPU per SMS: the roles counted as the system (issue 19: web, workers, PostgreSQL, broker,
 # Redis), and those shown beside it (the fake upstream, the load, the benchmark's own feeder, and
 # PostgreSQL's shared processes, which other databases of the machine use too).
-COUNTED = {"web": ("web-master", "web-worker"), "workers": ("worker-system", "worker-bulk", "worker-crm"),
+COUNTED = {"proxy": ("proxy",), "web": ("web-master", "web-worker"), "workers": ("worker-system", "worker-bulk", "worker-crm"),
            "postgresql": ("postgres-backends",), "rabbitmq": ("rabbitmq",), "redis": ("redis",)}
 APART = {"fake-provider": ("fake-provider",), "loadgen": ("loadgen",), "feeder": ("feeder",),
          "postgresql-shared": ("postgres-shared",)}
@@ -137,6 +137,7 @@ FIGURES = [
            "overload.accepted_share_of_capacity", ("value", ">=", 0.9)),
     Figure("overload: refused, answered p99 ms", "overload.refused_p99_ms", None, ("value", "<=", 50.0),
            none_passes="overload.refused"),
+    Figure("overload: refused, p99 ms from when each left", "overload.refused_from_send_p99_ms"),
     Figure("overload: accepted, e2e from the client p99 ms", "overload.e2e_from_client_p99_ms", "overload.p99_ms",
            ("value", "<", 1000.0)),
     Figure("overload: accepted, e2e from the acceptance p99 ms", "overload.e2e_p99_ms"),
@@ -187,6 +188,8 @@ def parse_args():
     parser.add_argument("--no-peer", action="store_true", help="smsgate alone: do not run the peer (Jasmin)")
     parser.add_argument("--peer-dir", default=str(peers.default_folder(ROOT)),
                         help="the peer's scripts (BENCH_PEER_DIR; default ../shared/peers/jasmin)")
+    parser.add_argument("--no-proxy", action="store_true",
+                        help="gunicorn answers the load itself, without the Procfile's HAProxy in front")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="an environment variable for every process of the stack, to try another "
@@ -545,7 +548,7 @@ class Bench:
         return self.with_peer(name, step)
 
     def setup(self):
-        require_tools()
+        require_tools(proxy=not self.args.no_proxy)
         _redis, redis_port = self.stack.start_redis()
         pg_version = recreate_database(self.args.database_url)
         env = bench_env(database_url=self.args.database_url, broker_url=self.args.broker_url,
@@ -570,12 +573,14 @@ class Bench:
         self.results["tools"] = tool_versions()
         self.results["config"] = {
             "accounts": self.args.accounts,
-            "procfile": {name: self.stack.procfile_command(name) for name in ("web", *WORKERS)},
+            "procfile": {name: self.stack.procfile_command(name)
+                         for name in ("web", *WORKERS, *(() if self.args.no_proxy else ("proxy",)))},
+            "proxy": "none: gunicorn answers the load" if self.args.no_proxy else "HAProxy (deploy/haproxy.cfg)",
             "environment_overrides": self.overrides,
             "database": "fresh PostgreSQL database, migrated; synchronous_commit as configured on the server",
             "provider": "tests/fakes/smsru.py (fake SMS.ru over HTTP on 127.0.0.1), its own process",
         }
-        self.stack.start_web(self.web_port)
+        self.stack.start_web(self.web_port, proxy=not self.args.no_proxy)
 
     def _sample_memory(self):
         while self._sampling:
@@ -768,6 +773,8 @@ class Bench:
                   "offered_per_second_measured": load["sent_per_second"],
                   "accepted_per_second": round(load["answered_2xx"] / load["sending_seconds"], 1),
                   "refused": refused["count"], "refused_p99_ms": refused["p99_ms"] if refused["count"] else None,
+                  # The same, from when each request actually left (the generator's lateness left out).
+                  "refused_from_send_p99_ms": load["latency_not_2xx_from_send"]["p99_ms"] if refused["count"] else None,
                   "loadgen": load, "waited_for_drain_seconds": waited, **e2e(self.receipts, "overload"),
                   **e2e_from_client(self.receipts, "overload", sends),
                   **reached_while_offered(self.receipts, "overload", load),

@@ -15,6 +15,13 @@ threads = int(os.environ.get("WEB_THREADS", "4"))
 timeout = 30
 graceful_timeout = 10
 keepalive = 5
+# Behind the Procfile's proxy (deploy/haproxy.cfg), which opens a connection per request and keeps the
+# requests it lets in to WEB_WORKERS x WEB_THREADS: a process holds at most as many connections as it has
+# threads, so one whose threads are all busy stops accepting and a free one takes the request, instead of
+# queueing it behind its own (bench/README.md: the web tier's own refusals went from ~140 a run to 0).
+if os.environ.get("WEB_BEHIND_PROXY", "").lower() in ("1", "true", "yes", "on"):
+    worker_connections = threads
+    keepalive = 0
 accesslog = os.environ.get("WEB_ACCESS_LOG") or None
 
 # Request headers that are credentials, should an access_log_format name them ({x-auth-token}i).

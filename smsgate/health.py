@@ -3,7 +3,7 @@
 /healthz  the process answers (no dependency is touched): for restarts.
 /readyz   the database and the broker are reachable, else 503: for load balancers.
 /metrics  Prometheus text format; needs SMSGATE_METRICS_TOKEN as a bearer token or a client address
-          in SMSGATE_METRICS_ALLOWED_IPS.
+          in SMSGATE_METRICS_ALLOWED_IPS (behind the proxy: the address it forwards for).
 """
 
 import hmac
@@ -57,14 +57,26 @@ def readyz(request):
                         status=200 if ready else 503)
 
 
+def client_address(request) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The client's address: REMOTE_ADDR, or, when that is a trusted proxy (SMSGATE_TRUSTED_PROXIES) that
+    says whom it forwards, the last X-Forwarded-For entry (the one that proxy added). None if unreadable."""
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        if forwarded and str(address) in settings.SMSGATE_TRUSTED_PROXIES:
+            address = ipaddress.ip_address(forwarded.rsplit(",", 1)[-1].strip())
+    except ValueError:
+        return None
+    return address
+
+
 def _metrics_allowed(request) -> bool:
     token = settings.SMSGATE_METRICS_TOKEN
     header = request.headers.get("Authorization", "")
     if token and header.startswith("Bearer ") and hmac.compare_digest(header[7:].encode(), token.encode()):
         return True
-    try:
-        client = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
-    except ValueError:
+    client = client_address(request)
+    if client is None:
         return False
     for allowed in settings.SMSGATE_METRICS_ALLOWED_IPS:
         try:

@@ -358,6 +358,9 @@ SMSGATE_DB_PREPARED_STATEMENTS = env.bool("SMSGATE_DB_PREPARED_STATEMENTS", defa
 # /metrics: a bearer token, or client addresses allowed without one.
 SMSGATE_METRICS_TOKEN = env.str("SMSGATE_METRICS_TOKEN", default="")
 SMSGATE_METRICS_ALLOWED_IPS = env.list("SMSGATE_METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
+# Proxies whose X-Forwarded-For names the client (the Procfile's HAProxy, on this host, sets it to
+# the address it saw): a request from one of them is judged by that address, not the proxy's.
+SMSGATE_TRUSTED_PROXIES = env.list("SMSGATE_TRUSTED_PROXIES", default=["127.0.0.1", "::1"])
 
 CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})
 CELERY_BEAT_SCHEDULE.update({

@@ -40,6 +40,21 @@ def test_metrics_need_a_token_or_an_allowed_address(client, settings):
     assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
 
 
+def test_metrics_behind_the_proxy_judge_the_address_it_forwards_for(client, settings):
+    settings.SMSGATE_METRICS_ALLOWED_IPS = ["10.0.0.0/8"]
+    settings.SMSGATE_TRUSTED_PROXIES = ["127.0.0.1", "::1"]
+    # The Procfile's HAProxy on this host: its own address is not the client's.
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.9").status_code == 403
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="10.1.2.3").status_code == 200
+    # Only the entry the trusted proxy added counts, not what the client wrote before it.
+    assert client.get("/metrics", REMOTE_ADDR="::1",
+                      HTTP_X_FORWARDED_FOR="10.1.2.3, 203.0.113.9").status_code == 403
+    # A client that is no trusted proxy cannot name another address.
+    assert client.get("/metrics", REMOTE_ADDR="203.0.113.9", HTTP_X_FORWARDED_FOR="10.1.2.3").status_code == 403
+    for forged in ("not-an-address", "١٠.1.2.3", "10.1.2.3.4", "", " , "):
+        assert client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR=forged).status_code == 403
+
+
 def test_metrics_count_requests_and_deliveries(client, account, settings):
     from routes.models import ProviderRoute
     from deliveries.services.dispatch import delivery_send
