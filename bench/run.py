@@ -90,8 +90,9 @@ PHONE_BLOCKS = {"warmup": (0, 0, 1_000_000), "accept-endpoint-8": (1, 0, 1_000_0
 # smsgate's CPU per SMS: the roles counted as the system (issue 19: web, workers, PostgreSQL, broker,
 # Redis), and those shown beside it (the fake upstream, the load, the benchmark's own feeder, and
 # PostgreSQL's shared processes, which other databases of the machine use too).
-COUNTED = {"proxy": ("proxy",), "web": ("web-master", "web-worker"), "workers": ("worker-system", "worker-bulk", "worker-crm"),
-           "postgresql": ("postgres-backends",), "rabbitmq": ("rabbitmq",), "redis": ("redis",)}
+COUNTED = {"proxy": ("proxy",), "web": ("web-master", "web-worker"),
+           "workers": ("worker-system", "worker-bulk", "worker-crm"), "postgresql": ("postgres-backends",),
+           "rabbitmq": ("rabbitmq",), "redis": ("redis",)}
 APART = {"fake-provider": ("fake-provider",), "loadgen": ("loadgen",), "feeder": ("feeder",),
          "postgresql-shared": ("postgres-shared",)}
 
@@ -774,7 +775,8 @@ class Bench:
                   "accepted_per_second": round(load["answered_2xx"] / load["sending_seconds"], 1),
                   "refused": refused["count"], "refused_p99_ms": refused["p99_ms"] if refused["count"] else None,
                   # The same, from when each request actually left (the generator's lateness left out).
-                  "refused_from_send_p99_ms": load["latency_not_2xx_from_send"]["p99_ms"] if refused["count"] else None,
+                  "refused_from_send_p99_ms": (load["latency_not_2xx_from_send"]["p99_ms"]
+                                               if refused["count"] else None),
                   "loadgen": load, "waited_for_drain_seconds": waited, **e2e(self.receipts, "overload"),
                   **e2e_from_client(self.receipts, "overload", sends),
                   **reached_while_offered(self.receipts, "overload", load),
@@ -870,8 +872,8 @@ class Bench:
                     self.results.setdefault("errors", {})[name] = traceback.format_exc()
                     print(traceback.format_exc(), flush=True)
             self.memory.sample()
-            self.results["memory"] = self.memory.report(("web-master", "web-worker", "worker-system", "worker-bulk",
-                                                        "fake-provider", "redis"))
+            self.results["memory"] = self.memory.report(("proxy", "web-master", "web-worker", "worker-system",
+                                                        "worker-bulk", "fake-provider", "redis"))
         finally:
             self._sampling = False
             self.stack.stop()

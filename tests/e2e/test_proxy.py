@@ -119,8 +119,18 @@ def test_behind_the_proxy_a_web_process_takes_no_more_connections_than_it_has_th
 
 class _EchoForwardedFor(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    seen: list[str] = []
+
+    def do_POST(self):
+        self.seen.append(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def do_GET(self):
+        self.seen.append(self.path)
         seen = "|".join(self.headers.get_all("X-Forwarded-For") or []).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(seen)))
@@ -131,17 +141,50 @@ class _EchoForwardedFor(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_the_proxy_tells_the_web_tier_the_address_it_saw_never_the_clients_claim(tmp_path):
+@pytest.fixture
+def echo_behind_proxy(tmp_path):
+    """The proxy in front of a backend that answers with the X-Forwarded-For it got and notes each path."""
     from .stack import Stack
 
+    _EchoForwardedFor.seen = []
     backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoForwardedFor)
     threading.Thread(target=backend.serve_forever, daemon=True).start()
     stack = Stack(env={"PATH": "/usr/sbin:/usr/bin:/bin"}, tmp=Path(tmp_path))
     try:
-        front = start_proxy(stack, web_port=backend.server_address[1])
-        for claim in ({}, {"X-Forwarded-For": "10.1.2.3"}, {"X-Forwarded-For": "10.1.2.3, 10.4.5.6"}):
-            assert httpx.get(f"{front}/metrics", headers=claim, timeout=10).text == "127.0.0.1", claim
+        yield start_proxy(stack, web_port=backend.server_address[1])
     finally:
         for process in stack.processes:
             process.stop()
         backend.shutdown()
+
+
+def test_the_proxy_tells_the_web_tier_the_address_it_saw_never_the_clients_claim(echo_behind_proxy):
+    for claim in ({}, {"X-Forwarded-For": "10.1.2.3"}, {"X-Forwarded-For": "10.1.2.3, 10.4.5.6"}):
+        assert httpx.get(f"{echo_behind_proxy}/metrics", headers=claim, timeout=10).text == "127.0.0.1", claim
+
+
+def raw(front: str, request: bytes) -> bytes:
+    host, port = front.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("request_bytes", [
+    # Two lengths that disagree: the classic request-smuggling probe.
+    b"POST /amocrm/sms HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nab=c",
+    # A header larger than the proxy's buffer.
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n",
+    # Raw non-ASCII bytes and a NUL where HTTP allows neither.
+    "GET /amocrm/sms/\u0661\u0662 HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+    # Not HTTP at all.
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64 + b"\r\n\r\n",
+], ids=["two-lengths", "huge-header", "non-ascii-path", "nul-in-header", "tls-hello"])
+def test_a_malformed_request_is_a_4xx_from_the_proxy_and_never_reaches_the_web_tier(echo_behind_proxy, request_bytes):
+    answer = raw(echo_behind_proxy, request_bytes)
+    assert answer.startswith(b"HTTP/1.1 4") or answer == b"", answer[:200]  # a TLS hello may just be dropped
+    assert _EchoForwardedFor.seen == []
