@@ -63,13 +63,23 @@ def _port_open(port: int) -> bool:
         return False
 
 
-def test_an_sms_request_that_finds_the_web_tier_full_is_refused_by_the_proxy(stack, smsru_route, make_token):
+LANGUAGES = {"": "ru", "ru-RU,ru;q=0.9": "ru", "en-US,en;q=0.9": "en", "en;q=0.2, ru": "ru", "de, en;q=0.5": "en",
+             "zz": "ru"}
+
+
+@pytest.mark.parametrize("refused_by", ["a standing queue", "the queue's timeout"])
+def test_an_sms_request_that_finds_the_web_tier_full_is_refused_by_the_proxy(stack, smsru_route, make_token,
+                                                                             refused_by):
     smsru_route()
     web_port = free_port()
     stack.env.update(WEB_BIND=f"127.0.0.1:{web_port}", WEB_WORKERS="1", WEB_THREADS="1", WEB_BEHIND_PROXY="1")
     web = stack.spawn("web", [sys.executable, "-m", "gunicorn", "smsgate.wsgi", "--config", "smsgate/gunicorn.conf.py"])
     wait_for(lambda: _http_ok(f"http://127.0.0.1:{web_port}/healthz"), 30, lambda: f"web:\n{web.log()}")
-    front = start_proxy(stack, web_port=web_port, PROXY_WEB_MAXCONN=1, PROXY_SMS_QUEUE_TIMEOUT="30ms")
+    # A standing queue: one SMS request may wait (for 30 s), the next is answered at the door. The
+    # timeout: sixteen may wait, each for 30 ms only.
+    limits = ({"PROXY_SMS_QUEUE_MAX": 1, "PROXY_SMS_QUEUE_TIMEOUT": "30s"} if refused_by == "a standing queue"
+              else {"PROXY_SMS_QUEUE_MAX": 16, "PROXY_SMS_QUEUE_TIMEOUT": "30ms"})
+    front = start_proxy(stack, web_port=web_port, PROXY_WEB_MAXCONN=1, **limits)
     url = f"{front}/amocrm/sms"
     body = urlencode({"phone": "+79123000000", "text": "Код: 1", "token": make_token()}).encode()
     proxy_port = int(front.rsplit(":", 1)[1])
@@ -80,12 +90,15 @@ def test_an_sms_request_that_finds_the_web_tier_full_is_refused_by_the_proxy(sta
                      b"Content-Type: application/x-www-form-urlencoded\r\n"
                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
         time.sleep(0.3)
-        languages = {"": "ru", "ru-RU,ru;q=0.9": "ru", "en-US,en;q=0.9": "en", "en;q=0.2, ru": "ru",
-                     "de, en;q=0.5": "en", "zz": "ru"}
         with httpx.Client(timeout=30) as client, ThreadPoolExecutor(max_workers=2) as pool:
             # Not an SMS request: it waits for the thread instead of being refused.
             waiting = pool.submit(client.get, f"{front}/healthz")
-            for n, (header, language) in enumerate(languages.items(), 1):
+            queued = None
+            if refused_by == "a standing queue":  # this one fills the queue and waits its turn
+                queued = pool.submit(client.post, url, data={"phone": "+79123001000", "text": "Код: 4",
+                                                             "token": make_token()})
+                time.sleep(0.3)
+            for n, (header, language) in enumerate(LANGUAGES.items(), 1):
                 headers = {"Accept-Language": header} if header else {}
                 answer = client.post(url, headers=headers, data={
                     "phone": f"+7912300{n:04d}", "text": "Код: 2", "token": make_token()})
@@ -94,17 +107,20 @@ def test_an_sms_request_that_finds_the_web_tier_full_is_refused_by_the_proxy(sta
                 assert answer.content == overloaded_body(language), (header, answer.text)
                 assert answer.headers["Retry-After"] == "2"
                 assert answer.headers["Content-Type"] == "application/json"
-            assert not waiting.done()
+            assert not waiting.done() and (queued is None or not queued.done())
             slow.sendall(body[10:])
             first = slow.makefile("rb").read()
             assert waiting.result().status_code == 200
+            if queued is not None:
+                assert queued.result().status_code == 200, queued.result().text
 
     assert first.startswith(b"HTTP/1.1 200"), first
-    assert Delivery.objects.count() == 1  # nothing recorded for the refused ones
+    recorded = 1 if queued is None else 2
+    assert Delivery.objects.count() == recorded  # nothing recorded for the refused ones
     # Once the slot is free, SMS requests pass again.
     assert httpx.post(url, data={"phone": "+79123009999", "text": "Код: 3", "token": make_token()},
                       timeout=30).status_code == 200
-    assert Delivery.objects.count() == 2
+    assert Delivery.objects.count() == recorded + 1
 
 
 @pytest.mark.parametrize("behind, expected", [("1", (2, 0)), ("", (1000, 5)), ("0", (1000, 5))])
@@ -178,13 +194,16 @@ def raw(front: str, request: bytes) -> bytes:
     b"POST /amocrm/sms HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nab=c",
     # A header larger than the proxy's buffer.
     b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n",
-    # Raw non-ASCII bytes and a NUL where HTTP allows neither.
+    # Raw non-ASCII bytes and a NUL where HTTP allows neither, a space in a header's name.
     "GET /amocrm/sms/\u0661\u0662 HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
-    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-\x00A: b\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: x\r\n\r\n",
+    # A transfer coding the web tier would not read as the proxy does (smuggling again).
+    b"POST /amocrm/sms HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked, identity\r\n\r\n0\r\n\r\n",
     # Not HTTP at all.
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64 + b"\r\n\r\n",
-], ids=["two-lengths", "huge-header", "non-ascii-path", "nul-in-header", "tls-hello"])
+], ids=["two-lengths", "huge-header", "non-ascii-path", "nul-in-name", "space-in-name", "bogus-coding", "tls-hello"])
 def test_a_malformed_request_is_a_4xx_from_the_proxy_and_never_reaches_the_web_tier(echo_behind_proxy, request_bytes):
     answer = raw(echo_behind_proxy, request_bytes)
-    assert answer.startswith(b"HTTP/1.1 4") or answer == b"", answer[:200]  # a TLS hello may just be dropped
+    assert answer.startswith(b"HTTP/1.1 4"), answer[:200]
     assert _EchoForwardedFor.seen == []
