@@ -3,6 +3,7 @@ web tier full is answered 503 by the proxy itself, in the endpoint's JSON and th
 and nothing is recorded; other requests wait their turn; the client's X-Forwarded-For never passes."""
 
 import http.server
+import runpy
 import shutil
 import socket
 import sys
@@ -21,7 +22,7 @@ from deliveries.models import Delivery
 from smsgate.errors import json_error
 from tests.conftest import service_missing
 
-from .stack import ROOT, _http_ok, free_port, wait_for
+from .stack import ROOT, Stack, _http_ok, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -125,8 +126,6 @@ def test_an_sms_request_that_finds_the_web_tier_full_is_refused_by_the_proxy(sta
 
 @pytest.mark.parametrize("behind, expected", [("1", (2, 0)), ("", (1000, 5)), ("0", (1000, 5))])
 def test_behind_the_proxy_a_web_process_takes_no_more_connections_than_it_has_threads(monkeypatch, behind, expected):
-    import runpy
-
     monkeypatch.setenv("WEB_THREADS", "2")
     monkeypatch.setenv("WEB_BEHIND_PROXY", behind)
     conf = runpy.run_path(str(ROOT / "smsgate" / "gunicorn.conf.py"))
@@ -160,8 +159,6 @@ class _EchoForwardedFor(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def echo_behind_proxy(tmp_path):
     """The proxy in front of a backend that answers with the X-Forwarded-For it got and notes each path."""
-    from .stack import Stack
-
     _EchoForwardedFor.seen = []
     backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoForwardedFor)
     threading.Thread(target=backend.serve_forever, daemon=True).start()
